@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import urllib.request
 import warnings
 from pathlib import Path
@@ -87,8 +88,12 @@ def _open(fp: Any, what: str, max_pixels: int | None) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp)
     except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(found.group(1)):,} pixels" if found else str(err)
+        limit = f"{max_pixels:,}" if max_pixels is not None else "PIL's"
         raise ImageTooLargeError(
-            f"{what}: refused by PIL's decompression-bomb guard ({err}). Limit: {max_pixels:,} pixels."
+            f"{what}: image is too large ({pixels}), above the limit of {limit} pixels (refused by PIL's "
+            "decompression-bomb guard before decoding). Downscale it first."
         ) from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{what}: not an image file PIL can read (corrupt or unsupported format).") from None

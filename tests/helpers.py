@@ -1,0 +1,80 @@
+"""Small builders of test inputs: raw releases, images, mask files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> Path | None:
+    """``$RIVEG_DATA``, else ``../shared/data`` beside the checkout (or above it), else ``/work/shared/data``."""
+    env = os.environ.get("RIVEG_DATA")
+    if env:
+        return Path(env)
+    for parent in [REPO, *REPO.parents]:
+        cand = parent / "shared" / "data"
+        if (cand / "twitter-gmner").is_dir():
+            return cand
+    cand = Path("/work/shared/data")
+    return cand if cand.is_dir() else None
+
+
+def voc_xml(width: int, height: int, objects: list[tuple[str, list[float]]]) -> str:
+    objs = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for name, b in objects
+    )
+    return (f"<annotation><filename>x.jpg</filename><size><width>{width}</width><height>{height}</height>"
+            f"<depth>3</depth></size>{objs}</annotation>")
+
+
+def write_release(root: Path, splits: dict[str, list[dict]]) -> Path:
+    """Write a raw GMNER-style release.
+
+    ``splits = {"train": [{"id", "tokens", "tags", "objects": [(name, box)], "size": (w, h)}]}``;
+    a split missing from ``splits`` gets an empty file.
+    """
+    (root / "txt").mkdir(parents=True, exist_ok=True)
+    (root / "xml").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        lines = []
+        for ex in splits.get(split, []):
+            lines.append(f"IMGID:{ex['id']}")
+            lines += [f"{t}\t{g}" for t, g in zip(ex["tokens"], ex["tags"])]
+            lines.append("")
+            if ex.get("objects") is not None:
+                w, h = ex.get("size", (64, 48))
+                (root / "xml" / f"{ex['id']}.xml").write_text(voc_xml(w, h, ex["objects"]), encoding="utf-8")
+        (root / "txt" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def make_image(size=(64, 48), color=(200, 30, 30), mode="RGB", box=None, box_color=(20, 200, 20)) -> Image.Image:
+    img = Image.new("RGB", size, color)
+    if box is not None:
+        arr = np.array(img)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        arr[y0:y1, x0:x1] = box_color
+        img = Image.fromarray(arr)
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def skimage_photo(name: str) -> Path:
+    import skimage
+
+    p = Path(skimage.__file__).parent / "data" / name
+    assert p.is_file(), f"scikit-image ships {name}; reinstall scikit-image"
+    return p
+
+
+def write_labelme(path: Path, width: int, height: int, shapes: list[tuple[str, str, list]]) -> None:
+    data = {"imageWidth": width, "imageHeight": height,
+            "shapes": [{"label": lab, "shape_type": kind, "points": pts} for lab, kind, pts in shapes]}
+    path.write_text(json.dumps(data), encoding="utf-8")
