@@ -14,7 +14,14 @@ import argparse
 import time
 from pathlib import Path
 
-from riveg_hf.data import GMNER_SPLITS, ConfigSpec, Report, gmner_records, smner_features, write_dataset_folder
+from riveg_hf.data import (
+    GMNER_SPLITS,
+    ConfigSpec,
+    Report,
+    gmner_records,
+    smner_features,
+    write_dataset_folder,
+)
 
 from . import _card
 from ._common import BuildResult, finish

@@ -87,6 +87,63 @@ def _add_data(sub) -> None:
     ps.set_defaults(func=_cmd_data_push)
 
 
+# --------------------------------------------------------------------------- evaluate
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise CLIError(f"{path}:{lineno}: not a JSON line ({err}).") from None
+    return rows
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from datasets import load_dataset
+
+    from riveg_hf.metrics import compute_gmner, compute_smner, format_table
+
+    rows = read_jsonl(a.predictions)
+    preds: dict[str, list] = {}
+    for k, row in enumerate(rows, 1):
+        if "id" not in row or "entities" not in row:
+            raise CLIError(f"{a.predictions}:{k}: each line needs 'id' and 'entities' (got keys {sorted(row)}).")
+        if str(row["id"]) in preds:
+            raise CLIError(f"{a.predictions}:{k}: duplicate prediction for id {row['id']!r}.")
+        preds[str(row["id"])] = row["entities"]
+    ds = load_dataset(a.dataset, a.config, split=a.split)
+    if "entities" not in ds.column_names:
+        raise CLIError(f"{a.dataset} ({a.config or 'default config'}) has no 'entities' column.")
+    entity_feature = ds.features["entities"].feature
+    type_names = entity_feature["type"].names
+    refs = dict(zip(ds["id"], ds["entities"]))
+    smner = a.smner or "masks" in entity_feature
+    fn = compute_smner if smner else compute_gmner
+    scores = fn(preds, refs, type_names=type_names)
+    print(f"{a.predictions} vs {a.dataset} [{a.split}]: {len(preds)} predicted examples, {len(refs)} gold examples")
+    print(format_table(scores))
+    if a.output:
+        Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
+        print(f"wrote {a.output}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score predictions (jsonl) against a dataset: MNER, EEG, GMNER/SMNER",
+                       description="Score a predictions file: one JSON line per example {\"id\", \"entities\": "
+                       "[{\"start\", \"end\", \"type\", \"box\"}]} (pipeline outputs work as they are).")
+    p.add_argument("--predictions", required=True, help="jsonl with one {id, entities} line per example")
+    p.add_argument("--dataset", required=True, help="a dataset folder or Hub id (built by `riveg data build`)")
+    p.add_argument("--config", default=None, help="dataset config (default: the dataset's default)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--smner", action="store_true", help="score masks (automatic for SMNER datasets)")
+    p.add_argument("--output", help="also write the scores as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -97,13 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"riveg-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_data(sub)
-    for name, adder in _EXTRA_COMMANDS:
+    for adder in (_add_data, _add_evaluate):
         adder(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"riveg: error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
         print(f"riveg {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -93,7 +93,7 @@ def test_smner_needs_masks(release, tmp_path):
 
 
 def test_cli_build_and_strict(release, tmp_path, capsys):
-    root, images = release
+    root, _images = release
     out = tmp_path / "cli"
     assert cli(["data", "build", "twitter-gmner", "--raw", str(root), "--out", str(out)]) == 0
     assert "unmatched_object: 1" in capsys.readouterr().out

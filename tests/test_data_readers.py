@@ -146,7 +146,7 @@ def test_voc_object_without_coordinates_is_reported(tmp_path):
 
 
 def test_alignment_passes():
-    tokens = "LionelMessi and Westbrook met Trump and Trump at Nike".split()
+    tokens = ["LionelMessi", "and", "Westbrook", "met", "Trump", "and", "Trump", "at", "Nike"]
     spans = [(0, 1, "PER"), (2, 3, "PER"), (4, 5, "PER"), (6, 7, "PER"), (8, 9, "ORG")]
     objs = [VOCObject("Lionel Messi", [0, 0, 1, 1]), VOCObject("Westbroo", [1, 1, 2, 2]),
             VOCObject("Trump", [2, 2, 3, 3]), VOCObject("JJ Abrams", [3, 3, 4, 4])]

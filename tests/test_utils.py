@@ -21,7 +21,15 @@ from riveg_hf.boxes import (
     xyxy_to_xywh,
 )
 from riveg_hf.images import ImageLoadError, ImageTooLargeError, load_image
-from riveg_hf.masks import MaskError, decode_rle, encode_rle, mask_iou, mask_to_xyxy, polygons_to_rle, rle_from_any
+from riveg_hf.masks import (
+    MaskError,
+    decode_rle,
+    encode_rle,
+    mask_iou,
+    mask_to_xyxy,
+    polygons_to_rle,
+    rle_from_any,
+)
 from riveg_hf.types import GroundedEntity
 
 
@@ -77,7 +85,7 @@ def test_rle_round_trip_and_iou():
 
 def _png(mode, size=(7, 5)):
     if mode == "I;16":
-        img = Image.fromarray((np.arange(35, dtype=np.uint16).reshape(5, 7) * 1000))
+        img = Image.fromarray(np.arange(35, dtype=np.uint16).reshape(5, 7) * 1000)
         assert img.mode == "I;16"
     else:
         img = Image.new(mode, size)

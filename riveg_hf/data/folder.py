@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets as hf_tqdm
 from datasets import Dataset, DatasetInfo, Features, SplitDict, SplitInfo
 from datasets.info import DatasetInfosDict
-import datasets as hf_tqdm
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -63,7 +63,10 @@ def _write_split(rows: Iterable[dict], features: Features, out_dir: Path, split:
         nonlocal n_bytes
         if not buf and tmp_paths:
             return
-        ds = Dataset.from_list(buf, features=features)
+        if buf:
+            ds = Dataset.from_list(buf, features=features)
+        else:  # an empty split still carries the schema
+            ds = Dataset.from_dict({k: [] for k in features}, features=features)
         p = out_dir / f"{split}-tmp-{len(tmp_paths):05d}.parquet"
         with _quiet_progress():
             ds.to_parquet(str(p))
