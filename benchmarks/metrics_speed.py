@@ -48,8 +48,13 @@ def naive_counts(preds, golds):
         correct = 0
         for p in flat_p:
             for k, g in enumerate(flat_g):
-                if (g["id"] == p["id"] and g["start"] == p["start"] and g["end"] == p["end"] and k not in used
-                        and rule(p, g)):
+                if (
+                    g["id"] == p["id"]
+                    and g["start"] == p["start"]
+                    and g["end"] == p["end"]
+                    and k not in used
+                    and rule(p, g)
+                ):
                     used.add(k)
                     correct += 1
                     break
@@ -83,7 +88,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--splits", default="test", help="comma-separated, e.g. test,train (the ratio grows with n)")
+    ap.add_argument(
+        "--splits", default="test", help="comma-separated, e.g. test,train (the ratio grows with n)"
+    )
     a = ap.parse_args()
     data = Path(a.data) if a.data else find_shared_data()
     for split in a.splits.split(","):
@@ -105,9 +112,13 @@ def run(data, split, repeat):
     naive = time.perf_counter() - t
     fast_correct = {k: round(r[f"{k}_precision"] * n_pred) for k in naive_correct}
     assert naive_correct == fast_correct, (naive_correct, fast_correct)  # same results on the same inputs
-    print(f"Twitter-GMNER v2.0 {split}: {n_gold} gold entities, {n_pred} predictions; correct: {naive_correct}")
-    print(f"compute_gmner (linear; MNER/EEG/GMNER + per-type + diagnostics): best of {repeat}: "
-          f"{min(fast) * 1e3:.1f} ms")
+    print(
+        f"Twitter-GMNER v2.0 {split}: {n_gold} gold entities, {n_pred} predictions; correct: {naive_correct}"
+    )
+    print(
+        f"compute_gmner (linear; MNER/EEG/GMNER + per-type + diagnostics): best of {repeat}: "
+        f"{min(fast) * 1e3:.1f} ms"
+    )
     print(f"O(n*m) scan of all gold per prediction (MNER/EEG/GMNER counts):  {naive * 1e3:.1f} ms")
     print(f"ratio: {naive / min(fast):.0f}x")
 

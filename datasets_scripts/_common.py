@@ -31,7 +31,9 @@ class BuildResult:
 
 
 def finish(out: Path, counts, report: Report, t0: float, sources: dict[str, str | None]) -> BuildResult:
-    res = BuildResult(out=out, counts=counts, report=report, seconds=time.perf_counter() - t0, sources=sources)
+    res = BuildResult(
+        out=out, counts=counts, report=report, seconds=time.perf_counter() - t0, sources=sources
+    )
     payload = {
         "riveg_hf_version": __version__,
         "python": platform.python_version(),

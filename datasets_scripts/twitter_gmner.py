@@ -42,7 +42,7 @@ def _card_body(version: str, counts: dict, have_images: bool) -> str:
 
 Grounded Multimodal Named Entity Recognition on tweets (Yu et al., ACL 2023): find each named entity of a
 tweet, its type (PER, LOC, ORG, OTHER) and the box of its image that shows it, or "not visible".
-Built by [riveg-hf](https://github.com/) from the authors' release `{version}`{'' if have_images else ' (text and boxes; images not included)'}.
+Built by [riveg-hf](https://github.com/) from the authors' release `{version}`{"" if have_images else " (text and boxes; images not included)"}.
 
 | config | train | validation | test |
 |---|---|---|---|
@@ -107,8 +107,13 @@ def build(
     report = Report()
     records = {
         split: gmner_records(
-            raw, split, images=images, captions=captions, orphan_i=orphan_i,
-            max_image_pixels=max_image_pixels, report=report,
+            raw,
+            split,
+            images=images,
+            captions=captions,
+            orphan_i=orphan_i,
+            max_image_pixels=max_image_pixels,
+            report=report,
         )
         for split in GMNER_SPLITS
     }
@@ -118,8 +123,11 @@ def build(
     if "gmner" in configs:
         specs.append(
             ConfigSpec(
-                "gmner", gmner_features(), {s: (lambda s=s: records[s]) for s in GMNER_SPLITS},
-                description="Twitter-GMNER: tweets, images, entities with boxes.", default=True,
+                "gmner",
+                gmner_features(),
+                {s: (lambda s=s: records[s]) for s in GMNER_SPLITS},
+                description="Twitter-GMNER: tweets, images, entities with boxes.",
+                default=True,
                 rows_per_shard=rows_per_shard,
             )
         )
@@ -128,34 +136,65 @@ def build(
 
         def mner_rows(split):
             for r in records[split]:
-                yield {"id": r["id"], "tokens": r["tokens"], "ner_tags": r["ner_tags"],
-                       "entities": [{k: e[k] for k in keep} for e in r["entities"]]}
+                yield {
+                    "id": r["id"],
+                    "tokens": r["tokens"],
+                    "ner_tags": r["ner_tags"],
+                    "entities": [{k: e[k] for k in keep} for e in r["entities"]],
+                }
 
         specs.append(
-            ConfigSpec("mner", mner_features(), {s: (lambda s=s: mner_rows(s)) for s in GMNER_SPLITS},
-                       description="Twitter-GMNER text only (MNER).", default="gmner" not in configs)
+            ConfigSpec(
+                "mner",
+                mner_features(),
+                {s: (lambda s=s: mner_rows(s)) for s in GMNER_SPLITS},
+                description="Twitter-GMNER text only (MNER).",
+                default="gmner" not in configs,
+            )
         )
     if "mner_llm_knowledge" in configs:
         know = {s: knowledge_records(records[s], knowledge, s, report) for s in GMNER_SPLITS}
         specs.append(
-            ConfigSpec("mner_llm_knowledge", knowledge_features(), {s: (lambda s=s: know[s]) for s in GMNER_SPLITS},
-                       description="Twitter-GMNER text with RiVEG's LLM-written auxiliary knowledge.")
+            ConfigSpec(
+                "mner_llm_knowledge",
+                knowledge_features(),
+                {s: (lambda s=s: know[s]) for s in GMNER_SPLITS},
+                description="Twitter-GMNER text with RiVEG's LLM-written auxiliary knowledge.",
+            )
         )
     version = Path(raw).name
-    body_counts = {spec.name: {s2: len(records[s]) for s, s2 in zip(GMNER_SPLITS, ("train", "validation", "test"))}
-                   for spec in specs}
+    body_counts = {
+        spec.name: {s2: len(records[s]) for s, s2 in zip(GMNER_SPLITS, ("train", "validation", "test"))}
+        for spec in specs
+    }
     card_data = {
         "pretty_name": "Twitter-GMNER",
         "language": ["en"],
         "license": "other",
         "task_categories": ["token-classification", "object-detection"],
-        "tags": ["grounded-mner", "gmner", "multimodal", "named-entity-recognition", "visual-grounding", "twitter"],
+        "tags": [
+            "grounded-mner",
+            "gmner",
+            "multimodal",
+            "named-entity-recognition",
+            "visual-grounding",
+            "twitter",
+        ],
         "size_categories": ["1K<n<10K"],
     }
-    counts = write_dataset_folder(out, specs, card_body=_card_body(version, body_counts, images is not None),
-                                  card_data=card_data, overwrite=overwrite)
-    sources = {"raw": str(raw), "images": str(images) if images else None,
-               "knowledge": str(knowledge) if knowledge else None, "captions": str(captions) if captions else None}
+    counts = write_dataset_folder(
+        out,
+        specs,
+        card_body=_card_body(version, body_counts, images is not None),
+        card_data=card_data,
+        overwrite=overwrite,
+    )
+    sources = {
+        "raw": str(raw),
+        "images": str(images) if images else None,
+        "knowledge": str(knowledge) if knowledge else None,
+        "captions": str(captions) if captions else None,
+    }
     return finish(out, counts, report, t0, sources)
 
 
@@ -168,8 +207,11 @@ def main(argv=None):
     p.add_argument("--captions")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    print(build(a.raw, a.out, images=a.images, knowledge=a.knowledge, captions=a.captions,
-                overwrite=a.overwrite).summary())
+    print(
+        build(
+            a.raw, a.out, images=a.images, knowledge=a.knowledge, captions=a.captions, overwrite=a.overwrite
+        ).summary()
+    )
 
 
 if __name__ == "__main__":

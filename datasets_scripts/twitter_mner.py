@@ -42,12 +42,16 @@ def mner_rows(path: Path, report: Report, orphan_i: str = "begin"):
     rows = []
     for s in sents:
         spans = tags_to_spans(s.tags, orphan_i=orphan_i, where=f"{path.name} {s.id}", report=report)
-        rows.append({
-            "id": s.id,
-            "tokens": s.tokens,
-            "ner_tags": spans_to_tags(len(s.tokens), spans),
-            "entities": [{"text": " ".join(s.tokens[a:b]), "type": t, "start": a, "end": b} for a, b, t in spans],
-        })
+        rows.append(
+            {
+                "id": s.id,
+                "tokens": s.tokens,
+                "ner_tags": spans_to_tags(len(s.tokens), spans),
+                "entities": [
+                    {"text": " ".join(s.tokens[a:b]), "type": t, "start": a, "end": b} for a, b, t in spans
+                ],
+            }
+        )
         report.count("entities", len(spans))
     return rows
 
@@ -72,8 +76,15 @@ def build(
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found: --raw must hold twitter2015/ and twitter2017/.")
         rows = {split: mner_rows(folder / f, report, orphan_i) for split, f in SPLIT_FILES.items()}
-        specs.append(ConfigSpec(cfg, mner_features(), {s: (lambda r=r: r) for s, r in rows.items()},
-                                description=f"{cfg} MNER text", default=cfg == configs[0]))
+        specs.append(
+            ConfigSpec(
+                cfg,
+                mner_features(),
+                {s: (lambda r=r: r) for s, r in rows.items()},
+                description=f"{cfg} MNER text",
+                default=cfg == configs[0],
+            )
+        )
     body = f"""
 # Twitter-2015 and Twitter-2017 (MNER)
 
@@ -92,8 +103,13 @@ Multimodal NER benchmarks on tweets, text part (the images are not included). Ty
 
 {_card.LICENSE_NOTE}
 """
-    card_data = {"pretty_name": "Twitter-2015 / Twitter-2017 MNER", "language": ["en"], "license": "other",
-                 "task_categories": ["token-classification"], "tags": ["mner", "multimodal", "twitter"]}
+    card_data = {
+        "pretty_name": "Twitter-2015 / Twitter-2017 MNER",
+        "language": ["en"],
+        "license": "other",
+        "task_categories": ["token-classification"],
+        "tags": ["mner", "multimodal", "twitter"],
+    }
     counts = write_dataset_folder(out, specs, card_body=body, card_data=card_data, overwrite=overwrite)
     return finish(out, counts, report, t0, {"raw": str(raw)})
 

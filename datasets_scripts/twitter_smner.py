@@ -88,25 +88,50 @@ def build(
     out = Path(out)
     report = Report()
     records = {
-        split: gmner_records(raw, split, images=images, captions=captions, masks=masks, orphan_i=orphan_i,
-                             max_image_pixels=max_image_pixels, report=report)
+        split: gmner_records(
+            raw,
+            split,
+            images=images,
+            captions=captions,
+            masks=masks,
+            orphan_i=orphan_i,
+            max_image_pixels=max_image_pixels,
+            report=report,
+        )
         for split in GMNER_SPLITS
     }
     if images is not None and rows_per_shard is None:
         rows_per_shard = 1000
-    spec = ConfigSpec("smner", smner_features(), {s: (lambda s=s: records[s]) for s in GMNER_SPLITS},
-                      description="Twitter-SMNER: Twitter-GMNER with a segmentation mask per box.", default=True,
-                      rows_per_shard=rows_per_shard)
+    spec = ConfigSpec(
+        "smner",
+        smner_features(),
+        {s: (lambda s=s: records[s]) for s in GMNER_SPLITS},
+        description="Twitter-SMNER: Twitter-GMNER with a segmentation mask per box.",
+        default=True,
+        rows_per_shard=rows_per_shard,
+    )
     body_counts = dict(zip(("train", "validation", "test"), (len(records[s]) for s in GMNER_SPLITS)))
     card_data = {
         "pretty_name": "Twitter-SMNER",
         "language": ["en"],
         "license": "other",
         "task_categories": ["token-classification", "image-segmentation"],
-        "tags": ["segmented-mner", "smner", "grounded-mner", "multimodal", "named-entity-recognition", "twitter"],
+        "tags": [
+            "segmented-mner",
+            "smner",
+            "grounded-mner",
+            "multimodal",
+            "named-entity-recognition",
+            "twitter",
+        ],
     }
-    counts = write_dataset_folder(out, [spec], card_body=_card_body(Path(raw).name, body_counts),
-                                  card_data=card_data, overwrite=overwrite)
+    counts = write_dataset_folder(
+        out,
+        [spec],
+        card_body=_card_body(Path(raw).name, body_counts),
+        card_data=card_data,
+        overwrite=overwrite,
+    )
     sources = {"raw": str(raw), "masks": str(masks), "images": str(images) if images else None}
     return finish(out, counts, report, t0, sources)
 

@@ -121,10 +121,17 @@ def as_xyxy(box: Any, *, what: str = "box") -> list[float] | None:
 def clip_xyxy(box: Sequence[float], width: float, height: float) -> list[float]:
     """Clip a box to the image ``[0, width] x [0, height]``."""
     x0, y0, x1, y1 = _four_numbers(box, "box")
-    return [min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+    return [
+        min(max(x0, 0.0), width),
+        min(max(y0, 0.0), height),
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+    ]
 
 
-def repair_xyxy(box: Sequence[float], width: float | None, height: float | None) -> tuple[list[float], list[str]]:
+def repair_xyxy(
+    box: Sequence[float], width: float | None, height: float | None
+) -> tuple[list[float], list[str]]:
     """Swap inverted corners and clip to the image; return the box and what was repaired."""
     x0, y0, x1, y1 = _four_numbers(box, "box")
     fixes = []

@@ -31,7 +31,9 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
             kwargs["configs"] = tuple(a.configs.split(","))
     if a.dataset == "twitter-smner":
         if not a.masks:
-            raise CLIError("twitter-smner needs --masks DIR (the folder of per-image <IMGID>.json mask files).")
+            raise CLIError(
+                "twitter-smner needs --masks DIR (the folder of per-image <IMGID>.json mask files)."
+            )
         kwargs.update(masks=a.masks)
     for flag in ("images", "captions", "knowledge", "masks"):
         if getattr(a, flag) and flag not in kwargs:
@@ -39,8 +41,19 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
     result = build(a.raw, a.out, **kwargs)
     print(result.summary())
     if a.strict:
-        bad = {k: v for k, v in result.report.counts.items()
-               if k in ("rejected_id", "duplicate_id", "bad_xml", "corrupt_image", "unmatched_object", "bad_mask_file")}
+        bad = {
+            k: v
+            for k, v in result.report.counts.items()
+            if k
+            in (
+                "rejected_id",
+                "duplicate_id",
+                "bad_xml",
+                "corrupt_image",
+                "unmatched_object",
+                "bad_mask_file",
+            )
+        }
         if bad:
             print(f"--strict: the build reported problems: {bad}", file=sys.stderr)
             return 2
@@ -69,16 +82,24 @@ def _add_data(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     b.add_argument("dataset", choices=["twitter-gmner", "twitter-smner", "twitter-mner"])
-    b.add_argument("--raw", required=True, help="the raw release folder (txt/ + xml/, or twitter2015/ + twitter2017/)")
+    b.add_argument(
+        "--raw", required=True, help="the raw release folder (txt/ + xml/, or twitter2015/ + twitter2017/)"
+    )
     b.add_argument("--out", required=True, help="output folder (parquet shards + README.md dataset card)")
     b.add_argument("--images", help="folder of <IMGID>.jpg; without it image=None")
-    b.add_argument("--knowledge", help="RiVEG llm-knowledge folder (train/valid/test.txt): adds mner_llm_knowledge")
+    b.add_argument(
+        "--knowledge", help="RiVEG llm-knowledge folder (train/valid/test.txt): adds mner_llm_knowledge"
+    )
     b.add_argument("--captions", help="RiVEG captions folder (mplug-owl-{train,dev,test}.txt)")
     b.add_argument("--masks", help="twitter-smner: folder of per-image <IMGID>.json mask files")
     b.add_argument("--configs", help="comma-separated subset of configs to build")
-    b.add_argument("--max-image-pixels", type=int, default=None, help="refuse larger images (default 40M pixels)")
+    b.add_argument(
+        "--max-image-pixels", type=int, default=None, help="refuse larger images (default 40M pixels)"
+    )
     b.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    b.add_argument("--strict", action="store_true", help="exit with code 2 if anything was skipped or unmatched")
+    b.add_argument(
+        "--strict", action="store_true", help="exit with code 2 if anything was skipped or unmatched"
+    )
     b.set_defaults(func=_cmd_data_build)
     ps = dsub.add_parser("push", help="upload a built dataset folder to the Hub (needs a token)")
     ps.add_argument("folder")
@@ -110,7 +131,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     preds: dict[str, list] = {}
     for k, row in enumerate(rows, 1):
         if "id" not in row or "entities" not in row:
-            raise CLIError(f"{a.predictions}:{k}: each line needs 'id' and 'entities' (got keys {sorted(row)}).")
+            raise CLIError(
+                f"{a.predictions}:{k}: each line needs 'id' and 'entities' (got keys {sorted(row)})."
+            )
         if str(row["id"]) in preds:
             raise CLIError(f"{a.predictions}:{k}: duplicate prediction for id {row['id']!r}.")
         preds[str(row["id"])] = row["entities"]
@@ -123,7 +146,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     smner = a.smner or "masks" in entity_feature
     fn = compute_smner if smner else compute_gmner
     scores = fn(preds, refs, type_names=type_names)
-    print(f"{a.predictions} vs {a.dataset} [{a.split}]: {len(preds)} predicted examples, {len(refs)} gold examples")
+    print(
+        f"{a.predictions} vs {a.dataset} [{a.split}]: {len(preds)} predicted examples, {len(refs)} gold examples"
+    )
     print(format_table(scores))
     if a.output:
         Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
@@ -132,11 +157,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score predictions (jsonl) against a dataset: MNER, EEG, GMNER/SMNER",
-                       description="Score a predictions file: one JSON line per example {\"id\", \"entities\": "
-                       "[{\"start\", \"end\", \"type\", \"box\"}]} (pipeline outputs work as they are).")
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions (jsonl) against a dataset: MNER, EEG, GMNER/SMNER",
+        description='Score a predictions file: one JSON line per example {"id", "entities": '
+        '[{"start", "end", "type", "box"}]} (pipeline outputs work as they are).',
+    )
     p.add_argument("--predictions", required=True, help="jsonl with one {id, entities} line per example")
-    p.add_argument("--dataset", required=True, help="a dataset folder or Hub id (built by `riveg data build`)")
+    p.add_argument(
+        "--dataset", required=True, help="a dataset folder or Hub id (built by `riveg data build`)"
+    )
     p.add_argument("--config", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--split", default="test")
     p.add_argument("--smner", action="store_true", help="score masks (automatic for SMNER datasets)")

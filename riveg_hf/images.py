@@ -96,7 +96,9 @@ def _open(fp: Any, what: str, max_pixels: int | None) -> Image.Image:
             "decompression-bomb guard before decoding). Downscale it first."
         ) from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{what}: not an image file PIL can read (corrupt or unsupported format).") from None
+        raise ImageLoadError(
+            f"{what}: not an image file PIL can read (corrupt or unsupported format)."
+        ) from None
     except OSError as err:
         raise ImageLoadError(f"{what}: cannot open image: {err}") from None
     _check_size(img.size, max_pixels, what)
@@ -147,7 +149,9 @@ def load_image(
         return to_rgb(image)
     if isinstance(image, dict) and ("bytes" in image or "path" in image):
         if image.get("bytes") is not None:
-            return load_image(image["bytes"], max_image_pixels=max_image_pixels, what=what or image.get("path"))
+            return load_image(
+                image["bytes"], max_image_pixels=max_image_pixels, what=what or image.get("path")
+            )
         if image.get("path"):
             return load_image(image["path"], max_image_pixels=max_image_pixels, what=what)
         raise ImageLoadError(f"{label}: image dict has neither 'bytes' nor 'path'.")

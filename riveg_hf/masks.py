@@ -63,7 +63,9 @@ def _to_coco(rle: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(counts, str):
         counts = counts.encode("ascii")
     if not isinstance(counts, bytes):
-        raise MaskError(f"RLE 'counts' must be a string, bytes or a list of ints, got {type(counts).__name__}.")
+        raise MaskError(
+            f"RLE 'counts' must be a string, bytes or a list of ints, got {type(counts).__name__}."
+        )
     return {"size": size, "counts": counts}
 
 
@@ -88,7 +90,10 @@ def rle_from_any(mask: Any) -> dict[str, Any]:
     if isinstance(mask, Mapping):
         coco = _to_coco(mask)
         counts = coco["counts"]
-        return {"size": list(coco["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        return {
+            "size": list(coco["size"]),
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+        }
     if hasattr(mask, "detach"):  # torch tensor
         mask = mask.detach().cpu().numpy()
     if isinstance(mask, (np.ndarray, list)):

@@ -70,7 +70,9 @@ class GroundedEntity:
         if not isinstance(self.entity, str):
             raise TypeError(f"entity must be a string, got {type(self.entity).__name__}")
         if self.start < 0 or self.end < self.start:
-            raise ValueError(f"entity {self.entity!r}: invalid character span start={self.start}, end={self.end}")
+            raise ValueError(
+                f"entity {self.entity!r}: invalid character span start={self.start}, end={self.end}"
+            )
         if self.box is not None:
             self.box = xyxy_to_dict(as_xyxy(self.box, what=f"box of entity {self.entity!r}"))
         # NaN scores become None: JSON has no NaN, and a NaN must never pass a threshold.

@@ -13,5 +13,7 @@ def shared_data():
     if path is None or not (path / "twitter-gmner" / "v2.0").is_dir():
         if os.environ.get("RIVEG_SKIP_REAL_DATA") == "1":
             pytest.skip("RIVEG_SKIP_REAL_DATA=1 and the real data is not present")
-        pytest.fail("the real data (shared/data/twitter-gmner/v2.0 ...) was not found: set RIVEG_DATA=/path/to/shared/data")
+        pytest.fail(
+            "the real data (shared/data/twitter-gmner/v2.0 ...) was not found: set RIVEG_DATA=/path/to/shared/data"
+        )
     return path

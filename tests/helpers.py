@@ -31,8 +31,10 @@ def voc_xml(width: int, height: int, objects: list[tuple[str, list[float]]]) -> 
         f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for name, b in objects
     )
-    return (f"<annotation><filename>x.jpg</filename><size><width>{width}</width><height>{height}</height>"
-            f"<depth>3</depth></size>{objs}</annotation>")
+    return (
+        f"<annotation><filename>x.jpg</filename><size><width>{width}</width><height>{height}</height>"
+        f"<depth>3</depth></size>{objs}</annotation>"
+    )
 
 
 def write_release(root: Path, splits: dict[str, list[dict]]) -> Path:
@@ -56,7 +58,9 @@ def write_release(root: Path, splits: dict[str, list[dict]]) -> Path:
     return root
 
 
-def make_image(size=(64, 48), color=(200, 30, 30), mode="RGB", box=None, box_color=(20, 200, 20)) -> Image.Image:
+def make_image(
+    size=(64, 48), color=(200, 30, 30), mode="RGB", box=None, box_color=(20, 200, 20)
+) -> Image.Image:
     img = Image.new("RGB", size, color)
     if box is not None:
         arr = np.array(img)
@@ -75,6 +79,9 @@ def skimage_photo(name: str) -> Path:
 
 
 def write_labelme(path: Path, width: int, height: int, shapes: list[tuple[str, str, list]]) -> None:
-    data = {"imageWidth": width, "imageHeight": height,
-            "shapes": [{"label": lab, "shape_type": kind, "points": pts} for lab, kind, pts in shapes]}
+    data = {
+        "imageWidth": width,
+        "imageHeight": height,
+        "shapes": [{"label": lab, "shape_type": kind, "points": pts} for lab, kind, pts in shapes],
+    }
     path.write_text(json.dumps(data), encoding="utf-8")

@@ -14,14 +14,31 @@ from .helpers import make_image, write_labelme, write_release
 
 TWEETS = {
     "train": [
-        {"id": "1", "tokens": ["Obama", "visits", "Paris"], "tags": ["B-PER", "O", "B-LOC"],
-         "objects": [("Obama", [4, 4, 20, 30])], "size": (64, 48)},
+        {
+            "id": "1",
+            "tokens": ["Obama", "visits", "Paris"],
+            "tags": ["B-PER", "O", "B-LOC"],
+            "objects": [("Obama", [4, 4, 20, 30])],
+            "size": (64, 48),
+        },
         {"id": "2", "tokens": ["Go", "Lakers", "!"], "tags": ["O", "B-ORG", "O"], "objects": None},
-        {"id": "3", "tokens": ["Messi", "scores"], "tags": ["B-PER", "O"],
-         "objects": [("Messi", [10, 10, 30, 40]), ("Ronaldo", [1, 1, 5, 5])], "size": (64, 48)},
+        {
+            "id": "3",
+            "tokens": ["Messi", "scores"],
+            "tags": ["B-PER", "O"],
+            "objects": [("Messi", [10, 10, 30, 40]), ("Ronaldo", [1, 1, 5, 5])],
+            "size": (64, 48),
+        },
     ],
-    "dev": [{"id": "4", "tokens": ["Hi", "Rome"], "tags": ["O", "B-LOC"], "objects": [("Rome", [0, 0, 70, 20])],
-             "size": (64, 48)}],
+    "dev": [
+        {
+            "id": "4",
+            "tokens": ["Hi", "Rome"],
+            "tags": ["O", "B-LOC"],
+            "objects": [("Rome", [0, 0, 70, 20])],
+            "size": (64, 48),
+        }
+    ],
     "test": [{"id": "5", "tokens": ["NASA", "launch"], "tags": ["B-ORG", "O"], "objects": None}],
 }
 
@@ -53,7 +70,9 @@ def test_gmner_build_with_images(release, tmp_path):
     assert train[1]["image"] is None and train[2]["image"] is None  # missing and corrupt kept with None
     ents = train[0]["entities"]
     assert [(e["text"], e["groundable"], e["boxes"]) for e in ents] == [
-        ("Obama", True, [[4.0, 4.0, 20.0, 30.0]]), ("Paris", False, [])]
+        ("Obama", True, [[4.0, 4.0, 20.0, 30.0]]),
+        ("Paris", False, []),
+    ]
     assert ds["validation"][0]["entities"][0]["boxes"] == [[0.0, 0.0, 64.0, 20.0]]
     report_file = json.loads((tmp_path / "out" / "build_report.json").read_text())
     assert report_file["counts"]["missing_image"] == 2 and report_file["sources"]["images"] == str(images)
@@ -68,11 +87,21 @@ def test_smner_build_pairs_masks_with_boxes(release, tmp_path):
     root, _ = release
     masks = tmp_path / "masks"
     masks.mkdir()
-    write_labelme(masks / "1.json", 64, 48, [("Obama", "rectangle", [[4, 4], [20, 30]]),
-                                             ("Nobody", "polygon", [[0, 0], [3, 0], [0, 3]])])
-    (masks / "4.json").write_text(json.dumps({
-        "images": [{"height": 48, "width": 64}], "categories": [{"id": 1, "name": "Rome"}],
-        "annotations": [{"category_id": 1, "segmentation": [[0, 0, 60, 0, 60, 20, 0, 20]]}]}))
+    write_labelme(
+        masks / "1.json",
+        64,
+        48,
+        [("Obama", "rectangle", [[4, 4], [20, 30]]), ("Nobody", "polygon", [[0, 0], [3, 0], [0, 3]])],
+    )
+    (masks / "4.json").write_text(
+        json.dumps(
+            {
+                "images": [{"height": 48, "width": 64}],
+                "categories": [{"id": 1, "name": "Rome"}],
+                "annotations": [{"category_id": 1, "segmentation": [[0, 0, 60, 0, 60, 20, 0, 20]]}],
+            }
+        )
+    )
     (masks / "3.json").write_text(json.dumps({"weird": True}))
     res = twitter_smner.build(root, tmp_path / "sm", masks=masks)
     rep = res.report
@@ -101,8 +130,22 @@ def test_cli_build_and_strict(release, tmp_path, capsys):
     # an existing folder is not overwritten silently
     assert cli(["data", "build", "twitter-gmner", "--raw", str(root), "--out", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
-    assert cli(["data", "build", "twitter-gmner", "--raw", str(root), "--out", str(out), "--overwrite",
-                "--strict"]) == 2
+    assert (
+        cli(
+            [
+                "data",
+                "build",
+                "twitter-gmner",
+                "--raw",
+                str(root),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--strict",
+            ]
+        )
+        == 2
+    )
 
 
 def test_bad_xml_does_not_stop_the_build(release, tmp_path):

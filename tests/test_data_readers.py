@@ -94,7 +94,11 @@ def test_token_before_imgid_is_an_error(tmp_path):
 
 
 def test_llm_knowledge_reader(tmp_path):
-    p = write(tmp_path, "k.txt", "Obama\tB-PER\nspeaks\tO\n<EOS>\tX\nBarack\tX\n\tX\nObama\tX\n\nhi\tO\n<EOS>\tX\nnone\tX\n")
+    p = write(
+        tmp_path,
+        "k.txt",
+        "Obama\tB-PER\nspeaks\tO\n<EOS>\tX\nBarack\tX\n\tX\nObama\tX\n\nhi\tO\n<EOS>\tX\nnone\tX\n",
+    )
     sents = read_llm_knowledge(p, allowed_tags=TAGS)
     assert sents[0].tokens == ["Obama", "speaks"] and sents[0].knowledge == ["Barack", "Obama"]
     assert sents[1].knowledge == ["none"]
@@ -125,21 +129,29 @@ def test_voc_not_well_formed(tmp_path):
 
 
 def test_voc_refuses_entity_declarations(tmp_path):
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            "<annotation><object><name>&lol2;</name></object></annotation>")
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+        "<annotation><object><name>&lol2;</name></object></annotation>"
+    )
     p = write(tmp_path, "1.xml", bomb)
     with pytest.raises(AnnotationError, match="DOCTYPE or entities"):
         read_voc(p)
-    ext = ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-           "<annotation><object><name>&x;</name></object></annotation>")
+    ext = (
+        '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        "<annotation><object><name>&x;</name></object></annotation>"
+    )
     with pytest.raises(AnnotationError, match="refused"):
         read_voc(write(tmp_path, "2.xml", ext))
 
 
 def test_voc_object_without_coordinates_is_reported(tmp_path):
-    p = write(tmp_path, "1.xml", "<annotation><object><name>A</name><bndbox><xmin>x</xmin></bndbox></object>"
-              "<object><name>B</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax>"
-              "</bndbox></object></annotation>")
+    p = write(
+        tmp_path,
+        "1.xml",
+        "<annotation><object><name>A</name><bndbox><xmin>x</xmin></bndbox></object>"
+        "<object><name>B</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax>"
+        "</bndbox></object></annotation>",
+    )
     rep = Report()
     ann = read_voc(p, rep)
     assert [o.name for o in ann.objects] == ["B"] and rep["object_bad_box"] == 1
@@ -148,8 +160,12 @@ def test_voc_object_without_coordinates_is_reported(tmp_path):
 def test_alignment_passes():
     tokens = ["LionelMessi", "and", "Westbrook", "met", "Trump", "and", "Trump", "at", "Nike"]
     spans = [(0, 1, "PER"), (2, 3, "PER"), (4, 5, "PER"), (6, 7, "PER"), (8, 9, "ORG")]
-    objs = [VOCObject("Lionel Messi", [0, 0, 1, 1]), VOCObject("Westbroo", [1, 1, 2, 2]),
-            VOCObject("Trump", [2, 2, 3, 3]), VOCObject("JJ Abrams", [3, 3, 4, 4])]
+    objs = [
+        VOCObject("Lionel Messi", [0, 0, 1, 1]),
+        VOCObject("Westbroo", [1, 1, 2, 2]),
+        VOCObject("Trump", [2, 2, 3, 3]),
+        VOCObject("JJ Abrams", [3, 3, 4, 4]),
+    ]
     res = align_objects(tokens, spans, objs)
     assert res.boxes == [[[0, 0, 1, 1]], [[1, 1, 2, 2]], [[2, 2, 3, 3]], [[2, 2, 3, 3]], []]
     assert res.how[0] == ["normalized"] and res.how[1] == ["fuzzy"] and res.how[2] == ["exact"]
@@ -166,16 +182,26 @@ def test_alignment_fuzzy_ties_are_not_guessed():
 
 def test_labelme_and_coco_mask_files(tmp_path):
     lm = tmp_path / "1.json"
-    write_labelme(lm, 10, 8, [("Obama", "rectangle", [[2, 1], [6, 5]]), ("Paris", "polygon", [[0, 0], [4, 0], [0, 4]])])
+    write_labelme(
+        lm, 10, 8, [("Obama", "rectangle", [[2, 1], [6, 5]]), ("Paris", "polygon", [[0, 0], [4, 0], [0, 4]])]
+    )
     h, w, objs = read_mask_file(lm)
     assert (h, w) == (8, 10) and [o.label for o in objs] == ["Obama", "Paris"]
     m = decode_rle(objs[0].rle)
     assert m.shape == (8, 10) and m[2, 3] and not m[7, 9]
     coco = tmp_path / "2.json"
-    coco.write_text(json.dumps({
-        "images": [{"id": 1, "height": 8, "width": 10}], "categories": [{"id": 3, "name": "Obama"}],
-        "annotations": [{"category_id": 3, "segmentation": [[2, 1, 6, 1, 6, 5, 2, 5]]},
-                        {"label": "Paris", "segmentation": objs[1].rle}]}))
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "height": 8, "width": 10}],
+                "categories": [{"id": 3, "name": "Obama"}],
+                "annotations": [
+                    {"category_id": 3, "segmentation": [[2, 1, 6, 1, 6, 5, 2, 5]]},
+                    {"label": "Paris", "segmentation": objs[1].rle},
+                ],
+            }
+        )
+    )
     h2, w2, objs2 = read_mask_file(coco)
     assert (h2, w2) == (8, 10) and [o.label for o in objs2] == ["Obama", "Paris"]
     assert (decode_rle(objs2[1].rle) == decode_rle(objs[1].rle)).all()

@@ -6,8 +6,12 @@ from datasets import load_dataset
 from datasets_scripts import twitter_gmner, twitter_mner
 from riveg_hf.data import Report, gmner_records
 
-V2 = {"tweets": (7000, 1500, 1500), "entities": (11779, 2450, 2543), "boxes": (5652, 1164, 1242),
-      "groundable": (4733, 991, 1046)}
+V2 = {
+    "tweets": (7000, 1500, 1500),
+    "entities": (11779, 2450, 2543),
+    "boxes": (5652, 1164, 1242),
+    "groundable": (4733, 991, 1046),
+}
 SPLITS = ("train", "dev", "test")
 
 
@@ -77,8 +81,12 @@ def test_twitter_mner_counts(shared_data, tmp_path):
 def test_build_round_trip(shared_data, tmp_path):
     """build -> load_dataset(DIR) -> the entities and boxes equal what the readers produced."""
     root = shared_data / "twitter-gmner" / "v2.0"
-    res = twitter_gmner.build(root, tmp_path / "gm", knowledge=shared_data / "riveg-aux" / "llm-knowledge",
-                              captions=shared_data / "riveg-aux" / "captions")
+    res = twitter_gmner.build(
+        root,
+        tmp_path / "gm",
+        knowledge=shared_data / "riveg-aux" / "llm-knowledge",
+        captions=shared_data / "riveg-aux" / "captions",
+    )
     assert res.counts["gmner"] == {"train": 7000, "validation": 1500, "test": 1500}
     ds = load_dataset(str(tmp_path / "gm"), "gmner")
     names = ds["test"].features["entities"].feature["type"].names

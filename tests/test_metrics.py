@@ -76,9 +76,11 @@ def test_hand_computed_micro_average_and_per_type():
         [g(0, 1, "OTHER")],
     ]
     preds = [
-        [p(0, 2, "PER", [0, 0, 10, 9]),  # all right
-         p(3, 4, "ORG", None),  # wrong type, right region (not visible)
-         p(5, 6, "ORG", [50, 50, 60, 60])],  # right type, wrong box
+        [
+            p(0, 2, "PER", [0, 0, 10, 9]),  # all right
+            p(3, 4, "ORG", None),  # wrong type, right region (not visible)
+            p(5, 6, "ORG", [50, 50, 60, 60]),
+        ],  # right type, wrong box
         [p(0, 1, "OTHER", None), p(2, 3, "PER", None)],  # right; spurious
     ]
     r = compute_gmner(preds, gold)
@@ -111,8 +113,20 @@ def test_empty_predictions_are_valid():
 
 def test_pipeline_output_format_is_accepted():
     gold = [[g(1, 2, "PER", [B])]]
-    pipe_out = [[{"entity": "Obama", "type": "PER", "start": 5, "end": 10, "token_start": 1, "token_end": 2,
-                  "box": {"xmin": 0, "ymin": 0, "xmax": 10, "ymax": 10}, "groundable": True}]]
+    pipe_out = [
+        [
+            {
+                "entity": "Obama",
+                "type": "PER",
+                "start": 5,
+                "end": 10,
+                "token_start": 1,
+                "token_end": 2,
+                "box": {"xmin": 0, "ymin": 0, "xmax": 10, "ymax": 10},
+                "groundable": True,
+            }
+        ]
+    ]
     assert compute_gmner(pipe_out, gold)["gmner_f1"] == 1.0
 
 
@@ -128,9 +142,17 @@ def test_dict_inputs_and_classlabel_types():
     [
         ({"zz": []}, {"a": []}, r"example id\(s\) \['zz'\] that are not in the references"),
         ([[]], [[], []], "mismatched lengths: 1 prediction lists but 2 reference lists"),
-        ([[p(0, 1, "PER", [5, 0, 1, 10])]], [[g(0, 1, "PER")]], r"example '0' prediction 0: field 'box'.*xmax < xmin"),
+        (
+            [[p(0, 1, "PER", [5, 0, 1, 10])]],
+            [[g(0, 1, "PER")]],
+            r"example '0' prediction 0: field 'box'.*xmax < xmin",
+        ),
         ([[p(0, 1, "PER", [0, 0, float("nan"), 1])]], [[g(0, 1, "PER")]], "prediction 0: field 'box'.*NaN"),
-        ([[{"start": 0, "end": 1, "box": None}]], [[g(0, 1, "PER")]], "example '0' prediction 0: missing key 'type'"),
+        (
+            [[{"start": 0, "end": 1, "box": None}]],
+            [[g(0, 1, "PER")]],
+            "example '0' prediction 0: missing key 'type'",
+        ),
         ([[{"start": 0, "type": "PER", "box": None}]], [[g(0, 1, "PER")]], "prediction 0: missing key 'end'"),
         ([[{"start": 0, "end": 1, "type": "PER"}]], [[g(0, 1, "PER")]], "missing key 'box'"),
         ([[]], [[{"start": 0, "end": 1, "type": "PER"}]], "example '0' reference 0: missing key 'boxes'"),
@@ -146,22 +168,45 @@ def test_smner_masks():
     m[2:10, 2:10] = True
     other = np.zeros((20, 20), bool)
     other[12:18, 12:18] = True
-    gold = [[{"start": 0, "end": 1, "type": "PER", "masks": [encode_rle(other), encode_rle(m)]},
-             {"start": 1, "end": 2, "type": "LOC", "masks": []}]]
+    gold = [
+        [
+            {"start": 0, "end": 1, "type": "PER", "masks": [encode_rle(other), encode_rle(m)]},
+            {"start": 1, "end": 2, "type": "LOC", "masks": []},
+        ]
+    ]
     half = m.copy()
     half[2:6, :] = False  # IoU 0.5
-    r = compute_smner([[{"start": 0, "end": 1, "type": "PER", "mask": half},
-                        {"start": 1, "end": 2, "type": "LOC", "mask": None}]], gold)
+    r = compute_smner(
+        [
+            [
+                {"start": 0, "end": 1, "type": "PER", "mask": half},
+                {"start": 1, "end": 2, "type": "LOC", "mask": None},
+            ]
+        ],
+        gold,
+    )
     assert r["smner_f1"] == 1.0 and r["diagnostics"]["mask_mean_iou"] == pytest.approx(0.5)
-    r = compute_smner([[{"start": 0, "end": 1, "type": "PER", "mask": encode_rle(other[::1])},
-                        {"start": 1, "end": 2, "type": "LOC", "mask": encode_rle(m)}]], gold)
+    r = compute_smner(
+        [
+            [
+                {"start": 0, "end": 1, "type": "PER", "mask": encode_rle(other[::1])},
+                {"start": 1, "end": 2, "type": "LOC", "mask": encode_rle(m)},
+            ]
+        ],
+        gold,
+    )
     assert r["smner_precision"] == 0.5 and r["mner_f1"] == 1.0
 
 
 # ---------------------------------------------------------------------- property test
-ent = st.tuples(st.integers(0, 6), st.integers(1, 3), st.sampled_from(["PER", "LOC"]),
-                st.one_of(st.none(), st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 20),
-                                              st.integers(1, 20))))
+ent = st.tuples(
+    st.integers(0, 6),
+    st.integers(1, 3),
+    st.sampled_from(["PER", "LOC"]),
+    st.one_of(
+        st.none(), st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 20), st.integers(1, 20))
+    ),
+)
 
 
 def _mk(e, gold):
@@ -188,7 +233,9 @@ def test_removing_a_correct_prediction_never_raises_both_p_and_r(golds_raw, data
             reduced = [list(x) for x in preds]
             del reduced[ei][pi]
             r = compute_gmner(reduced, golds)
-            assert not (r["gmner_precision"] > base["gmner_precision"] and r["gmner_recall"] > base["gmner_recall"])
+            assert not (
+                r["gmner_precision"] > base["gmner_precision"] and r["gmner_recall"] > base["gmner_recall"]
+            )
             assert r["gmner_recall"] <= base["gmner_recall"]
 
 
@@ -217,8 +264,10 @@ def test_evaluate_modules_match_functions():
     sm = evaluate.load(SMNER_MODULE)
     m = np.zeros((8, 8), bool)
     m[1:4, 1:4] = True
-    out = sm.compute(predictions=[[{"start": 0, "end": 1, "type": "PER", "mask": encode_rle(m)}]],
-                     references=[[{"start": 0, "end": 1, "type": "PER", "masks": [encode_rle(m)]}]])
+    out = sm.compute(
+        predictions=[[{"start": 0, "end": 1, "type": "PER", "mask": encode_rle(m)}]],
+        references=[[{"start": 0, "end": 1, "type": "PER", "masks": [encode_rle(m)]}]],
+    )
     assert out["smner_f1"] == 1.0
 
 
@@ -238,19 +287,44 @@ def test_cli_evaluate(tmp_path, capsys):
 
     from .helpers import write_release
 
-    root = write_release(tmp_path / "raw", {"test": [
-        {"id": "1", "tokens": ["Obama", "in", "Paris"], "tags": ["B-PER", "O", "B-LOC"],
-         "objects": [("Obama", [0, 0, 10, 10])]},
-        {"id": "2", "tokens": ["NASA"], "tags": ["B-ORG"], "objects": None}]})
+    root = write_release(
+        tmp_path / "raw",
+        {
+            "test": [
+                {
+                    "id": "1",
+                    "tokens": ["Obama", "in", "Paris"],
+                    "tags": ["B-PER", "O", "B-LOC"],
+                    "objects": [("Obama", [0, 0, 10, 10])],
+                },
+                {"id": "2", "tokens": ["NASA"], "tags": ["B-ORG"], "objects": None},
+            ]
+        },
+    )
     twitter_gmner.build(root, tmp_path / "ds")
     preds = tmp_path / "p.jsonl"
-    preds.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "1", "entities": [{"start": 0, "end": 1, "type": "PER", "box": [0, 0, 10, 10]},
-                                 {"start": 2, "end": 3, "type": "LOC", "box": None}]},
-        {"id": "2", "entities": [{"start": 0, "end": 1, "type": "PER", "box": None}]}]))
+    preds.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "id": "1",
+                    "entities": [
+                        {"start": 0, "end": 1, "type": "PER", "box": [0, 0, 10, 10]},
+                        {"start": 2, "end": 3, "type": "LOC", "box": None},
+                    ],
+                },
+                {"id": "2", "entities": [{"start": 0, "end": 1, "type": "PER", "box": None}]},
+            ]
+        )
+    )
     out = tmp_path / "s.json"
-    assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds"),
-                "--output", str(out)]) == 0
+    assert (
+        cli(
+            ["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds"), "--output", str(out)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "GMNER" in text and "entailment" in text
     s = json.loads(out.read_text())

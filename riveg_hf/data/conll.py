@@ -94,13 +94,17 @@ def tags_to_spans(
                 spans.append((start, i, cur))
                 start, cur = None, None
             if orphan_i == "error":
-                raise CoNLLFormatError(f"{where}: token {i} has tag {tag} without a preceding B-{typ} or I-{typ}.")
+                raise CoNLLFormatError(
+                    f"{where}: token {i} has tag {tag} without a preceding B-{typ} or I-{typ}."
+                )
             if report is not None:
                 report.add("orphan_i_tag", f"{where}: token {i} tagged {tag} without B-{typ} ({orphan_i})")
             if orphan_i == "begin":
                 start, cur = i, typ
         else:
-            raise CoNLLFormatError(f"{where}: token {i} has tag {tag!r}, which is not O, B-<type> or I-<type>.")
+            raise CoNLLFormatError(
+                f"{where}: token {i} has tag {tag!r}, which is not O, B-<type> or I-<type>."
+            )
     if start is not None:
         spans.append((start, len(tags), cur))
     return spans
@@ -275,7 +279,9 @@ def read_captions(path: str | Path, report: Report | None = None) -> dict[str, s
                     buf = []
                     continue
                 if cur_id in captions and report is not None:
-                    report.add("duplicate_caption", f"{path}:{lineno}: second caption for {cur_id} (last wins)")
+                    report.add(
+                        "duplicate_caption", f"{path}:{lineno}: second caption for {cur_id} (last wins)"
+                    )
                 buf = [rest]
             elif cur_id is not None:
                 buf.append(line)

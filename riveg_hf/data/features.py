@@ -25,7 +25,9 @@ BOX = List(Value("float32"), length=4)  # pixel xyxy: [xmin, ymin, xmax, ymax]
 RLE = {"size": List(Value("int32"), length=2), "counts": Value("string")}  # COCO RLE, size = [h, w]
 
 
-def entity_features(types: Sequence[str] = ENTITY_TYPES, *, grounded: bool = True, masks: bool = False) -> dict:
+def entity_features(
+    types: Sequence[str] = ENTITY_TYPES, *, grounded: bool = True, masks: bool = False
+) -> dict:
     f = {
         "text": Value("string"),
         "type": ClassLabel(names=list(types)),
@@ -53,7 +55,9 @@ def mner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
 
 def knowledge_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
     f = mner_features(types)
-    f["knowledge"] = List(Value("string"))  # LLM-written words appended after the tweet (PGIM); never labelled
+    f["knowledge"] = List(
+        Value("string")
+    )  # LLM-written words appended after the tweet (PGIM); never labelled
     return f
 
 

@@ -26,7 +26,13 @@ from huggingface_hub import DatasetCard, DatasetCardData
 __all__ = ["ConfigSpec", "push_dataset_folder", "write_dataset_folder"]
 
 #: Split names of the raw releases -> Hugging Face split names.
-SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation", "validation": "validation", "test": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "dev": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
 
 
 @dataclass
@@ -53,7 +59,9 @@ def _quiet_progress():
             hf_tqdm.enable_progress_bars()
 
 
-def _write_split(rows: Iterable[dict], features: Features, out_dir: Path, split: str, rows_per_shard: int | None):
+def _write_split(
+    rows: Iterable[dict], features: Features, out_dir: Path, split: str, rows_per_shard: int | None
+):
     tmp_paths: list[Path] = []
     n_rows = 0
     n_bytes = 0
@@ -108,7 +116,9 @@ def write_dataset_folder(
     out.mkdir(parents=True, exist_ok=True)
     py_name = out / f"{out.name}.py"
     if py_name.exists():
-        raise FileExistsError(f"{py_name} would make load_dataset refuse the folder (dataset scripts are gone).")
+        raise FileExistsError(
+            f"{py_name} would make load_dataset refuse the folder (dataset scripts are gone)."
+        )
 
     infos = DatasetInfosDict()
     metadata = MetadataConfigs()
@@ -126,7 +136,10 @@ def write_dataset_folder(
             data_files.append({"split": hf_split, "path": f"{spec.name}/{hf_split}-*"})
             counts[spec.name][hf_split] = n_rows
         infos[spec.name] = DatasetInfo(
-            description=spec.description or None, features=spec.features, splits=split_dict, config_name=spec.name
+            description=spec.description or None,
+            features=spec.features,
+            splits=split_dict,
+            config_name=spec.name,
         )
         entry: dict[str, Any] = {"data_files": data_files}
         if spec.default:
@@ -141,7 +154,9 @@ def write_dataset_folder(
     return counts
 
 
-def push_dataset_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None):
+def push_dataset_folder(
+    folder: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None
+):
     """Upload a folder written by :func:`write_dataset_folder` to the Hub as a dataset repo.
 
     This is ``huggingface_hub``'s own upload path (``create_repo`` + ``upload_folder``),
@@ -155,5 +170,8 @@ def push_dataset_folder(folder: str | os.PathLike, repo_id: str, *, private: boo
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     return api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", allow_patterns=["README.md", "*/*.parquet"]
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        allow_patterns=["README.md", "*/*.parquet"],
     )

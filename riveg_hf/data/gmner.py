@@ -121,7 +121,9 @@ def _pair_masks(
     path = safe_child(masks_dir, example_id, ".json")
     if not path.is_file():
         if n_boxes:
-            report.add("missing_mask_file", f"{example_id}: {n_boxes} box(es) but no {path.name} (masks=None)")
+            report.add(
+                "missing_mask_file", f"{example_id}: {n_boxes} box(es) but no {path.name} (masks=None)"
+            )
         return out
     h, w, objs = read_mask_file(path)
     width, height = size
@@ -149,7 +151,9 @@ def _pair_masks(
                 report.add("box_without_mask", f"{example_id}: no mask for a box of {texts[i]!r} (mask=None)")
     for k, o in enumerate(objs):
         if k not in used:
-            report.add("unmatched_mask", f"{example_id}: mask labelled {o.label!r} matches no box of its entity")
+            report.add(
+                "unmatched_mask", f"{example_id}: mask labelled {o.label!r} matches no box of its entity"
+            )
     return out
 
 
@@ -211,7 +215,9 @@ def gmner_records(
             image, size = _read_image(images_dir, s.id, report, max_image_pixels)
             if size is not None:
                 if width is not None and (width, height) != size:
-                    report.add("size_mismatch", f"{s.id}: XML says {width}x{height}, image is {size[0]}x{size[1]}")
+                    report.add(
+                        "size_mismatch", f"{s.id}: XML says {width}x{height}, image is {size[0]}x{size[1]}"
+                    )
                 width, height = size
         entity_masks = None
         if masks_dir is not None:
@@ -253,8 +259,11 @@ def gmner_records(
     if caps:
         missing = [r["id"] for r in records if r["caption"] is None]
         if missing:
-            report.add("missing_caption", f"{split}: {len(missing)} tweet(s) without a caption: {missing[:5]}",
-                       n=len(missing))
+            report.add(
+                "missing_caption",
+                f"{split}: {len(missing)} tweet(s) without a caption: {missing[:5]}",
+                n=len(missing),
+            )
     return records
 
 
@@ -265,7 +274,9 @@ def knowledge_records(
     report = report if report is not None else Report()
     p = _aux_file(Path(knowledge_dir), split, "{split}.txt")
     if p is None:
-        raise FileNotFoundError(f"{knowledge_dir}: no knowledge file for split {split!r} (train/valid/test.txt)")
+        raise FileNotFoundError(
+            f"{knowledge_dir}: no knowledge file for split {split!r} (train/valid/test.txt)"
+        )
     sents: list[Sentence] = read_llm_knowledge(p, report=report)
     if len(sents) != len(records):
         raise ValueError(

@@ -59,10 +59,14 @@ def _labelme(data: dict, path: str) -> tuple[int, int, list[MaskObject]]:
         try:
             xy = [(float(p[0]), float(p[1])) for p in pts]
         except (TypeError, ValueError, IndexError):
-            raise MaskFileError(f"{path}: shape #{k} ({label!r}) has points that are not [x, y] pairs.") from None
+            raise MaskFileError(
+                f"{path}: shape #{k} ({label!r}) has points that are not [x, y] pairs."
+            ) from None
         if kind == "rectangle":
             if len(xy) != 2:
-                raise MaskFileError(f"{path}: rectangle shape #{k} ({label!r}) needs 2 corner points, got {len(xy)}.")
+                raise MaskFileError(
+                    f"{path}: rectangle shape #{k} ({label!r}) needs 2 corner points, got {len(xy)}."
+                )
             (x0, y0), (x1, y1) = xy
             x0, x1 = sorted((x0, x1))
             y0, y1 = sorted((y0, y1))
@@ -102,7 +106,9 @@ def _coco(data: dict, path: str) -> tuple[int, int, list[MaskObject]]:
                 ah, aw = rle["size"]
             elif isinstance(seg, list) and seg:
                 if h is None or w is None:
-                    raise MaskFileError(f"{path}: polygon segmentation needs 'images': [{{'height', 'width'}}].")
+                    raise MaskFileError(
+                        f"{path}: polygon segmentation needs 'images': [{{'height', 'width'}}]."
+                    )
                 polys = seg if isinstance(seg[0], list) else [seg]
                 rle = polygons_to_rle(polys, int(h), int(w))
                 ah, aw = int(h), int(w)

@@ -80,12 +80,16 @@ def read_voc(path: str | Path, report: Report | None = None) -> VOCAnnotation:
         try:
             box = [float(bnd.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            report.add("object_bad_box", f"{path}: object {name!r} has a missing or non-numeric coordinate (skipped)")
+            report.add(
+                "object_bad_box", f"{path}: object {name!r} has a missing or non-numeric coordinate (skipped)"
+            )
             continue
         box, fixes = repair_xyxy(box, width, height)
         if fixes:
             report.add("box_repaired", f"{path}: object {name!r}: {', '.join(fixes)}")
         if box[2] <= box[0] or box[3] <= box[1]:
-            report.add("degenerate_box", f"{path}: object {name!r} has an empty box {box} after repair (kept)")
+            report.add(
+                "degenerate_box", f"{path}: object {name!r} has an empty box {box} after repair (kept)"
+            )
         ann.objects.append(VOCObject(name=name, box=box))
     return ann

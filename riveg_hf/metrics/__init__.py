@@ -17,4 +17,12 @@ GMNER_MODULE = str(_MODULES / "gmner")
 #: Path to pass to ``evaluate.load`` for the SMNER metric module (works offline).
 SMNER_MODULE = str(_MODULES / "smner")
 
-__all__ = ["GMNER_MODULE", "SMNER_MODULE", "MetricInputError", "compute_gmner", "compute_smner", "format_table", "prf"]
+__all__ = [
+    "GMNER_MODULE",
+    "SMNER_MODULE",
+    "MetricInputError",
+    "compute_gmner",
+    "compute_smner",
+    "format_table",
+    "prf",
+]

@@ -68,9 +68,13 @@ def _type_name(value: Any, type_names: Sequence[str]) -> str:
     raise MetricInputError(f"'type' must be a string or a ClassLabel index, got {value!r}.")
 
 
-def _entity(ent: Any, type_names: Sequence[str], span_keys: tuple[str, str] | None) -> tuple[tuple[int, int], str]:
+def _entity(
+    ent: Any, type_names: Sequence[str], span_keys: tuple[str, str] | None
+) -> tuple[tuple[int, int], str]:
     """-> ((start, end), type name). ``span_keys`` None: token_start/token_end when present, else start/end."""
-    if type(ent) is dict and (span_keys is _GOLD_SPAN or (span_keys is None and ent.get("token_start") is None)):
+    if type(ent) is dict and (
+        span_keys is _GOLD_SPAN or (span_keys is None and ent.get("token_start") is None)
+    ):
         s, e, t = ent.get("start"), ent.get("end"), ent.get("type")
         if type(s) is int and type(e) is int and s <= e and type(t) is str and not t.isdigit():
             return (s, e), t  # the common case, validated without the general path
@@ -199,7 +203,9 @@ def _pairs(predictions, references, ids) -> list[tuple[str, Sequence, Sequence]]
             )
         return [(str(k), predictions.get(k) or [], ref_map[k]) for k in ref_map]
     if isinstance(references, Mapping):
-        raise MetricInputError("references is a dict keyed by id: pass predictions as a dict with the same ids.")
+        raise MetricInputError(
+            "references is a dict keyed by id: pass predictions as a dict with the same ids."
+        )
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise MetricInputError(
@@ -213,7 +219,9 @@ def _pairs(predictions, references, ids) -> list[tuple[str, Sequence, Sequence]]
 METRICS = ("mner", "eeg", "gmner")
 
 
-def _score(predictions, references, *, regions: str, ids, type_names, span_keys, iou_threshold) -> dict[str, Any]:
+def _score(
+    predictions, references, *, regions: str, ids, type_names, span_keys, iou_threshold
+) -> dict[str, Any]:
     is_mask = regions == "mask"
     iou_fn = mask_iou if is_mask else _box_iou
     n_pred = n_gold = 0
@@ -227,8 +235,10 @@ def _score(predictions, references, *, regions: str, ids, type_names, span_keys,
         if preds is None:
             preds = []
         if not isinstance(preds, (list, tuple)) or not isinstance(golds, (list, tuple)):
-            raise MetricInputError(f"example {ex_id!r}: expected lists of entity dicts, got "
-                                   f"{type(preds).__name__} / {type(golds).__name__}.")
+            raise MetricInputError(
+                f"example {ex_id!r}: expected lists of entity dicts, got "
+                f"{type(preds).__name__} / {type(golds).__name__}."
+            )
         index: dict[tuple[int, int], list[int]] = {}
         gold: list[_Ent] = []
         for j, g in enumerate(golds):
@@ -284,8 +294,11 @@ def _score(predictions, references, *, regions: str, ids, type_names, span_keys,
                     ("gmner", used_gmner, True, True),
                 ):
                     for k, j in enumerate(cands):
-                        if (j not in used and (not need_type or gold[j].type == typ)
-                                and (not need_region or ok_iou[k][0])):
+                        if (
+                            j not in used
+                            and (not need_type or gold[j].type == typ)
+                            and (not need_region or ok_iou[k][0])
+                        ):
                             used.add(j)
                             correct[metric] += 1
                             correct_by_type[metric][typ] += 1
@@ -373,8 +386,15 @@ def compute_gmner(
     >>> compute_gmner(pred, gold)["gmner_f1"]
     1.0
     """
-    return _score(predictions, references, regions="box", ids=ids, type_names=type_names, span_keys=span_keys,
-                  iou_threshold=iou_threshold)
+    return _score(
+        predictions,
+        references,
+        regions="box",
+        ids=ids,
+        type_names=type_names,
+        span_keys=span_keys,
+        iou_threshold=iou_threshold,
+    )
 
 
 def compute_smner(
@@ -393,13 +413,22 @@ def compute_smner(
     it has boxes or masks. ``diagnostics["mask_mean_iou"]`` is the mean mask IoU over entities
     whose span and type are right and that are groundable in both.
     """
-    out = _score(predictions, references, regions="mask", ids=ids, type_names=type_names, span_keys=span_keys,
-                 iou_threshold=iou_threshold)
+    out = _score(
+        predictions,
+        references,
+        regions="mask",
+        ids=ids,
+        type_names=type_names,
+        span_keys=span_keys,
+        iou_threshold=iou_threshold,
+    )
     renamed = {}
     for k, v in out.items():
         if k.startswith("gmner_"):
-            k = "smner_" + k[len("gmner_"):]
+            k = "smner_" + k[len("gmner_") :]
         renamed[k] = v
     for t, d in renamed["per_type"].items():
-        renamed["per_type"][t] = {("smner_" + k[6:] if k.startswith("gmner_") else k): v for k, v in d.items()}
+        renamed["per_type"][t] = {
+            ("smner_" + k[6:] if k.startswith("gmner_") else k): v for k, v in d.items()
+        }
     return renamed

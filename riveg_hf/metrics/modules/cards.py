@@ -63,8 +63,12 @@ def _options(pred_region: dict, ref_region: dict) -> list[Features]:
     """``evaluate`` needs the exact keys (extra keys raise inside evaluate), so the options differ only in
     types: entity types as names or as ClassLabel indices, on either side."""
     return [
-        Features({"predictions": List({"start": _INT, "end": _INT, "type": pt, **pred_region}),
-                  "references": List({"start": _INT, "end": _INT, "type": rt, **ref_region})})
+        Features(
+            {
+                "predictions": List({"start": _INT, "end": _INT, "type": pt, **pred_region}),
+                "references": List({"start": _INT, "end": _INT, "type": rt, **ref_region}),
+            }
+        )
         for pt in (_STR, _INT)
         for rt in (_STR, _INT)
     ]
