@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -174,6 +175,171 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+# --------------------------------------------------------------------------- predict / segment
+HUB_HELP = (
+    "The model weights could not be loaded. Without access to the Hugging Face Hub, point --model at a local "
+    "composite folder (written by `pipe.save_pretrained(DIR)` or `riveg train`), or download the checkpoints "
+    "elsewhere (`hf download ID --local-dir DIR`) and build the composite from those folders."
+)
+
+
+def _load_pipeline(a: argparse.Namespace):
+    """Same as ``pipeline(task, model=...)``, loading the composite directly so errors stay short."""
+    import torch
+
+    from riveg_hf import RiVEGModel, RiVEGPipeline
+    from riveg_hf.pipeline import default_model_path
+    from riveg_hf.stages import ComponentLoadError
+
+    location = a.model or str(default_model_path(a.task))
+    device = a.device if a.device is not None else (0 if torch.cuda.is_available() else -1)
+    try:
+        model = RiVEGModel.from_pretrained(location, revision=a.revision, local_files_only=a.local_files_only,
+                                           dtype=getattr(torch, a.dtype) if a.dtype else None)
+    except (ComponentLoadError, OSError) as err:
+        raise CLIError(f"{err}\n{HUB_HELP}") from None
+    return RiVEGPipeline(model=model, device=device, task=a.task)
+
+
+def _call_options(a: argparse.Namespace) -> dict:
+    opts = {"mask_format": a.mask_format, "max_image_pixels": a.max_image_pixels}
+    if a.box_threshold is not None:
+        opts["box_threshold"] = a.box_threshold
+    if a.entailment_threshold is not None:
+        opts["entailment_threshold"] = a.entailment_threshold
+    if a.no_descriptions:
+        opts["use_descriptions"] = False
+    return opts
+
+
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from riveg_hf.predict import iter_jsonl_inputs, predict_to_jsonl
+
+    sources = [bool(a.input), a.text is not None, bool(a.dataset)]
+    if sum(sources) != 1:
+        raise CLIError("give exactly one of --input FILE.jsonl, --text TEXT [--image PATH], --dataset DIR.")
+    ids = None
+    if a.dataset:
+        from datasets import load_dataset
+
+        rows = load_dataset(a.dataset, a.config, split=a.split)
+        if "tokens" not in rows.column_names and "text" not in rows.column_names:
+            raise CLIError(f"{a.dataset}: rows need a 'tokens' or 'text' column, got {rows.column_names}.")
+        ids = rows["id"] if "id" in rows.column_names else [str(i) for i in range(len(rows))]
+    elif a.input:
+        rows = iter_jsonl_inputs(a.input, a.images)
+    else:
+        rows = [{"id": "0", "text": a.text, "image": a.image}]
+    pipe = _load_pipeline(a)
+    output = a.output
+    to_stdout = output is None or output == "-"
+    if to_stdout:
+        import tempfile
+
+        output = Path(tempfile.mkdtemp()) / "predictions.jsonl"
+    on_result = None
+    if a.draw:
+        from riveg_hf.visualize import save_drawing
+
+        def on_result(row, line):
+            save_drawing(row, line, a.draw)
+
+    counts = predict_to_jsonl(pipe, rows, output, ids=ids, batch_size=a.batch_size, call_kwargs=_call_options(a),
+                              on_result=on_result, progress=not to_stdout)
+    if to_stdout:
+        sys.stdout.write(Path(output).read_text(encoding="utf-8"))
+    else:
+        print(f"wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
+              f"{counts['errors']} error(s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_segment(a: argparse.Namespace) -> int:
+    from riveg_hf.images import ImageLoadError
+    from riveg_hf.segment import add_masks
+    from riveg_hf.stages import ComponentLoadError, Segmenter
+
+    try:
+        segmenter = Segmenter.from_pretrained(a.segmenter, local_files_only=a.local_files_only)
+    except (ComponentLoadError, OSError) as err:
+        raise CLIError(f"{err}\n{HUB_HELP}") from None
+    rows = read_jsonl(a.predictions)
+    out = sys.stdout if a.output in (None, "-") else open(a.output, "w", encoding="utf-8")
+    n_err = 0
+    try:
+        for k, row in enumerate(rows, 1):
+            if "entities" not in row:
+                out.write(json.dumps(row) + "\n")
+                continue
+            image = row.get("image") or (str(Path(a.images) / f"{row['id']}.jpg") if a.images else None)
+            if image and a.images and not os.path.isabs(image) and not Path(image).exists():
+                image = str(Path(a.images) / image)
+            try:
+                if image is None:
+                    raise ImageLoadError("no image: give --images DIR (with <id>.jpg) or an 'image' field")
+                row["entities"] = add_masks(row["entities"], image, segmenter, mask_format="rle",
+                                            max_image_pixels=a.max_image_pixels)
+            except (ImageLoadError, ValueError) as err:
+                row["error"] = f"{a.predictions}:{k}: {err}"
+                n_err += 1
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if n_err:
+        print(f"riveg segment: {n_err} line(s) could not be segmented (see their 'error' field)", file=sys.stderr)
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="grounded / segmented MNER on tweets (jsonl, --text, or a whole dataset)",
+        description="Run the grounded-mner (or segmented-mner) pipeline and write JSON lines "
+        "{id, text, entities}. Examples:\n"
+        "  riveg predict --input examples/tweets.jsonl --output predictions.jsonl\n"
+        "  riveg predict --text 'Obama in Paris' --image photo.jpg\n"
+        "  accelerate launch -m riveg_hf.cli predict --dataset twitter-gmner --split test --output preds.jsonl\n"
+        "Without --model the task's zero-shot default downloads public checkpoints from the Hub; "
+        "--model also takes a local composite folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", help="jsonl with one {id?, text | tokens, image?} per line")
+    p.add_argument("--images", help="folder that relative image paths in --input resolve against (default: its folder)")
+    p.add_argument("--text", help="one tweet")
+    p.add_argument("--image", help="its image (with --text)")
+    p.add_argument("--dataset", help="a dataset folder / hub id built by `riveg data build` (rows with tokens, image)")
+    p.add_argument("--config", default=None, help="dataset config (default: its default)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--output", help="output jsonl (default: stdout); resumable: ids already there are skipped")
+    p.add_argument("--model", default=None, help="composite checkpoint: hub id or local folder (default: task default)")
+    p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
+    p.add_argument("--revision", default=None)
+    p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: GPU if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--box-threshold", type=float, default=None)
+    p.add_argument("--entailment-threshold", type=float, default=None)
+    p.add_argument("--no-descriptions", action="store_true", help="ground the entity names, not the LLM descriptions")
+    p.add_argument("--mask-format", default="rle", choices=["rle", "none"])
+    p.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    p.add_argument("--draw", help="also save one annotated image per input into this folder")
+    p.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser(
+        "segment", help="add SAM 2 masks to GMNER predictions from any model (box-prompted)",
+        description="Read predictions jsonl ({id, entities: [{..., box}], image?}) and add a COCO RLE mask to every "
+        "entity with a box, prompting the segmenter with the boxes of each image in one call.",
+    )
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--images", help="folder with <id>.jpg (or relative 'image' paths)")
+    s.add_argument("--segmenter", default="facebook/sam2.1-hiera-tiny", help="SAM 2 / SAM checkpoint (hub id or folder)")
+    s.add_argument("--output", help="output jsonl (default: stdout)")
+    s.add_argument("--local-files-only", action="store_true")
+    s.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    s.set_defaults(func=_cmd_segment)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -184,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"riveg-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for adder in (_add_data, _add_evaluate):
+    for adder in (_add_data, _add_predict, _add_evaluate):
         adder(sub)
     return parser
 

@@ -1,0 +1,547 @@
+"""The ``grounded-mner`` / ``segmented-mner`` pipeline: RiVEG's five stages over swappable checkpoints.
+
+>>> import riveg_hf  # registers the tasks; no trust_remote_code needed
+>>> from transformers import pipeline
+>>> pipe = pipeline("grounded-mner", model="path/to/riveg-checkpoint")  # doctest: +SKIP
+>>> pipe({"text": "Sunset over the Golden Gate Bridge tonight", "image": "bridge.jpg"})  # doctest: +SKIP
+[{'entity': 'Golden Gate Bridge', 'type': 'LOC', 'start': 16, 'end': 34, 'score': 0.99,
+  'description': 'an iconic red suspension bridge in San Francisco', 'groundable': True,
+  'groundable_score': 0.93, 'box': {'xmin': 12.0, 'ymin': 40.5, 'xmax': 610.2, 'ymax': 388.0},
+  'box_score': 0.61, 'mask': None}]
+
+Data flow, with no back-and-forth: text + image -> recognizer (entities) -> expander
+(descriptions) -> entailment (visible?) -> grounder (box) -> segmenter (mask). Per batch:
+the recognizer runs once over all tweets, the expander once over all entities (cached), and
+each vision model encodes each image once, however many entities the tweet has.
+
+Inputs: ``{"text": str, "image": ...}``, ``{"tokens": [...], "image": ...}``, a plain string,
+or keyword arguments ``pipe(text=..., image=...)``; lists, generators and ``datasets.Dataset``
+rows (``batch_size=``). ``image`` is a PIL image, a local path, or None (then every entity
+is "not visible"; said once in a warning).
+
+Output per input: a list of entity dicts ``{"entity", "type", "start", "end", "score",
+"description", "groundable", "groundable_score", "box", "box_score", "mask"}`` (JSON-safe),
+with character offsets ``start``/``end`` (plus ``token_start``/``token_end`` for ``tokens``
+input), ``box`` as ``{"xmin","ymin","xmax","ymax"}`` pixels of the original image or None,
+``mask`` a COCO RLE (``mask_format="rle"``), a boolean array (``"array"``) or None.
+In a batch, an input that cannot be processed gives ``{"error": message, "index": i}`` in its
+place (``errors="return"``, the default) or raises naming its index (``errors="raise"``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Pipeline, PreTrainedModel
+from transformers.utils import logging
+
+from .boxes import BoxError
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from .masks import encode_rle
+from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
+from .stages import STAGES, ComponentLoadError, ExpansionRequest, Expander, Stage
+from .text import join_words, split_words
+from .types import GroundedEntity
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["RiVEGInputError", "RiVEGPipeline"]
+
+MASK_FORMATS = ("rle", "array", "none")
+ERROR_MODES = ("return", "raise")
+
+#: options of from_components that configure a stage, and the stage/option they go to
+_STAGE_OPTIONS = {
+    "label_map": ("recognizer", "label_map"),
+    "stride": ("recognizer", "stride"),
+    "max_length": ("recognizer", "max_length"),
+    "prompt": ("expander", "prompt"),
+    "template": ("expander", "template"),
+    "max_new_tokens": ("expander", "max_new_tokens"),
+    "knowledge_prompt": ("expander", "knowledge_prompt"),
+    "hypothesis": ("entailment", "hypothesis"),
+    "logit_bias": ("entailment", "logit_bias"),
+    "mask_threshold": ("segmenter", "mask_threshold"),
+}
+#: call-time options (also accepted by from_components / pipeline(...) as defaults)
+_CALL_OPTIONS = {
+    "preprocess": ("max_image_pixels",),
+    "forward": ("box_threshold", "entailment_threshold", "use_descriptions", "use_knowledge", "return_masks",
+                "errors"),
+    "postprocess": ("mask_format",),
+}
+
+
+class RiVEGInputError(ValueError):
+    """An input the pipeline cannot read; in a batch the message starts with the input's index."""
+
+
+class RiVEGPipeline(Pipeline):
+    """Grounded (and segmented) multimodal NER, RiVEG style. See the module documentation."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    _load_video_processor = False
+
+    def __init__(self, model: RiVEGModel, *args: Any, **kwargs: Any):
+        if not isinstance(model, RiVEGModel):
+            raise TypeError(
+                f"RiVEGPipeline needs a RiVEGModel (a composite checkpoint), got {type(model).__name__}. Build one "
+                "with RiVEGPipeline.from_components(recognizer=..., grounder=...) or load a saved one with "
+                'pipeline("grounded-mner", model=DIR).'
+            )
+        for hub_only in ("local_files_only", "token", "revision", "trust_remote_code"):
+            kwargs.pop(hub_only, None)  # consumed by transformers.pipeline() while loading
+        defaults = dict(model.config.pipeline_options)
+        defaults.update(kwargs)
+        task = defaults.pop("task", None) or model.config.task or "grounded-mner"
+        super().__init__(model, *args, task=task, **defaults)
+        self._warned_no_image = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_components(
+        cls,
+        recognizer: Any,
+        grounder: Any = None,
+        *,
+        expander: Any = None,
+        captioner: Any = None,
+        entailment: Any = None,
+        segmenter: Any = None,
+        task: str | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        **options: Any,
+    ) -> RiVEGPipeline:
+        """Build the pipeline from its components.
+
+        Each component is a hub id, a local folder, an already-loaded model (its processor is
+        loaded from ``model.name_or_path``), a ``(model, processor)`` pair, or a ready
+        :class:`~riveg_hf.stages.Stage`. ``expander=None`` uses the template descriptions.
+        ``revision``, ``local_files_only``, ``token``, ``cache_dir`` and ``dtype`` reach every
+        component loaded here; ``device`` places them all.
+
+        Stage options: ``label_map``, ``stride``, ``max_length`` (recognizer); ``prompt``,
+        ``template``, ``max_new_tokens``, ``knowledge_prompt`` (expander); ``hypothesis``,
+        ``logit_bias``, ``entailment_threshold`` (entailment); ``box_threshold`` (grounder);
+        ``mask_threshold`` (segmenter). Call options saved as defaults: ``use_descriptions``,
+        ``use_knowledge``, ``return_masks``, ``mask_format``, ``errors``, ``max_image_pixels``.
+
+        >>> pipe = RiVEGPipeline.from_components(  # doctest: +SKIP
+        ...     recognizer="dslim/bert-base-NER", grounder="IDEA-Research/grounding-dino-tiny",
+        ...     entailment="Salesforce/blip-itm-base-coco", segmenter="facebook/sam2.1-hiera-tiny")
+        """
+        if recognizer is None:
+            raise ValueError("from_components needs a recognizer (a token-classification checkpoint).")
+        stage_opts: dict[str, dict[str, Any]] = {name: {} for name in STAGES}
+        call_opts: dict[str, Any] = {}
+        valid_call = {k for keys in _CALL_OPTIONS.values() for k in keys}
+        for key, value in options.items():
+            if key in _STAGE_OPTIONS:
+                stage, opt = _STAGE_OPTIONS[key]
+                stage_opts[stage][opt] = value
+            elif key == "entailment_threshold":
+                stage_opts["entailment"]["threshold"] = value
+            elif key == "box_threshold":
+                stage_opts["grounder"]["box_threshold"] = value
+            elif key in valid_call:
+                call_opts[key] = value
+            else:
+                valid = sorted([*_STAGE_OPTIONS, "entailment_threshold", "box_threshold", *valid_call])
+                raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
+        hub = {"revision": revision, "local_files_only": local_files_only, "token": token, "cache_dir": cache_dir,
+               "dtype": dtype}
+        given = {"recognizer": recognizer, "captioner": captioner, "expander": expander, "entailment": entailment,
+                 "grounder": grounder, "segmenter": segmenter}
+        stages: dict[str, Stage] = {}
+        for name, spec in given.items():
+            if spec is None:
+                if name == "expander":
+                    stages[name] = Expander(None, None, **stage_opts[name])
+                continue
+            stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub)
+        if task is None:
+            task = "segmented-mner" if "segmenter" in stages else "grounded-mner"
+        _check_task(task)
+        if task == "segmented-mner" and "segmenter" not in stages:
+            raise ValueError("task 'segmented-mner' needs a segmenter (e.g. facebook/sam2.1-hiera-tiny).")
+        config = RiVEGConfig(task=task, pipeline_options=call_opts)
+        model = RiVEGModel(config, stages)
+        if dtype is not None and dtype != "auto":
+            model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        return cls(model=model, device=device)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Write a composite checkpoint that ``pipeline(task, model=DIR)`` reloads offline.
+
+        ``reference_hub_components=True`` records Hub components as pinned references instead of copies.
+        """
+        self.model.config.task = self.task
+        self.model.save_pretrained(save_directory, **kwargs)
+
+    # ------------------------------------------------------------------ stages
+    @property
+    def stages(self) -> dict[str, Stage]:
+        return self.model.stages
+
+    def _stage(self, name: str) -> Any:
+        return self.model.stages.get(name)
+
+    # ------------------------------------------------------------------ parameters
+    def _sanitize_parameters(self, **kwargs: Any):
+        pre, fwd, post = {}, {}, {}
+        for key, value in kwargs.items():
+            if key in _CALL_OPTIONS["preprocess"]:
+                pre[key] = value
+            elif key in _CALL_OPTIONS["forward"]:
+                fwd[key] = value
+            elif key in _CALL_OPTIONS["postprocess"]:
+                post[key] = value
+            else:
+                valid = sorted(k for keys in _CALL_OPTIONS.values() for k in keys)
+                raise TypeError(f"{self.task}: unknown option {key!r}; valid options: {valid}")
+        if "mask_format" in post and post["mask_format"] not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {post['mask_format']!r}")
+        if "errors" in fwd and fwd["errors"] not in ERROR_MODES:
+            raise ValueError(f"errors must be one of {ERROR_MODES}, got {fwd['errors']!r}")
+        for key in ("box_threshold", "entailment_threshold"):
+            if key in fwd and not (isinstance(fwd[key], (int, float)) and 0.0 <= fwd[key] <= 1.0):
+                raise ValueError(f"{key} must be a number in [0, 1], got {fwd[key]!r}")
+        return pre, fwd, post
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, inputs: Any = None, *args: Any, text: str | None = None, image: Any = None,
+                 tokens: list[str] | None = None, knowledge: Any = None, **kwargs: Any):
+        """Run on one input, a list, a generator or a ``datasets.Dataset`` (see the module doc)."""
+        if inputs is None:
+            if text is None and tokens is None:
+                raise RiVEGInputError("pass an input: pipe({'text': ..., 'image': ...}) or pipe(text=..., image=...)")
+            inputs = {"text": text, "tokens": tokens, "image": image, "knowledge": knowledge}
+            inputs = {k: v for k, v in inputs.items() if v is not None or k == "image"}
+        elif text is not None or tokens is not None or image is not None:
+            raise RiVEGInputError("pass either one input (dict, list, dataset) or text=/tokens=/image=, not both")
+        if _is_hf_dataset(inputs):
+            inputs = (row for row in inputs)  # lazily, row by row
+        elif isinstance(inputs, tuple):
+            inputs = list(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):
+        prepared = self.preprocess(inputs, **preprocess_params)
+        out = self.forward([prepared], **{**forward_params, "errors": "raise"})[0]
+        return self.postprocess(out, **postprocess_params)
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """Our own batching: preprocess ``batch_size`` inputs, run the stages once over them, postprocess each."""
+        return _BatchIterator(self, inputs, max(1, int(batch_size or 1)), preprocess_params, forward_params,
+                              postprocess_params)
+
+    # ------------------------------------------------------------------ the four hooks
+    def preprocess(self, inputs: Any, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, index: int = 0):
+        item = _normalize_input(inputs)
+        image = item.get("image")
+        if image is not None:
+            try:
+                image = load_image(image, max_image_pixels=max_image_pixels)
+            except ImageLoadError as err:
+                raise RiVEGInputError(str(err)) from None
+        elif not self._warned_no_image:
+            logger.warning(
+                "An input has no image: its entities are reported as not visible (box=None). "
+                "Pass 'image' (a PIL image or a local path) to ground them. (Shown once.)"
+            )
+            self._warned_no_image = True
+        if "tokens" in item:
+            words = list(item["tokens"])
+            text, offsets = join_words(words)
+        else:
+            text = item["text"]
+            triples = split_words(text)
+            words = [w for w, _, _ in triples]
+            offsets = [(s, e) for _, s, e in triples]
+        knowledge = item.get("knowledge")
+        if isinstance(knowledge, str):
+            knowledge = [w for w, _, _ in split_words(knowledge)] or None
+        return {"index": index, "id": item.get("id"), "text": text, "words": words, "offsets": offsets,
+                "from_tokens": "tokens" in item, "image": image, "knowledge": knowledge,
+                "caption": item.get("caption")}
+
+    def _forward(self, batch: list[dict[str, Any]], box_threshold: float | None = None,
+                 entailment_threshold: float | None = None, use_descriptions: bool = True,
+                 use_knowledge: bool | None = None, return_masks: bool | None = None,
+                 errors: str = "return") -> list[dict[str, Any]]:
+        recognizer = self._stage("recognizer")
+        expander: Expander = self._stage("expander") or Expander(None, None)
+        captioner = self._stage("captioner")
+        entailment = self._stage("entailment")
+        grounder = self._stage("grounder")
+        segmenter = self._stage("segmenter")
+        if return_masks is None:
+            return_masks = self.task == "segmented-mner"
+        if return_masks and segmenter is None:
+            raise ValueError("masks were asked for (segmented-mner / return_masks=True) but there is no segmenter.")
+
+        # 1. captions, once per image (only when an LLM will read them)
+        wants_caption = captioner is not None and expander.has_llm
+        need_cap = [b for b in batch if wants_caption and b["image"] is not None and b.get("caption") is None
+                    and b["words"]]
+        if need_cap:
+            for b, cap in zip(need_cap, captioner.caption([b["image"] for b in need_cap])):
+                b["caption"] = cap
+
+        # 2. recognizer, once over the batch (with PGIM knowledge when the recognizer was trained with it)
+        knowledge = [None] * len(batch)
+        if recognizer.uses_knowledge and use_knowledge is not False:
+            missing = [b for b in batch if b["knowledge"] is None and b["words"]]
+            if missing and expander.has_llm:
+                for b, k in zip(missing, expander.knowledge([b["text"] for b in missing],
+                                                           [b.get("caption") for b in missing])):
+                    b["knowledge"] = [w for w, _, _ in split_words(k)] or None
+            knowledge = [b["knowledge"] for b in batch]
+        has_words = [i for i, b in enumerate(batch) if b["words"]]
+        spans_per_item: list[list] = [[] for _ in batch]
+        if has_words:
+            found = recognizer([batch[i]["words"] for i in has_words], [knowledge[i] for i in has_words])
+            for i, spans in zip(has_words, found):
+                spans_per_item[i] = spans
+
+        # 3. descriptions, once over all entities of the batch (cached)
+        entities: list[list[dict[str, Any]]] = []
+        requests: list[ExpansionRequest] = []
+        for b, spans in zip(batch, spans_per_item):
+            ents = []
+            for sp in spans:
+                c0, c1 = b["offsets"][sp.start][0], b["offsets"][sp.end - 1][1]
+                ent = {"entity": b["text"][c0:c1], "type": sp.type, "start": c0, "end": c1, "score": sp.score,
+                       "token_start": sp.start, "token_end": sp.end}
+                ents.append(ent)
+                requests.append(ExpansionRequest(ent["entity"], sp.type, b["text"], b.get("caption")))
+            entities.append(ents)
+        descriptions = iter(expander.describe(requests)) if requests else iter(())
+        for ents in entities:
+            for ent in ents:
+                ent["description"], ent["description_source"] = next(descriptions)
+
+        # 4-6. per image: entailment, grounding, segmentation (each vision model encodes the image once)
+        out = []
+        for b, ents in zip(batch, entities):
+            try:
+                if b["image"] is not None and ents and grounder is not None:
+                    self._ground(b["image"], ents, entailment, grounder, segmenter if return_masks else None,
+                                 box_threshold, entailment_threshold, use_descriptions)
+                else:
+                    for ent in ents:
+                        ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
+                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
+            except (RuntimeError, ValueError, BoxError) as err:
+                if errors == "raise":
+                    raise RiVEGInputError(f"input {b['index']}: {err}") from err
+                out.append({"error": f"{type(err).__name__}: {err}", "index": b["index"]})
+        return out
+
+    def _ground(self, image, ents, entailment, grounder, segmenter, box_threshold, entailment_threshold,
+                use_descriptions) -> None:
+        queries = [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
+        if entailment is not None:
+            hyps = entailment.hypotheses([(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents])
+            probs = entailment.score(image, hyps)
+            threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
+            visible = [bool(p >= threshold) for p in probs]
+        else:
+            probs = [None] * len(ents)
+            visible = [True] * len(ents)
+        to_ground = [i for i, v in enumerate(visible) if v]
+        found = dict(zip(to_ground, grounder.ground(image, [queries[i] for i in to_ground]) if to_ground else []))
+        threshold = grounder.box_threshold if box_threshold is None else box_threshold
+        # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
+        # without one, the detector's score decides visibility.
+        keep = {i for i, (box, score) in found.items()
+                if box is not None and (entailment is not None or score >= threshold)}
+        masks: dict[int, np.ndarray] = {}
+        if segmenter is not None and keep:
+            order = sorted(keep)
+            masks = dict(zip(order, segmenter.segment(image, [found[i][0] for i in order])))
+        for i, ent in enumerate(ents):
+            box, score = found.get(i, (None, None))
+            ent.update(
+                groundable=i in keep,
+                groundable_score=float(probs[i]) if probs[i] is not None else score,
+                box=box if i in keep else None,
+                box_score=score,
+                mask=masks.get(i),
+            )
+
+    def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
+        if "error" in model_outputs:
+            return model_outputs
+        results = []
+        for ent in model_outputs["entities"]:
+            mask = ent.get("mask")
+            if mask is not None:
+                mask = None if mask_format == "none" else (mask if mask_format == "array" else encode_rle(mask))
+            g = GroundedEntity(
+                entity=ent["entity"], type=ent["type"], start=ent["start"], end=ent["end"], score=ent["score"],
+                description=ent["description"], groundable=ent["groundable"],
+                groundable_score=ent["groundable_score"], box=ent["box"], box_score=ent["box_score"], mask=mask,
+                token_start=ent["token_start"] if model_outputs["from_tokens"] else None,
+                token_end=ent["token_end"] if model_outputs["from_tokens"] else None,
+            )
+            results.append(g.to_dict())
+        return results
+
+
+class _BatchIterator(Iterator):
+    """Yields one output per input, running the stages once per batch of ``batch_size`` inputs."""
+
+    def __init__(self, pipe: RiVEGPipeline, inputs: Iterable, batch_size: int, pre, fwd, post):
+        self.pipe, self.inputs, self.batch_size = pipe, iter(inputs), batch_size
+        self.pre, self.fwd, self.post = pre, fwd, post
+        self.errors = fwd.get("errors", "return")
+        self.pending: list[Any] = []
+        self.index = 0
+
+    def __len__(self):  # pragma: no cover - only for progress bars on sized inputs
+        raise TypeError("length unknown")
+
+    def __next__(self):
+        if not self.pending:
+            chunk = []
+            for x in self.inputs:
+                chunk.append((self.index, x))
+                self.index += 1
+                if len(chunk) == self.batch_size:
+                    break
+            if not chunk:
+                raise StopIteration
+            self.pending = self._run(chunk)
+        return self.pending.pop(0)
+
+    def _run(self, chunk: list[tuple[int, Any]]) -> list[Any]:
+        results: dict[int, Any] = {}
+        prepared = []
+        for i, x in chunk:
+            try:
+                prepared.append(self.pipe.preprocess(x, index=i, **self.pre))
+            except (RiVEGInputError, ValueError, TypeError) as err:
+                if self.errors == "raise":
+                    raise RiVEGInputError(f"input {i}: {err}") from err
+                results[i] = {"error": f"{type(err).__name__}: {err}", "index": i}
+        if prepared:
+            for p, o in zip(prepared, self.pipe.forward(prepared, **self.fwd)):
+                results[p["index"]] = self.pipe.postprocess(o, **self.post)
+        return [results[i] for i, _ in chunk]
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+
+
+def _is_hf_dataset(x: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, (datasets.Dataset, datasets.IterableDataset))
+
+
+def _normalize_input(inputs: Any) -> dict[str, Any]:
+    """Validate one input -> ``{"text"|"tokens", "image", "knowledge", "id", "caption"}``."""
+    if isinstance(inputs, str):
+        return {"text": inputs, "image": None}
+    if not isinstance(inputs, Mapping):
+        raise RiVEGInputError(
+            f"expected a dict {{'text' or 'tokens', 'image'}} or a string, got {type(inputs).__name__}."
+        )
+    item = dict(inputs)
+    has_text = item.get("text") is not None
+    has_tokens = item.get("tokens") is not None
+    if has_text and has_tokens:
+        raise RiVEGInputError("give either 'text' or 'tokens', not both.")
+    if not has_text and not has_tokens:
+        raise RiVEGInputError(f"the input needs 'text' (a string) or 'tokens' (a list of words); got keys {sorted(item)}.")
+    out: dict[str, Any] = {"image": item.get("image"), "id": item.get("id"), "knowledge": item.get("knowledge"),
+                           "caption": item.get("caption")}
+    if has_text:
+        if not isinstance(item["text"], str):
+            raise RiVEGInputError(f"'text' must be a string, got {type(item['text']).__name__}.")
+        out["text"] = item["text"]
+    else:
+        toks = item["tokens"]
+        if isinstance(toks, str) or not all(isinstance(t, str) for t in toks):
+            raise RiVEGInputError("'tokens' must be a list of strings (words); pass a sentence as 'text'.")
+        out["tokens"] = [t for t in toks]
+    return out
+
+
+def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub: dict[str, Any]) -> Stage:
+    """A Stage from a hub id / folder, a loaded model, a (model, processor) pair or a Stage."""
+    if isinstance(spec, Stage):
+        for key, value in options.items():
+            setattr(spec, key, value)
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return stage_cls.from_pretrained(spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"},
+                                         **options)
+    processor = None
+    model = spec
+    if isinstance(spec, tuple) and len(spec) == 2:
+        model, processor = spec
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(
+            f"{stage_cls.name}: expected a hub id, a local folder, a loaded model, a (model, processor) pair or a "
+            f"Stage; got {type(spec).__name__}."
+        )
+    if processor is None:
+        from transformers import AutoProcessor, AutoTokenizer
+
+        name = getattr(model, "name_or_path", "")
+        if not name:
+            raise ComponentLoadError(f"{stage_cls.name}: pass (model, processor): the model has no name_or_path.")
+        loader = AutoTokenizer if stage_cls.processor_kind == "tokenizer" else AutoProcessor
+        processor = loader.from_pretrained(name, local_files_only=hub.get("local_files_only", False))
+    stage = stage_cls(model, processor, **options)
+    name = getattr(model, "name_or_path", "")
+    stage.source = {"location": name} if name else {}
+    return stage
+
+
+def default_model_path(task: str):
+    """The folder of the task's default composite (a config of Hub references)."""
+    from pathlib import Path
+
+    _check_task(task)
+    return Path(__file__).resolve().parent / "defaults" / task
+
+
+def _register() -> None:
+    """Register the tasks and the composite config/model with transformers (called on ``import riveg_hf``)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    try:
+        AutoConfig.register("riveg", RiVEGConfig)
+    except ValueError:
+        pass  # already registered (module reloaded)
+    try:
+        AutoModel.register(RiVEGConfig, RiVEGModel)
+    except ValueError:
+        pass
+    for task in TASKS:
+        PIPELINE_REGISTRY.register_pipeline(
+            task, pipeline_class=RiVEGPipeline, pt_model=RiVEGModel,
+            default={"model": (str(default_model_path(task)), None)}, type="multimodal",
+        )
+

@@ -1,0 +1,161 @@
+"""Batch prediction to JSON lines: files of tweets, whole datasets, several processes, resumable.
+
+``riveg predict`` is a thin wrapper over :func:`predict_to_jsonl`. Each output line is
+``{"id", "text", "entities": [...]}`` (or ``{"id", "error"}`` for an input that could not be
+processed). Work is resumable: ids already written to the output are skipped. Under
+``accelerate launch`` each process takes its share of the inputs (round-robin by position),
+writes ``<output>.part-<rank>-of-<n>``, and the main process merges the parts in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+__all__ = ["iter_jsonl_inputs", "load_done_ids", "predict_to_jsonl"]
+
+
+def iter_jsonl_inputs(path: str | Path, images_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Read ``{"id"?, "text"|"tokens", "image"?}`` lines; relative image paths resolve against ``images_root``
+    (default: the file's folder). Lines without an id get their line number as id."""
+    path = Path(path)
+    root = Path(images_root) if images_root is not None else path.parent
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not a JSON line ({err}).") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected an object with 'text' or 'tokens', got {type(row).__name__}.")
+            row.setdefault("id", str(lineno))
+            img = row.get("image")
+            if isinstance(img, str) and not img.startswith(("http://", "https://")) and not os.path.isabs(img):
+                row["image"] = str(root / img)
+            rows.append(row)
+    return rows
+
+
+def load_done_ids(paths: Iterable[str | Path]) -> set[str]:
+    """Ids already present in existing output files (a truncated last line is ignored)."""
+    done: set[str] = set()
+    for p in paths:
+        if not os.path.exists(p):
+            continue
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    done.add(str(json.loads(line)["id"]))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+    return done
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a partial last line left by an interruption, so appended lines stay valid JSON lines."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n")
+    path.write_bytes(data[: cut + 1] if cut >= 0 else b"")
+
+
+def predict_to_jsonl(
+    pipe: Any,
+    rows: Sequence[Any],
+    output: str | Path,
+    *,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 8,
+    call_kwargs: dict[str, Any] | None = None,
+    on_result: Callable[[Any, dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Run ``pipe`` over ``rows`` and write one JSON line per input to ``output``; resumable, shardable.
+
+    ``rows`` may be a list of input dicts or a ``datasets.Dataset`` (read lazily). ``ids`` defaults to
+    each row's ``id``. Returns counts ``{"total", "done_before", "written", "errors"}`` of this process.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    n = len(rows)
+    if ids is None:
+        ids = [str(rows[i].get("id", i)) if isinstance(rows[i], dict) else str(i) for i in range(n)]
+    else:
+        ids = [str(i) for i in ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("input ids must be unique to make the output resumable; give every row a distinct 'id'.")
+    world, rank = state.num_processes, state.process_index
+    part = output if world == 1 else output.with_name(f"{output.name}.part-{rank:05d}-of-{world:05d}")
+    parts = [output.with_name(f"{output.name}.part-{r:05d}-of-{world:05d}") for r in range(world)]
+    _repair_tail(part)
+    done = load_done_ids([output, part] if world > 1 else [output])
+    mine = [i for i in range(rank, n, world) if ids[i] not in done]
+    counts = {"total": n, "done_before": len([i for i in range(rank, n, world)]) - len(mine), "written": 0, "errors": 0}
+    call_kwargs = dict(call_kwargs or {})
+
+    def inputs():
+        for i in mine:
+            row = rows[i]
+            yield {k: row[k] for k in ("text", "tokens", "image", "knowledge", "caption") if k in row and row[k] is not None}
+
+    results = pipe(inputs(), batch_size=batch_size, **call_kwargs) if mine else iter(())
+    bar = tqdm(total=len(mine), disable=not progress or not state.is_local_main_process, desc="riveg predict",
+               unit="tweet")
+    with open(part, "a", encoding="utf-8") as fh:
+        for i, result in zip(mine, results):
+            row = rows[i]
+            text = row.get("text") if row.get("text") is not None else " ".join(row.get("tokens") or [])
+            if isinstance(result, dict) and "error" in result:
+                line = {"id": ids[i], "text": text, "error": result["error"]}
+                counts["errors"] += 1
+            else:
+                line = {"id": ids[i], "text": text, "entities": result}
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            fh.flush()
+            counts["written"] += 1
+            if on_result is not None:
+                on_result(row, line)
+            bar.update(1)
+    bar.close()
+    if world > 1:
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _merge(output, parts, ids)
+        state.wait_for_everyone()
+    return counts
+
+
+def _merge(output: Path, parts: Sequence[Path], ids: Sequence[str]) -> None:
+    """Merge the per-process parts (and an existing output) into ``output``, in input order."""
+    by_id: dict[str, str] = {}
+    for p in [output, *parts]:
+        if not p.exists():
+            continue
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    by_id[str(json.loads(line)["id"])] = line if line.endswith("\n") else line + "\n"
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i in ids:
+            if i in by_id:
+                fh.write(by_id[i])
+    os.replace(tmp, output)
+    for p in parts:
+        p.unlink(missing_ok=True)

@@ -1,0 +1,189 @@
+"""The protocol every stage follows: one transformers model (and its processor) behind a small interface.
+
+A stage is built from a hub id, a local folder, or an already-loaded model:
+
+>>> from riveg_hf.stages import Recognizer
+>>> rec = Recognizer.from_pretrained("dslim/bert-base-NER")  # doctest: +SKIP
+>>> rec = Recognizer(model, tokenizer, label_map={"MISC": "OTHER"})  # doctest: +SKIP
+
+``from_pretrained`` loads through transformers' Auto classes (any checkpoint of the stage's
+kind), with safetensors only and never with remote code. ``save_pretrained`` writes the model
+and its processor into a folder that ``from_pretrained`` reads back; ``options()`` gives the
+stage's settings (thresholds, prompts...) as JSON-safe data for the composite config.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel
+from transformers.utils.hub import resolve_revision
+
+__all__ = ["ComponentLoadError", "Stage", "resolve_model_class"]
+
+
+class ComponentLoadError(OSError):
+    """A component that cannot be loaded; the message says which and how to point at local folders."""
+
+
+def _pinned(revision: Any) -> str | None:
+    """The commit a (resolved) revision points to, or the revision as given."""
+    resolved = getattr(revision, "resolved", None)
+    return str(resolved) if resolved else (str(revision) if revision is not None else None)
+
+
+def resolve_model_class(name: str, auto_classes: tuple[type, ...]) -> type:
+    """A model class by name, from transformers -- never remote code."""
+    cls = getattr(transformers, name, None)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        valid = ", ".join(a.__name__ for a in auto_classes)
+        raise ComponentLoadError(
+            f"unknown model class {name!r}: riveg-hf loads classes that ship with transformers (through {valid}); "
+            "it never executes code from a checkpoint (no trust_remote_code). Upgrade transformers if the class "
+            "is newer than your version."
+        )
+    return cls
+
+
+class Stage:
+    """Base class of the five stages (and the captioner)."""
+
+    #: the component's name in a composite checkpoint (``recognizer``, ``grounder`` ...)
+    name: ClassVar[str] = ""
+    #: Auto classes tried in order to load a checkpoint of this kind
+    auto_classes: ClassVar[tuple[type, ...]] = ()
+    #: ``"tokenizer"`` or ``"processor"``: what goes with the model
+    processor_kind: ClassVar[str] = "processor"
+
+    def __init__(self, model: PreTrainedModel, processor: Any, **options: Any):
+        if model is not None and not isinstance(model, PreTrainedModel):
+            raise TypeError(
+                f"{self.name}: expected a transformers PreTrainedModel, got {type(model).__name__}. "
+                f"Load one with {self.auto_classes[0].__name__ if self.auto_classes else 'from_pretrained'}."
+            )
+        self.model = model.eval() if model is not None else None
+        self.processor = processor
+        #: where the component came from: {"repo_id"/"path", "revision"}, recorded by save_pretrained
+        self.source: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load_model_and_processor(
+        cls,
+        location: str | os.PathLike,
+        *,
+        subfolder: str = "",
+        model_class: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | None = None,
+        dtype: Any = None,
+    ) -> tuple[PreTrainedModel, Any]:
+        location = str(location)
+        hub = {
+            "revision": revision,
+            "local_files_only": local_files_only,
+            "token": token,
+            "cache_dir": cache_dir,
+            "trust_remote_code": False,
+        }
+        if subfolder:
+            hub["subfolder"] = subfolder
+        model_kwargs = {**hub, "use_safetensors": True}
+        if dtype is not None:
+            model_kwargs["dtype"] = dtype
+        errors = []
+        try:
+            if model_class is None:
+                # Prefer the checkpoint's own architecture (a BLIP ITM checkpoint must not load as BlipModel).
+                config = AutoConfig.from_pretrained(location, **hub)
+                for arch in getattr(config, "architectures", None) or []:
+                    if isinstance(getattr(transformers, arch, None), type):
+                        model_class = arch
+                        break
+            if model_class is not None:
+                model = resolve_model_class(model_class, cls.auto_classes).from_pretrained(location, **model_kwargs)
+            else:
+                model = None
+                for auto in cls.auto_classes:
+                    try:
+                        model = auto.from_pretrained(location, **model_kwargs)
+                        break
+                    except ValueError as err:  # "Unrecognized configuration class ... for this kind of AutoModel"
+                        errors.append(f"{auto.__name__}: {err}")
+                if model is None:
+                    raise ComponentLoadError(
+                        f"{cls.name}: {location} is not a checkpoint of a supported kind. Tried "
+                        + "; ".join(errors)
+                    )
+            loader = AutoTokenizer if cls.processor_kind == "tokenizer" else AutoProcessor
+            processor = loader.from_pretrained(location, **{k: v for k, v in hub.items() if k != "trust_remote_code"})
+        except OSError as err:
+            if isinstance(err, ComponentLoadError):
+                raise
+            where = f"{location}/{subfolder}" if subfolder else location
+            raise ComponentLoadError(
+                f"{cls.name}: could not load {where!r} ({err}). If the Hugging Face Hub is unreachable, download "
+                "the checkpoint elsewhere (e.g. `hf download ID --local-dir DIR`) and pass the local folder instead "
+                "of the hub id, or set HF_HUB_OFFLINE=1 to use what is already in the cache."
+            ) from err
+        return model, processor
+
+    @classmethod
+    def from_pretrained(cls, location: str | os.PathLike, **kwargs: Any) -> Stage:
+        """Load the stage from a hub id or a local folder (see :meth:`load_model_and_processor`)."""
+        load_keys = ("subfolder", "model_class", "revision", "local_files_only", "token", "cache_dir", "dtype")
+        load = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
+        if not os.path.isdir(str(location)):
+            # Resolve a hub revision once, so the model and processor come from one commit, which is recorded.
+            load["revision"] = resolve_revision(
+                str(location), load.get("revision"), token=load.get("token"),
+                local_files_only=load.get("local_files_only", False), cache_dir=load.get("cache_dir"),
+            )
+        model, processor = cls.load_model_and_processor(location, **load)
+        stage = cls(model, processor, **kwargs)
+        stage.source = {"location": str(location), "revision": _pinned(load.get("revision"))}
+        if load.get("subfolder"):
+            stage.source["subfolder"] = load["subfolder"]
+        return stage
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the model (safetensors) and its processor into ``directory``."""
+        os.makedirs(directory, exist_ok=True)
+        self.model.save_pretrained(directory, safe_serialization=True)
+        if self.processor is not None:
+            self.processor.save_pretrained(directory)
+
+    # ------------------------------------------------------------------ runtime
+    def options(self) -> dict[str, Any]:
+        """JSON-safe settings recorded in the composite config (thresholds, prompts ...)."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def to(self, device: Any) -> Stage:
+        self.model.to(device)
+        return self
+
+    def _floating(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move a float input (pixel values) to the model's device and dtype; ints only to the device."""
+        if tensor.is_floating_point():
+            return tensor.to(self.device, self.dtype)
+        return tensor.to(self.device)
+
+    def _inputs(self, batch: Any) -> dict[str, Any]:
+        return {k: self._floating(v) if isinstance(v, torch.Tensor) else v for k, v in dict(batch).items()}
+
+    def __repr__(self) -> str:
+        model = type(self.model).__name__ if self.model is not None else None
+        return f"{type(self).__name__}(model={model}, options={self.options()})"

@@ -1,0 +1,169 @@
+"""Stage 3 -- visual entailment: does the image show this entity?
+
+Most entities of a tweet are not in its picture (Twitter-GMNER: 60% are not), so RiVEG asks an
+image-text model before grounding. Supported models, each giving a probability in [0, 1]:
+
+* **image-text matching** (``BlipForImageTextRetrieval``; also what ``riveg train entailment``
+  fine-tunes): the ITM head's "match" probability;
+* **contrastive** (CLIP, SigLIP and other ``AutoModelForZeroShotImageClassification`` dual
+  encoders): ``sigmoid(scale * cos + bias)``; SigLIP has its own learned bias, CLIP uses
+  ``logit_bias`` (default ``-0.25 * scale``, i.e. probability 0.5 at cosine 0.25).
+
+``threshold`` (the pipeline's ``entailment_threshold``) turns the probability into the
+decision; a fine-tuned checkpoint carries its calibrated threshold in its config
+(``riveg_entailment_threshold``), and :func:`calibrate_threshold` picks one on labelled data.
+
+The image is encoded **once** per call, however many hypotheses the tweet has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoModelForZeroShotImageClassification, BlipForImageTextRetrieval
+
+from ..types import TYPE_WORDS
+from .base import Stage
+
+__all__ = ["DEFAULT_HYPOTHESIS", "Entailment", "calibrate_threshold"]
+
+#: RiVEG's hypothesis format: ``Entity(TYPE)-description``.
+DEFAULT_HYPOTHESIS = "{entity}({type})-{description}"
+
+
+def calibrate_threshold(scores: Sequence[float], labels: Sequence[bool], metric: str = "f1") -> float:
+    """The threshold on ``scores`` that maximises F1 (or ``"accuracy"``) of ``score >= t`` against ``labels``."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    if len(s) == 0:
+        raise ValueError("calibrate_threshold needs at least one scored example.")
+    cands = np.unique(np.concatenate([s, [0.5]]))
+    best_t, best_v = 0.5, -1.0
+    for t in cands:
+        pred = s >= t
+        tp = float((pred & y).sum())
+        if metric == "accuracy":
+            v = float((pred == y).mean())
+        else:
+            p = tp / pred.sum() if pred.sum() else 0.0
+            r = tp / y.sum() if y.sum() else 0.0
+            v = 2 * p * r / (p + r) if p + r else 0.0
+        if v > best_v:
+            best_t, best_v = float(t), v
+    return best_t
+
+
+class Entailment(Stage):
+    """Image + hypotheses -> probability that the image shows each entity."""
+
+    name = "entailment"
+    auto_classes = (AutoModelForZeroShotImageClassification, BlipForImageTextRetrieval, AutoModel)
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        threshold: float | None = None,
+        hypothesis: str = DEFAULT_HYPOTHESIS,
+        logit_bias: float | None = None,
+        batch_size: int = 32,
+    ):
+        super().__init__(model, processor)
+        if isinstance(model, BlipForImageTextRetrieval):
+            self.kind = "itm"
+        elif hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
+            self.kind = "contrastive"
+        else:
+            raise TypeError(
+                f"entailment: {type(model).__name__} is neither an image-text matching model "
+                "(BlipForImageTextRetrieval) nor a dual encoder with get_image_features/get_text_features "
+                "(CLIPModel, SiglipModel, ...)."
+            )
+        cfg_threshold = getattr(model.config, "riveg_entailment_threshold", None)
+        self.threshold = float(threshold if threshold is not None else (cfg_threshold if cfg_threshold is not None else 0.5))
+        if logit_bias is None:
+            logit_bias = getattr(model.config, "riveg_logit_bias", None)
+        self.logit_bias = logit_bias
+        self.hypothesis = hypothesis
+        self.batch_size = int(batch_size)
+
+    def options(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "hypothesis": self.hypothesis, "logit_bias": self.logit_bias,
+                "batch_size": self.batch_size}
+
+    def hypotheses(self, entities: Sequence[tuple[str, str, str]]) -> list[str]:
+        """[(entity, type, description)] -> hypothesis texts."""
+        return [self.hypothesis.format(entity=e, type=t, type_word=TYPE_WORDS.get(t, t), description=d)
+                for e, t, d in entities]
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        tok = getattr(self.processor, "tokenizer", self.processor)
+        kwargs: dict[str, Any] = {"return_tensors": "pt", "truncation": True}
+        if self.kind == "contrastive" and "siglip" in type(self.model).__name__.lower():
+            kwargs.update(padding="max_length", max_length=min(64, getattr(tok, "model_max_length", 64) or 64))
+        else:
+            kwargs["padding"] = True
+            max_len = getattr(tok, "model_max_length", None)
+            if max_len and max_len < 10_000:
+                kwargs["max_length"] = max_len
+        enc = tok(list(texts), **kwargs)
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def _pixels(self, image) -> torch.Tensor:
+        ip = getattr(self.processor, "image_processor", self.processor)
+        return self._floating(ip(images=image, return_tensors="pt")["pixel_values"])
+
+    @torch.no_grad()
+    def score(self, image, hypotheses: Sequence[str]) -> np.ndarray:
+        """Probabilities in [0, 1], one per hypothesis; the image goes through the vision encoder once."""
+        if not hypotheses:
+            return np.zeros(0)
+        pixels = self._pixels(image)
+        out = []
+        if self.kind == "itm":
+            image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state  # once per image
+            for start in range(0, len(hypotheses), self.batch_size):
+                enc = self._tokenize(hypotheses[start : start + self.batch_size])
+                n = enc["input_ids"].shape[0]
+                emb = image_embeds.expand(n, -1, -1)
+                att = torch.ones(emb.shape[:-1], dtype=torch.long, device=emb.device)
+                text = self.model.text_encoder(
+                    input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"),
+                    encoder_hidden_states=emb, encoder_attention_mask=att,
+                ).last_hidden_state
+                logits = self.model.itm_head(text[:, 0, :]).float()
+                out.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
+        else:
+            img = _features(self.model.get_image_features(pixel_values=pixels))  # once per image
+            img = img / img.norm(dim=-1, keepdim=True)
+            scale = self.model.logit_scale.exp().float() if hasattr(self.model, "logit_scale") else torch.tensor(100.0)
+            if self.logit_bias is not None:
+                bias = torch.tensor(float(self.logit_bias))
+            elif hasattr(self.model, "logit_bias"):
+                bias = self.model.logit_bias.float().reshape(())
+            else:
+                bias = -0.25 * scale
+            for start in range(0, len(hypotheses), self.batch_size):
+                enc = self._tokenize(hypotheses[start : start + self.batch_size])
+                enc.pop("token_type_ids", None)
+                txt = _features(self.model.get_text_features(**enc))
+                txt = txt / txt.norm(dim=-1, keepdim=True)
+                logits = (txt.float() @ img.float().T).squeeze(-1) * scale.to(txt.device) + bias.to(txt.device)
+                out.append(torch.sigmoid(logits).cpu())
+        probs = torch.cat(out).numpy().astype(np.float64)
+        return np.nan_to_num(probs, nan=0.0)
+
+
+def _features(out: Any) -> torch.Tensor:
+    """get_*_features returns a tensor in most models, a model output with pooler_output in some."""
+    if isinstance(out, torch.Tensor):
+        return out
+    for name in ("image_embeds", "text_embeds", "pooler_output"):
+        value = getattr(out, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"entailment: cannot read features from {type(out).__name__}")

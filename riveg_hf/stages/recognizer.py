@@ -1,0 +1,217 @@
+"""Stage 1 -- the recognizer: any ``AutoModelForTokenClassification`` finds the entities of a tweet.
+
+Works on words (the unit of the datasets): labels are read on the first sub-token of each
+word, as the models are trained. Long inputs are split into overlapping windows (``stride``
+tokens of overlap) and each word is read from the window where it is farthest from an edge,
+so nothing is silently truncated. A ``label_map`` maps the model's entity types to PER / LOC /
+ORG / OTHER (a CoNLL model's MISC -> OTHER by default).
+
+PGIM-style knowledge: a recognizer trained on ``mner_llm_knowledge`` reads the LLM-written
+knowledge as a second segment (``tokenizer(words, knowledge_words)``), never labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForTokenClassification
+
+from ..types import ENTITY_TYPES
+from .base import Stage
+
+__all__ = ["DEFAULT_LABEL_MAP", "Recognizer", "WordSpan"]
+
+#: Type names of common NER label sets -> the GMNER types. ``None`` drops a type.
+DEFAULT_LABEL_MAP: dict[str, str | None] = {
+    "PER": "PER", "PERSON": "PER",
+    "LOC": "LOC", "LOCATION": "LOC", "GPE": "LOC",
+    "ORG": "ORG", "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "CORPORATION": "ORG", "GROUP": "ORG",
+    "MISC": "OTHER", "OTHER": "OTHER", "OTH": "OTHER",
+}
+
+
+@dataclass
+class WordSpan:
+    """An entity over words ``[start, end)`` with its GMNER type and a confidence in [0, 1]."""
+
+    start: int
+    end: int
+    type: str
+    score: float
+
+
+def _parse_label(label: str) -> tuple[str, str | None]:
+    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", None)``; ``"PER"`` (IO scheme) -> ``("I", "PER")``."""
+    if label in ("O", "0", "X"):
+        return "O", None
+    for sep in ("-", "_"):
+        head, s, tail = label.partition(sep)
+        if s and head in ("B", "I", "E", "S", "U", "L"):
+            return {"E": "I", "L": "I", "U": "B", "S": "B"}.get(head, head), tail
+    return "I", label
+
+
+class Recognizer(Stage):
+    """Token-classification model + tokenizer -> entity spans over words."""
+
+    name = "recognizer"
+    auto_classes = (AutoModelForTokenClassification,)
+    processor_kind = "tokenizer"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        label_map: Mapping[str, str | None] | None = None,
+        max_length: int | None = None,
+        stride: int = 32,
+        batch_size: int = 16,
+        uses_knowledge: bool | None = None,
+    ):
+        super().__init__(model, tokenizer)
+        if not getattr(tokenizer, "is_fast", False) and not hasattr(tokenizer, "word_ids"):
+            raise TypeError("recognizer: a fast tokenizer (with word_ids) is needed; load it with AutoTokenizer.")
+        self.tokenizer = tokenizer
+        self.label_map = dict(label_map) if label_map is not None else {}
+        model_max = getattr(model.config, "max_position_embeddings", 512) or 512
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if tok_max is None or tok_max > 100_000:
+            tok_max = model_max
+        self.max_length = int(max_length or min(model_max, tok_max, 512))
+        if not 0 <= stride < self.max_length // 2:
+            raise ValueError(f"recognizer: stride must be in [0, max_length/2), got {stride} (max_length={self.max_length})")
+        self.stride = int(stride)
+        self.batch_size = int(batch_size)
+        if uses_knowledge is None:
+            uses_knowledge = bool(getattr(model.config, "riveg_knowledge", False))
+        self.uses_knowledge = bool(uses_knowledge)
+        self._labels = self._build_labels()
+
+    def _build_labels(self) -> list[tuple[str, str | None]]:
+        id2label = self.model.config.id2label
+        out, unknown = [], set()
+        for i in range(len(id2label)):
+            prefix, typ = _parse_label(str(id2label[i]))
+            if typ is not None:
+                if typ in self.label_map:
+                    typ = self.label_map[typ]
+                elif typ.upper() in DEFAULT_LABEL_MAP:
+                    typ = DEFAULT_LABEL_MAP[typ.upper()]
+                else:
+                    unknown.add(typ)
+                if typ is not None and typ not in ENTITY_TYPES:
+                    unknown.add(typ)
+            out.append(("O", None) if typ is None else (prefix, typ))
+        if unknown:
+            labels = sorted({str(v) for v in id2label.values()})
+            raise ValueError(
+                f"recognizer: the model's labels {labels} have types {sorted(unknown)} that do not map to "
+                f"{list(ENTITY_TYPES)}. Pass label_map, e.g. label_map={{{next(iter(sorted(unknown)))!r}: 'OTHER'}} "
+                "(or None to drop the type)."
+            )
+        return out
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "label_map": self.label_map,
+            "max_length": self.max_length,
+            "stride": self.stride,
+            "batch_size": self.batch_size,
+            "uses_knowledge": self.uses_knowledge,
+        }
+
+    # ------------------------------------------------------------------ encoding
+    def _encode(self, words: Sequence[str], knowledge: Sequence[str] | None):
+        """-> list of windows (input dict for one row, [(word index, token position)])."""
+        tok = self.tokenizer
+        if knowledge:
+            enc = tok(list(words), list(knowledge), is_split_into_words=True, truncation="only_second",
+                      max_length=self.max_length)
+            n_first = sum(1 for s in enc.sequence_ids() if s == 0)
+            if n_first + 3 <= self.max_length and len(enc["input_ids"]) <= self.max_length:
+                seq = enc.sequence_ids()
+                firsts = _first_subtokens(enc.word_ids(), seq)
+                return [({k: enc[k] for k in enc.keys()}, firsts, 0, len(enc["input_ids"]))]
+            # the tweet alone fills the window: read it without knowledge, in windows
+        enc = tok(list(words), is_split_into_words=True, truncation=True, max_length=self.max_length,
+                  stride=self.stride, return_overflowing_tokens=True)
+        windows = []
+        for row in range(len(enc["input_ids"])):
+            ids = enc["input_ids"][row]
+            seq = enc.sequence_ids(row)
+            firsts = _first_subtokens(enc.word_ids(row), seq)
+            inner = [p for p, s in enumerate(seq) if s is not None]
+            lo, hi = (inner[0], inner[-1] + 1) if inner else (0, len(ids))
+            windows.append(({k: enc[k][row] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)},
+                            firsts, lo, hi))
+        return windows
+
+    @torch.no_grad()
+    def __call__(
+        self, batch: Sequence[Sequence[str]], knowledge: Sequence[Sequence[str] | None] | None = None
+    ) -> list[list[WordSpan]]:
+        """Entities of each word list in ``batch`` (optionally with knowledge words per item)."""
+        knowledge = knowledge if knowledge is not None else [None] * len(batch)
+        rows: list[tuple[int, dict, list, int, int]] = []
+        for i, (words, know) in enumerate(zip(batch, knowledge)):
+            if not words:
+                continue
+            for enc, firsts, lo, hi in self._encode(words, know if self.uses_knowledge else None):
+                rows.append((i, enc, firsts, lo, hi))
+        # per word: (distance to the window edge, probabilities)
+        best: list[dict[int, tuple[int, torch.Tensor]]] = [{} for _ in batch]
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r][1]["input_ids"]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = [rows[r] for r in order[start : start + self.batch_size]]
+            feats = [c[1] for c in chunk]
+            padded = self.tokenizer.pad(feats, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in padded.items()}
+            logits = self.model(**inputs).logits.float()
+            probs = torch.softmax(logits, dim=-1).cpu()
+            for (i, _enc, firsts, lo, hi), p in zip(chunk, probs):
+                for word, pos in firsts:
+                    dist = min(pos - lo, hi - 1 - pos)
+                    prev = best[i].get(word)
+                    if prev is None or dist > prev[0]:
+                        best[i][word] = (dist, p[pos])
+        return [self._decode(len(words), best[i]) for i, words in enumerate(batch)]
+
+    def _decode(self, n_words: int, per_word: Mapping[int, tuple[int, torch.Tensor]]) -> list[WordSpan]:
+        spans: list[WordSpan] = []
+        cur: list[Any] | None = None  # [start, type, scores]
+        for w in range(n_words):
+            if w in per_word:
+                p = per_word[w][1]
+                k = int(p.argmax())
+                prefix, typ = self._labels[k]
+                score = float(p[k])
+            else:  # a word with no sub-token (e.g. a lone control character) is outside any entity
+                prefix, typ, score = "O", None, 1.0
+            if typ is None:
+                if cur:
+                    spans.append(WordSpan(cur[0], w, cur[1], sum(cur[2]) / len(cur[2])))
+                cur = None
+            elif prefix == "B" or cur is None or cur[1] != typ:
+                if cur:
+                    spans.append(WordSpan(cur[0], w, cur[1], sum(cur[2]) / len(cur[2])))
+                cur = [w, typ, [score]]
+            else:
+                cur[2].append(score)
+        if cur:
+            spans.append(WordSpan(cur[0], n_words, cur[1], sum(cur[2]) / len(cur[2])))
+        return spans
+
+
+def _first_subtokens(word_ids: Sequence[int | None], sequence_ids: Sequence[int | None]) -> list[tuple[int, int]]:
+    """[(word index, position of its first sub-token)] for the first segment of one encoded row."""
+    out, seen = [], set()
+    for pos, (w, s) in enumerate(zip(word_ids, sequence_ids)):
+        if w is None or s != 0 or w in seen:
+            continue
+        seen.add(w)
+        out.append((w, pos))
+    return out

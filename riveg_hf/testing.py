@@ -1,0 +1,314 @@
+"""Tiny random components of every supported architecture, built offline (diffusers' ``get_dummy_components``).
+
+Used by the test-suite and by anyone who wants to exercise a pipeline without downloading
+weights. Tokenizers are built from small in-memory vocabularies; models are random. Nothing
+here touches the network or the global RNG (seeds are applied inside ``torch.random.fork_rng``).
+
+>>> from riveg_hf.testing import get_dummy_components
+>>> comps = get_dummy_components()  # doctest: +SKIP
+>>> pipe = RiVEGPipeline.from_components(**comps)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    BertConfig,
+    BertForTokenClassification,
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipForImageTextRetrieval,
+    BlipImageProcessor,
+    BlipProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessor,
+    GroundingDinoProcessor,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Owlv2Config,
+    Owlv2ForObjectDetection,
+    Owlv2ImageProcessor,
+    Owlv2Processor,
+    PreTrainedTokenizerFast,
+    Sam2Config,
+    Sam2HieraDetConfig,
+    Sam2ImageProcessor,
+    Sam2MaskDecoderConfig,
+    Sam2Model,
+    Sam2Processor,
+    Sam2PromptEncoderConfig,
+    Sam2VisionConfig,
+    SamConfig,
+    SamImageProcessor,
+    SamModel,
+    SamProcessor,
+    SwinConfig,
+)
+
+__all__ = [
+    "NER_LABELS",
+    "get_dummy_components",
+    "save_dummy_components",
+    "tiny_bert_tokenizer",
+    "tiny_blip_captioner",
+    "tiny_blip_itm",
+    "tiny_clip",
+    "tiny_grounding_dino",
+    "tiny_llm",
+    "tiny_owlv2",
+    "tiny_recognizer",
+    "tiny_sam",
+    "tiny_sam2",
+]
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
+_WORDS = (
+    "the a an of in on at to and is for with photo image person people city bridge cat dog red blue green "
+    "golden gate san francisco obama paris nasa rocket launch coffee cup astronaut space motorcycle galaxy "
+    "location organization named entity"
+).split()
+
+
+def _seeded(seed: int):
+    ctx = torch.random.fork_rng(devices=[])
+    ctx.__enter__()
+    torch.manual_seed(seed)
+    return ctx
+
+
+def tiny_bert_tokenizer(lowercase: bool = False) -> BertTokenizer:
+    """A WordPiece tokenizer over letters, digits, punctuation and a few words (sub-words by character)."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = string.ascii_lowercase + ("" if lowercase else string.ascii_uppercase) + string.digits
+    vocab += list(chars) + ["##" + c for c in chars] + list(string.punctuation)
+    vocab += [w for w in _WORDS if w not in vocab]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase, model_max_length=128)
+
+
+def tiny_clip_tokenizer(max_length: int = 16) -> CLIPTokenizer:
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ".,!?'-":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+
+
+def tiny_bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a chat template, for tiny causal LMs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator([" ".join(_WORDS)] * 5, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
+    tok.chat_template = (
+        "{% for m in messages %}<|bos|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    return tok
+
+
+def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: int = 32):
+    tok = tiny_bert_tokenizer()
+    ctx = _seeded(seed)
+    try:
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=128,
+                         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        model = BertForTokenClassification(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, tok
+
+
+def tiny_grounding_dino(seed: int = 0):
+    tok = tiny_bert_tokenizer(lowercase=True)
+    ctx = _seeded(seed)
+    try:
+        swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
+                          out_indices=[2, 3, 4])
+        cfg = GroundingDinoConfig(
+            backbone_config=swin, use_timm_backbone=False, use_pretrained_backbone=False,
+            text_config=BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=37),
+            d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=20, num_feature_levels=4, encoder_n_points=2,
+            decoder_n_points=2, max_text_len=256,
+        )
+        model = GroundingDinoForObjectDetection(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    proc = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(
+        size={"shortest_edge": 96, "longest_edge": 128}), tokenizer=tok)
+    return model, proc
+
+
+def tiny_owlv2(seed: int = 0):
+    tok = tiny_clip_tokenizer()
+    ctx = _seeded(seed)
+    try:
+        cfg = Owlv2Config(
+            text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "max_position_embeddings": 16},
+            vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
+            projection_dim=32,
+        )
+        model = Owlv2ForObjectDetection(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok)
+
+
+def _blip_config(vocab_size: int) -> BlipConfig:
+    return BlipConfig(
+        text_config={"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 16},
+        projection_dim=16, image_text_hidden_size=16,
+    )
+
+
+def _blip_processor() -> BlipProcessor:
+    return BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                         tokenizer=tiny_bert_tokenizer(lowercase=True))
+
+
+def tiny_blip_itm(seed: int = 0):
+    proc = _blip_processor()
+    ctx = _seeded(seed)
+    try:
+        model = BlipForImageTextRetrieval(_blip_config(len(proc.tokenizer))).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, proc
+
+
+def tiny_blip_captioner(seed: int = 0):
+    proc = _blip_processor()
+    ctx = _seeded(seed)
+    try:
+        cfg = _blip_config(len(proc.tokenizer))
+        cfg.text_config.bos_token_id = proc.tokenizer.cls_token_id
+        cfg.text_config.sep_token_id = proc.tokenizer.sep_token_id
+        cfg.text_config.pad_token_id = proc.tokenizer.pad_token_id
+        model = BlipForConditionalGeneration(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, proc
+
+
+def tiny_clip(seed: int = 0):
+    tok = tiny_clip_tokenizer()
+    ctx = _seeded(seed)
+    try:
+        cfg = CLIPConfig(
+            text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                         "num_attention_heads": 2, "max_position_embeddings": 16},
+            vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+            projection_dim=16,
+        )
+        model = CLIPModel(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
+
+
+def tiny_sam2(seed: int = 0):
+    ctx = _seeded(seed)
+    try:
+        backbone = Sam2HieraDetConfig(hidden_size=12, image_size=128, patch_stride=4, patch_kernel_size=7,
+                                      patch_padding=3, blocks_per_stage=[1, 1, 2, 1],
+                                      embed_dim_per_stage=[12, 24, 48, 96], global_attention_blocks=[3])
+        vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
+                                  backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
+        cfg = Sam2Config(
+            vision_config=vision,
+            prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=128, patch_size=16,
+                                                          mask_input_channels=8),
+            mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2,
+                                                      num_attention_heads=2, iou_head_hidden_dim=32),
+        )
+        model = Sam2Model(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
+
+
+def tiny_sam(seed: int = 0):
+    ctx = _seeded(seed)
+    try:
+        cfg = SamConfig(
+            vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 64,
+                           "patch_size": 16, "output_channels": 32, "window_size": 2, "global_attn_indexes": [0],
+                           "mlp_dim": 64, "num_pos_feats": 16},
+            prompt_encoder_config={"hidden_size": 32, "image_size": 64, "patch_size": 16, "mask_input_channels": 4},
+            mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                 "iou_head_hidden_dim": 32},
+        )
+        model = SamModel(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    ip = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    return model, SamProcessor(image_processor=ip)
+
+
+def tiny_llm(seed: int = 0, config_class=LlamaConfig, model_class=LlamaForCausalLM):
+    tok = tiny_bpe_tokenizer()
+    ctx = _seeded(seed)
+    try:
+        cfg = config_class(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id)
+        model = model_class(cfg).eval()
+    finally:
+        ctx.__exit__(None, None, None)
+    return model, tok
+
+
+def get_dummy_components(*, grounder: str = "grounding-dino", entailment: str | None = "blip-itm",
+                         segmenter: str | None = "sam2", expander: bool = False,
+                         captioner: bool = False) -> dict[str, Any]:
+    """``(model, processor)`` pairs ready for ``RiVEGPipeline.from_components(**components)``."""
+    grounders = {"grounding-dino": tiny_grounding_dino, "owlv2": tiny_owlv2}
+    entailments = {"blip-itm": tiny_blip_itm, "clip": tiny_clip}
+    segmenters = {"sam2": tiny_sam2, "sam": tiny_sam}
+    comps: dict[str, Any] = {"recognizer": tiny_recognizer(), "grounder": grounders[grounder]()}
+    if entailment:
+        comps["entailment"] = entailments[entailment]()
+    if segmenter:
+        comps["segmenter"] = segmenters[segmenter]()
+    if expander:
+        comps["expander"] = tiny_llm()
+    if captioner:
+        comps["captioner"] = tiny_blip_captioner()
+    return comps
+
+
+def save_dummy_components(directory: str | Path, **kwargs: Any) -> dict[str, str]:
+    """Save :func:`get_dummy_components` into ``directory/<name>`` folders; returns the paths by name."""
+    out = {}
+    for name, (model, proc) in get_dummy_components(**kwargs).items():
+        path = Path(directory) / name
+        model.save_pretrained(path)
+        proc.save_pretrained(path)
+        out[name] = str(path)
+    return out
