@@ -194,8 +194,12 @@ def _load_pipeline(a: argparse.Namespace):
     location = a.model or str(default_model_path(a.task))
     device = a.device if a.device is not None else (0 if torch.cuda.is_available() else -1)
     try:
-        model = RiVEGModel.from_pretrained(location, revision=a.revision, local_files_only=a.local_files_only,
-                                           dtype=getattr(torch, a.dtype) if a.dtype else None)
+        model = RiVEGModel.from_pretrained(
+            location,
+            revision=a.revision,
+            local_files_only=a.local_files_only,
+            dtype=getattr(torch, a.dtype) if a.dtype else None,
+        )
     except (ComponentLoadError, OSError) as err:
         raise CLIError(f"{err}\n{HUB_HELP}") from None
     return RiVEGPipeline(model=model, device=device, task=a.task)
@@ -244,13 +248,24 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         def on_result(row, line):
             save_drawing(row, line, a.draw)
 
-    counts = predict_to_jsonl(pipe, rows, output, ids=ids, batch_size=a.batch_size, call_kwargs=_call_options(a),
-                              on_result=on_result, progress=not to_stdout)
+    counts = predict_to_jsonl(
+        pipe,
+        rows,
+        output,
+        ids=ids,
+        batch_size=a.batch_size,
+        call_kwargs=_call_options(a),
+        on_result=on_result,
+        progress=not to_stdout,
+    )
     if to_stdout:
         sys.stdout.write(Path(output).read_text(encoding="utf-8"))
     else:
-        print(f"wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
-              f"{counts['errors']} error(s)", file=sys.stderr)
+        print(
+            f"wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
+            f"{counts['errors']} error(s)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -277,8 +292,9 @@ def _cmd_segment(a: argparse.Namespace) -> int:
             try:
                 if image is None:
                     raise ImageLoadError("no image: give --images DIR (with <id>.jpg) or an 'image' field")
-                row["entities"] = add_masks(row["entities"], image, segmenter, mask_format="rle",
-                                            max_image_pixels=a.max_image_pixels)
+                row["entities"] = add_masks(
+                    row["entities"], image, segmenter, mask_format="rle", max_image_pixels=a.max_image_pixels
+                )
             except (ImageLoadError, ValueError) as err:
                 row["error"] = f"{a.predictions}:{k}: {err}"
                 n_err += 1
@@ -287,13 +303,17 @@ def _cmd_segment(a: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     if n_err:
-        print(f"riveg segment: {n_err} line(s) could not be segmented (see their 'error' field)", file=sys.stderr)
+        print(
+            f"riveg segment: {n_err} line(s) could not be segmented (see their 'error' field)",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _add_predict(sub) -> None:
     p = sub.add_parser(
-        "predict", help="grounded / segmented MNER on tweets (jsonl, --text, or a whole dataset)",
+        "predict",
+        help="grounded / segmented MNER on tweets (jsonl, --text, or a whole dataset)",
         description="Run the grounded-mner (or segmented-mner) pipeline and write JSON lines "
         "{id, text, entities}. Examples:\n"
         "  riveg predict --input examples/tweets.jsonl --output predictions.jsonl\n"
@@ -304,14 +324,22 @@ def _add_predict(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--input", help="jsonl with one {id?, text | tokens, image?} per line")
-    p.add_argument("--images", help="folder that relative image paths in --input resolve against (default: its folder)")
+    p.add_argument(
+        "--images", help="folder that relative image paths in --input resolve against (default: its folder)"
+    )
     p.add_argument("--text", help="one tweet")
     p.add_argument("--image", help="its image (with --text)")
-    p.add_argument("--dataset", help="a dataset folder / hub id built by `riveg data build` (rows with tokens, image)")
+    p.add_argument(
+        "--dataset", help="a dataset folder / hub id built by `riveg data build` (rows with tokens, image)"
+    )
     p.add_argument("--config", default=None, help="dataset config (default: its default)")
     p.add_argument("--split", default="test")
-    p.add_argument("--output", help="output jsonl (default: stdout); resumable: ids already there are skipped")
-    p.add_argument("--model", default=None, help="composite checkpoint: hub id or local folder (default: task default)")
+    p.add_argument(
+        "--output", help="output jsonl (default: stdout); resumable: ids already there are skipped"
+    )
+    p.add_argument(
+        "--model", default=None, help="composite checkpoint: hub id or local folder (default: task default)"
+    )
     p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     p.add_argument("--revision", default=None)
     p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
@@ -320,20 +348,25 @@ def _add_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--box-threshold", type=float, default=None)
     p.add_argument("--entailment-threshold", type=float, default=None)
-    p.add_argument("--no-descriptions", action="store_true", help="ground the entity names, not the LLM descriptions")
+    p.add_argument(
+        "--no-descriptions", action="store_true", help="ground the entity names, not the LLM descriptions"
+    )
     p.add_argument("--mask-format", default="rle", choices=["rle", "none"])
     p.add_argument("--max-image-pixels", type=int, default=40_000_000)
     p.add_argument("--draw", help="also save one annotated image per input into this folder")
     p.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser(
-        "segment", help="add SAM 2 masks to GMNER predictions from any model (box-prompted)",
+        "segment",
+        help="add SAM 2 masks to GMNER predictions from any model (box-prompted)",
         description="Read predictions jsonl ({id, entities: [{..., box}], image?}) and add a COCO RLE mask to every "
         "entity with a box, prompting the segmenter with the boxes of each image in one call.",
     )
     s.add_argument("--predictions", required=True)
     s.add_argument("--images", help="folder with <id>.jpg (or relative 'image' paths)")
-    s.add_argument("--segmenter", default="facebook/sam2.1-hiera-tiny", help="SAM 2 / SAM checkpoint (hub id or folder)")
+    s.add_argument(
+        "--segmenter", default="facebook/sam2.1-hiera-tiny", help="SAM 2 / SAM checkpoint (hub id or folder)"
+    )
     s.add_argument("--output", help="output jsonl (default: stdout)")
     s.add_argument("--local-files-only", action="store_true")
     s.add_argument("--max-image-pixels", type=int, default=40_000_000)

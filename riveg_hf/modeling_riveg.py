@@ -48,8 +48,13 @@ class RiVEGConfig(PreTrainedConfig):
 
     model_type = "riveg"
 
-    def __init__(self, components: dict | None = None, task: str = "grounded-mner",
-                 pipeline_options: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        components: dict | None = None,
+        task: str = "grounded-mner",
+        pipeline_options: dict | None = None,
+        **kwargs,
+    ):
         self.components = dict(components or {})
         self.task = task
         self.pipeline_options = dict(pipeline_options or {})
@@ -101,9 +106,18 @@ class RiVEGModel(PreTrainedModel):
         **kwargs: Any,
     ) -> RiVEGModel:
         """Load a composite checkpoint (local folder or Hub repo): every component, with the same options."""
-        for ignored in ("trust_remote_code", "code_revision", "torch_dtype", "use_safetensors", "device_map",
-                        "adapter_kwargs", "low_cpu_mem_usage", "force_download", "proxies",
-                        *[k for k in kwargs if k.startswith("_")]):
+        for ignored in (
+            "trust_remote_code",
+            "code_revision",
+            "torch_dtype",
+            "use_safetensors",
+            "device_map",
+            "adapter_kwargs",
+            "low_cpu_mem_usage",
+            "force_download",
+            "proxies",
+            *[k for k in kwargs if k.startswith("_")],
+        ):
             value = kwargs.pop(ignored, None)
             if ignored == "torch_dtype" and value is not None and dtype is None:
                 dtype = value
@@ -115,14 +129,22 @@ class RiVEGModel(PreTrainedModel):
             dtype = getattr(torch, dtype)
         root = str(pretrained_model_name_or_path)
         if config is None:
-            config = RiVEGConfig.from_pretrained(root, revision=revision, local_files_only=local_files_only,
-                                                 token=token, cache_dir=cache_dir)
-        common = {"local_files_only": local_files_only, "token": token, "cache_dir": cache_dir, "dtype": dtype}
+            config = RiVEGConfig.from_pretrained(
+                root, revision=revision, local_files_only=local_files_only, token=token, cache_dir=cache_dir
+            )
+        common = {
+            "local_files_only": local_files_only,
+            "token": token,
+            "cache_dir": cache_dir,
+            "dtype": dtype,
+        }
         stages: dict[str, Stage] = {}
         for name, spec in config.components.items():
             stage_cls = STAGES.get(name)
             if stage_cls is None:
-                raise ComponentLoadError(f"{root}: unknown component {name!r} in config.json; valid: {list(STAGES)}")
+                raise ComponentLoadError(
+                    f"{root}: unknown component {name!r} in config.json; valid: {list(STAGES)}"
+                )
             options = dict(spec.get("options") or {})
             if spec.get("model_class") is None:  # a template-only expander
                 if stage_cls is not Expander:
@@ -138,9 +160,12 @@ class RiVEGModel(PreTrainedModel):
             elif "repo_id" in spec:
                 location, load = spec["repo_id"], {"revision": spec.get("revision")}
             else:
-                raise ComponentLoadError(f"{root}: component {name!r} needs 'path' or 'repo_id' in config.json")
-            stages[name] = stage_cls.from_pretrained(location, model_class=spec["model_class"], **load, **common,
-                                                     **options)
+                raise ComponentLoadError(
+                    f"{root}: component {name!r} needs 'path' or 'repo_id' in config.json"
+                )
+            stages[name] = stage_cls.from_pretrained(
+                location, model_class=spec["model_class"], **load, **common, **options
+            )
         missing = [r for r in REQUIRED if r not in stages]
         if missing:
             raise ComponentLoadError(f"{root}: config.json lacks the required component(s) {missing}")
@@ -189,7 +214,9 @@ class RiVEGModel(PreTrainedModel):
 def _safe_subfolder(path: str, root: str) -> str:
     p = Path(path)
     if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
-        raise ComponentLoadError(f"{root}: component path {path!r} must be a plain subfolder name of the checkpoint")
+        raise ComponentLoadError(
+            f"{root}: component path {path!r} must be a plain subfolder name of the checkpoint"
+        )
     return path
 
 

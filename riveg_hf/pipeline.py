@@ -30,6 +30,7 @@ place (``errors="return"``, the default) or raises naming its index (``errors="r
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -43,7 +44,7 @@ from .boxes import BoxError
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .masks import encode_rle
 from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
-from .stages import STAGES, ComponentLoadError, ExpansionRequest, Expander, Stage
+from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, Stage
 from .text import join_words, split_words
 from .types import GroundedEntity
 
@@ -70,8 +71,14 @@ _STAGE_OPTIONS = {
 #: call-time options (also accepted by from_components / pipeline(...) as defaults)
 _CALL_OPTIONS = {
     "preprocess": ("max_image_pixels",),
-    "forward": ("box_threshold", "entailment_threshold", "use_descriptions", "use_knowledge", "return_masks",
-                "errors"),
+    "forward": (
+        "box_threshold",
+        "entailment_threshold",
+        "use_descriptions",
+        "use_knowledge",
+        "return_masks",
+        "errors",
+    ),
     "postprocess": ("mask_format",),
 }
 
@@ -160,10 +167,21 @@ class RiVEGPipeline(Pipeline):
             else:
                 valid = sorted([*_STAGE_OPTIONS, "entailment_threshold", "box_threshold", *valid_call])
                 raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
-        hub = {"revision": revision, "local_files_only": local_files_only, "token": token, "cache_dir": cache_dir,
-               "dtype": dtype}
-        given = {"recognizer": recognizer, "captioner": captioner, "expander": expander, "entailment": entailment,
-                 "grounder": grounder, "segmenter": segmenter}
+        hub = {
+            "revision": revision,
+            "local_files_only": local_files_only,
+            "token": token,
+            "cache_dir": cache_dir,
+            "dtype": dtype,
+        }
+        given = {
+            "recognizer": recognizer,
+            "captioner": captioner,
+            "expander": expander,
+            "entailment": entailment,
+            "grounder": grounder,
+            "segmenter": segmenter,
+        }
         stages: dict[str, Stage] = {}
         for name, spec in given.items():
             if spec is None:
@@ -221,16 +239,28 @@ class RiVEGPipeline(Pipeline):
         return pre, fwd, post
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, inputs: Any = None, *args: Any, text: str | None = None, image: Any = None,
-                 tokens: list[str] | None = None, knowledge: Any = None, **kwargs: Any):
+    def __call__(
+        self,
+        inputs: Any = None,
+        *args: Any,
+        text: str | None = None,
+        image: Any = None,
+        tokens: list[str] | None = None,
+        knowledge: Any = None,
+        **kwargs: Any,
+    ):
         """Run on one input, a list, a generator or a ``datasets.Dataset`` (see the module doc)."""
         if inputs is None:
             if text is None and tokens is None:
-                raise RiVEGInputError("pass an input: pipe({'text': ..., 'image': ...}) or pipe(text=..., image=...)")
+                raise RiVEGInputError(
+                    "pass an input: pipe({'text': ..., 'image': ...}) or pipe(text=..., image=...)"
+                )
             inputs = {"text": text, "tokens": tokens, "image": image, "knowledge": knowledge}
             inputs = {k: v for k, v in inputs.items() if v is not None or k == "image"}
         elif text is not None or tokens is not None or image is not None:
-            raise RiVEGInputError("pass either one input (dict, list, dataset) or text=/tokens=/image=, not both")
+            raise RiVEGInputError(
+                "pass either one input (dict, list, dataset) or text=/tokens=/image=, not both"
+            )
         if _is_hf_dataset(inputs):
             inputs = (row for row in inputs)  # lazily, row by row
         elif isinstance(inputs, tuple):
@@ -242,13 +272,18 @@ class RiVEGPipeline(Pipeline):
         out = self.forward([prepared], **{**forward_params, "errors": "raise"})[0]
         return self.postprocess(out, **postprocess_params)
 
-    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+    def get_iterator(
+        self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
+    ):
         """Our own batching: preprocess ``batch_size`` inputs, run the stages once over them, postprocess each."""
-        return _BatchIterator(self, inputs, max(1, int(batch_size or 1)), preprocess_params, forward_params,
-                              postprocess_params)
+        return _BatchIterator(
+            self, inputs, max(1, int(batch_size or 1)), preprocess_params, forward_params, postprocess_params
+        )
 
     # ------------------------------------------------------------------ the four hooks
-    def preprocess(self, inputs: Any, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, index: int = 0):
+    def preprocess(
+        self, inputs: Any, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, index: int = 0
+    ):
         item = _normalize_input(inputs)
         image = item.get("image")
         if image is not None:
@@ -273,14 +308,28 @@ class RiVEGPipeline(Pipeline):
         knowledge = item.get("knowledge")
         if isinstance(knowledge, str):
             knowledge = [w for w, _, _ in split_words(knowledge)] or None
-        return {"index": index, "id": item.get("id"), "text": text, "words": words, "offsets": offsets,
-                "from_tokens": "tokens" in item, "image": image, "knowledge": knowledge,
-                "caption": item.get("caption")}
+        return {
+            "index": index,
+            "id": item.get("id"),
+            "text": text,
+            "words": words,
+            "offsets": offsets,
+            "from_tokens": "tokens" in item,
+            "image": image,
+            "knowledge": knowledge,
+            "caption": item.get("caption"),
+        }
 
-    def _forward(self, batch: list[dict[str, Any]], box_threshold: float | None = None,
-                 entailment_threshold: float | None = None, use_descriptions: bool = True,
-                 use_knowledge: bool | None = None, return_masks: bool | None = None,
-                 errors: str = "return") -> list[dict[str, Any]]:
+    def _forward(
+        self,
+        batch: list[dict[str, Any]],
+        box_threshold: float | None = None,
+        entailment_threshold: float | None = None,
+        use_descriptions: bool = True,
+        use_knowledge: bool | None = None,
+        return_masks: bool | None = None,
+        errors: str = "return",
+    ) -> list[dict[str, Any]]:
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
         captioner = self._stage("captioner")
@@ -290,12 +339,17 @@ class RiVEGPipeline(Pipeline):
         if return_masks is None:
             return_masks = self.task == "segmented-mner"
         if return_masks and segmenter is None:
-            raise ValueError("masks were asked for (segmented-mner / return_masks=True) but there is no segmenter.")
+            raise ValueError(
+                "masks were asked for (segmented-mner / return_masks=True) but there is no segmenter."
+            )
 
         # 1. captions, once per image (only when an LLM will read them)
         wants_caption = captioner is not None and expander.has_llm
-        need_cap = [b for b in batch if wants_caption and b["image"] is not None and b.get("caption") is None
-                    and b["words"]]
+        need_cap = [
+            b
+            for b in batch
+            if wants_caption and b["image"] is not None and b.get("caption") is None and b["words"]
+        ]
         if need_cap:
             for b, cap in zip(need_cap, captioner.caption([b["image"] for b in need_cap])):
                 b["caption"] = cap
@@ -305,8 +359,10 @@ class RiVEGPipeline(Pipeline):
         if recognizer.uses_knowledge and use_knowledge is not False:
             missing = [b for b in batch if b["knowledge"] is None and b["words"]]
             if missing and expander.has_llm:
-                for b, k in zip(missing, expander.knowledge([b["text"] for b in missing],
-                                                           [b.get("caption") for b in missing])):
+                for b, k in zip(
+                    missing,
+                    expander.knowledge([b["text"] for b in missing], [b.get("caption") for b in missing]),
+                ):
                     b["knowledge"] = [w for w, _, _ in split_words(k)] or None
             knowledge = [b["knowledge"] for b in batch]
         has_words = [i for i, b in enumerate(batch) if b["words"]]
@@ -323,8 +379,15 @@ class RiVEGPipeline(Pipeline):
             ents = []
             for sp in spans:
                 c0, c1 = b["offsets"][sp.start][0], b["offsets"][sp.end - 1][1]
-                ent = {"entity": b["text"][c0:c1], "type": sp.type, "start": c0, "end": c1, "score": sp.score,
-                       "token_start": sp.start, "token_end": sp.end}
+                ent = {
+                    "entity": b["text"][c0:c1],
+                    "type": sp.type,
+                    "start": c0,
+                    "end": c1,
+                    "score": sp.score,
+                    "token_start": sp.start,
+                    "token_end": sp.end,
+                }
                 ents.append(ent)
                 requests.append(ExpansionRequest(ent["entity"], sp.type, b["text"], b.get("caption")))
             entities.append(ents)
@@ -338,11 +401,21 @@ class RiVEGPipeline(Pipeline):
         for b, ents in zip(batch, entities):
             try:
                 if b["image"] is not None and ents and grounder is not None:
-                    self._ground(b["image"], ents, entailment, grounder, segmenter if return_masks else None,
-                                 box_threshold, entailment_threshold, use_descriptions)
+                    self._ground(
+                        b["image"],
+                        ents,
+                        entailment,
+                        grounder,
+                        segmenter if return_masks else None,
+                        box_threshold,
+                        entailment_threshold,
+                        use_descriptions,
+                    )
                 else:
                     for ent in ents:
-                        ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
+                        ent.update(
+                            groundable=False, groundable_score=None, box=None, box_score=None, mask=None
+                        )
                 out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
             except (RuntimeError, ValueError, BoxError) as err:
                 if errors == "raise":
@@ -350,11 +423,24 @@ class RiVEGPipeline(Pipeline):
                 out.append({"error": f"{type(err).__name__}: {err}", "index": b["index"]})
         return out
 
-    def _ground(self, image, ents, entailment, grounder, segmenter, box_threshold, entailment_threshold,
-                use_descriptions) -> None:
-        queries = [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
+    def _ground(
+        self,
+        image,
+        ents,
+        entailment,
+        grounder,
+        segmenter,
+        box_threshold,
+        entailment_threshold,
+        use_descriptions,
+    ) -> None:
+        queries = [
+            e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents
+        ]
         if entailment is not None:
-            hyps = entailment.hypotheses([(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents])
+            hyps = entailment.hypotheses(
+                [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
+            )
             probs = entailment.score(image, hyps)
             threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
             visible = [bool(p >= threshold) for p in probs]
@@ -362,12 +448,17 @@ class RiVEGPipeline(Pipeline):
             probs = [None] * len(ents)
             visible = [True] * len(ents)
         to_ground = [i for i, v in enumerate(visible) if v]
-        found = dict(zip(to_ground, grounder.ground(image, [queries[i] for i in to_ground]) if to_ground else []))
+        found = dict(
+            zip(to_ground, grounder.ground(image, [queries[i] for i in to_ground]) if to_ground else [])
+        )
         threshold = grounder.box_threshold if box_threshold is None else box_threshold
         # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
         # without one, the detector's score decides visibility.
-        keep = {i for i, (box, score) in found.items()
-                if box is not None and (entailment is not None or score >= threshold)}
+        keep = {
+            i
+            for i, (box, score) in found.items()
+            if box is not None and (entailment is not None or score >= threshold)
+        }
         masks: dict[int, np.ndarray] = {}
         if segmenter is not None and keep:
             order = sorted(keep)
@@ -389,11 +480,21 @@ class RiVEGPipeline(Pipeline):
         for ent in model_outputs["entities"]:
             mask = ent.get("mask")
             if mask is not None:
-                mask = None if mask_format == "none" else (mask if mask_format == "array" else encode_rle(mask))
+                mask = (
+                    None if mask_format == "none" else (mask if mask_format == "array" else encode_rle(mask))
+                )
             g = GroundedEntity(
-                entity=ent["entity"], type=ent["type"], start=ent["start"], end=ent["end"], score=ent["score"],
-                description=ent["description"], groundable=ent["groundable"],
-                groundable_score=ent["groundable_score"], box=ent["box"], box_score=ent["box_score"], mask=mask,
+                entity=ent["entity"],
+                type=ent["type"],
+                start=ent["start"],
+                end=ent["end"],
+                score=ent["score"],
+                description=ent["description"],
+                groundable=ent["groundable"],
+                groundable_score=ent["groundable_score"],
+                box=ent["box"],
+                box_score=ent["box_score"],
+                mask=mask,
                 token_start=ent["token_start"] if model_outputs["from_tokens"] else None,
                 token_end=ent["token_end"] if model_outputs["from_tokens"] else None,
             )
@@ -471,9 +572,15 @@ def _normalize_input(inputs: Any) -> dict[str, Any]:
     if has_text and has_tokens:
         raise RiVEGInputError("give either 'text' or 'tokens', not both.")
     if not has_text and not has_tokens:
-        raise RiVEGInputError(f"the input needs 'text' (a string) or 'tokens' (a list of words); got keys {sorted(item)}.")
-    out: dict[str, Any] = {"image": item.get("image"), "id": item.get("id"), "knowledge": item.get("knowledge"),
-                           "caption": item.get("caption")}
+        raise RiVEGInputError(
+            f"the input needs 'text' (a string) or 'tokens' (a list of words); got keys {sorted(item)}."
+        )
+    out: dict[str, Any] = {
+        "image": item.get("image"),
+        "id": item.get("id"),
+        "knowledge": item.get("knowledge"),
+        "caption": item.get("caption"),
+    }
     if has_text:
         if not isinstance(item["text"], str):
             raise RiVEGInputError(f"'text' must be a string, got {type(item['text']).__name__}.")
@@ -493,8 +600,9 @@ def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub:
             setattr(spec, key, value)
         return spec
     if isinstance(spec, (str, os.PathLike)):
-        return stage_cls.from_pretrained(spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"},
-                                         **options)
+        return stage_cls.from_pretrained(
+            spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"}, **options
+        )
     processor = None
     model = spec
     if isinstance(spec, tuple) and len(spec) == 2:
@@ -509,7 +617,9 @@ def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub:
 
         name = getattr(model, "name_or_path", "")
         if not name:
-            raise ComponentLoadError(f"{stage_cls.name}: pass (model, processor): the model has no name_or_path.")
+            raise ComponentLoadError(
+                f"{stage_cls.name}: pass (model, processor): the model has no name_or_path."
+            )
         loader = AutoTokenizer if stage_cls.processor_kind == "tokenizer" else AutoProcessor
         processor = loader.from_pretrained(name, local_files_only=hub.get("local_files_only", False))
     stage = stage_cls(model, processor, **options)
@@ -531,17 +641,15 @@ def _register() -> None:
     from transformers import AutoConfig, AutoModel
     from transformers.pipelines import PIPELINE_REGISTRY
 
-    try:
+    with contextlib.suppress(ValueError):  # already registered (module reloaded)
         AutoConfig.register("riveg", RiVEGConfig)
-    except ValueError:
-        pass  # already registered (module reloaded)
-    try:
+    with contextlib.suppress(ValueError):
         AutoModel.register(RiVEGConfig, RiVEGModel)
-    except ValueError:
-        pass
     for task in TASKS:
         PIPELINE_REGISTRY.register_pipeline(
-            task, pipeline_class=RiVEGPipeline, pt_model=RiVEGModel,
-            default={"model": (str(default_model_path(task)), None)}, type="multimodal",
+            task,
+            pipeline_class=RiVEGPipeline,
+            pt_model=RiVEGModel,
+            default={"model": (str(default_model_path(task)), None)},
+            type="multimodal",
         )
-

@@ -35,10 +35,16 @@ def iter_jsonl_inputs(path: str | Path, images_root: str | Path | None = None) -
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not a JSON line ({err}).") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected an object with 'text' or 'tokens', got {type(row).__name__}.")
+                raise ValueError(
+                    f"{path}:{lineno}: expected an object with 'text' or 'tokens', got {type(row).__name__}."
+                )
             row.setdefault("id", str(lineno))
             img = row.get("image")
-            if isinstance(img, str) and not img.startswith(("http://", "https://")) and not os.path.isabs(img):
+            if (
+                isinstance(img, str)
+                and not img.startswith(("http://", "https://"))
+                and not os.path.isabs(img)
+            ):
                 row["image"] = str(root / img)
             rows.append(row)
     return rows
@@ -97,24 +103,39 @@ def predict_to_jsonl(
     else:
         ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):
-        raise ValueError("input ids must be unique to make the output resumable; give every row a distinct 'id'.")
+        raise ValueError(
+            "input ids must be unique to make the output resumable; give every row a distinct 'id'."
+        )
     world, rank = state.num_processes, state.process_index
     part = output if world == 1 else output.with_name(f"{output.name}.part-{rank:05d}-of-{world:05d}")
     parts = [output.with_name(f"{output.name}.part-{r:05d}-of-{world:05d}") for r in range(world)]
     _repair_tail(part)
     done = load_done_ids([output, part] if world > 1 else [output])
     mine = [i for i in range(rank, n, world) if ids[i] not in done]
-    counts = {"total": n, "done_before": len([i for i in range(rank, n, world)]) - len(mine), "written": 0, "errors": 0}
+    counts = {
+        "total": n,
+        "done_before": len([i for i in range(rank, n, world)]) - len(mine),
+        "written": 0,
+        "errors": 0,
+    }
     call_kwargs = dict(call_kwargs or {})
 
     def inputs():
         for i in mine:
             row = rows[i]
-            yield {k: row[k] for k in ("text", "tokens", "image", "knowledge", "caption") if k in row and row[k] is not None}
+            yield {
+                k: row[k]
+                for k in ("text", "tokens", "image", "knowledge", "caption")
+                if k in row and row[k] is not None
+            }
 
     results = pipe(inputs(), batch_size=batch_size, **call_kwargs) if mine else iter(())
-    bar = tqdm(total=len(mine), disable=not progress or not state.is_local_main_process, desc="riveg predict",
-               unit="tweet")
+    bar = tqdm(
+        total=len(mine),
+        disable=not progress or not state.is_local_main_process,
+        desc="riveg predict",
+        unit="tweet",
+    )
     with open(part, "a", encoding="utf-8") as fh:
         for i, result in zip(mine, results):
             row = rows[i]

@@ -49,7 +49,9 @@ def add_masks(
     with_box = []
     for i, e in enumerate(out):
         if "box" not in e:
-            raise ValueError(f"entity {i} ({e.get('entity', '?')!r}) has no 'box' key (None for not visible).")
+            raise ValueError(
+                f"entity {i} ({e.get('entity', '?')!r}) has no 'box' key (None for not visible)."
+            )
         if e["box"] is not None:
             box = as_xyxy(e["box"], what=f"entity {i} box")
             e["box"] = xyxy_to_dict(box)

@@ -93,7 +93,9 @@ def tiny_bert_tokenizer(lowercase: bool = False) -> BertTokenizer:
     chars = string.ascii_lowercase + ("" if lowercase else string.ascii_uppercase) + string.digits
     vocab += list(chars) + ["##" + c for c in chars] + list(string.punctuation)
     vocab += [w for w in _WORDS if w not in vocab]
-    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase, model_max_length=128)
+    return BertTokenizer(
+        vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase, model_max_length=128
+    )
 
 
 def tiny_clip_tokenizer(max_length: int = 16) -> CLIPTokenizer:
@@ -111,10 +113,16 @@ def tiny_bpe_tokenizer() -> PreTrainedTokenizerFast:
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator([" ".join(_WORDS)] * 5, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
+    )
     tok.chat_template = (
         "{% for m in messages %}<|bos|>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant:{% endif %}"
@@ -126,9 +134,16 @@ def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: 
     tok = tiny_bert_tokenizer()
     ctx = _seeded(seed)
     try:
-        cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=128,
-                         id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        cfg = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=128,
+            id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)},
+        )
         model = BertForTokenClassification(cfg).eval()
     finally:
         ctx.__exit__(None, None, None)
@@ -139,21 +154,45 @@ def tiny_grounding_dino(seed: int = 0):
     tok = tiny_bert_tokenizer(lowercase=True)
     ctx = _seeded(seed)
     try:
-        swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64,
-                          out_indices=[2, 3, 4])
+        swin = SwinConfig(
+            embed_dim=16,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
+            image_size=64,
+            out_indices=[2, 3, 4],
+        )
         cfg = GroundingDinoConfig(
-            backbone_config=swin, use_timm_backbone=False, use_pretrained_backbone=False,
-            text_config=BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                   intermediate_size=37),
-            d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-            encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=20, num_feature_levels=4, encoder_n_points=2,
-            decoder_n_points=2, max_text_len=256,
+            backbone_config=swin,
+            use_timm_backbone=False,
+            use_pretrained_backbone=False,
+            text_config=BertConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=37,
+            ),
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            num_queries=20,
+            num_feature_levels=4,
+            encoder_n_points=2,
+            decoder_n_points=2,
+            max_text_len=256,
         )
         model = GroundingDinoForObjectDetection(cfg).eval()
     finally:
         ctx.__exit__(None, None, None)
-    proc = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(
-        size={"shortest_edge": 96, "longest_edge": 128}), tokenizer=tok)
+    proc = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
+        tokenizer=tok,
+    )
     return model, proc
 
 
@@ -162,31 +201,61 @@ def tiny_owlv2(seed: int = 0):
     ctx = _seeded(seed)
     try:
         cfg = Owlv2Config(
-            text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                         "num_attention_heads": 2, "max_position_embeddings": 16},
-            vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 16,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 64,
+                "patch_size": 16,
+            },
             projection_dim=32,
         )
         model = Owlv2ForObjectDetection(cfg).eval()
     finally:
         ctx.__exit__(None, None, None)
-    return model, Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok)
+    return model, Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok
+    )
 
 
 def _blip_config(vocab_size: int) -> BlipConfig:
     return BlipConfig(
-        text_config={"vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "encoder_hidden_size": 32, "max_position_embeddings": 64},
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 16},
-        projection_dim=16, image_text_hidden_size=16,
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "encoder_hidden_size": 32,
+            "max_position_embeddings": 64,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        projection_dim=16,
+        image_text_hidden_size=16,
     )
 
 
 def _blip_processor() -> BlipProcessor:
-    return BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
-                         tokenizer=tiny_bert_tokenizer(lowercase=True))
+    return BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tiny_bert_tokenizer(lowercase=True),
+    )
 
 
 def tiny_blip_itm(seed: int = 0):
@@ -218,10 +287,22 @@ def tiny_clip(seed: int = 0):
     ctx = _seeded(seed)
     try:
         cfg = CLIPConfig(
-            text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                         "num_attention_heads": 2, "max_position_embeddings": 16},
-            vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 16,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 37,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 32,
+                "patch_size": 16,
+            },
             projection_dim=16,
         )
         model = CLIPModel(cfg).eval()
@@ -234,17 +315,30 @@ def tiny_clip(seed: int = 0):
 def tiny_sam2(seed: int = 0):
     ctx = _seeded(seed)
     try:
-        backbone = Sam2HieraDetConfig(hidden_size=12, image_size=128, patch_stride=4, patch_kernel_size=7,
-                                      patch_padding=3, blocks_per_stage=[1, 1, 2, 1],
-                                      embed_dim_per_stage=[12, 24, 48, 96], global_attention_blocks=[3])
-        vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
-                                  backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
+        backbone = Sam2HieraDetConfig(
+            hidden_size=12,
+            image_size=128,
+            patch_stride=4,
+            patch_kernel_size=7,
+            patch_padding=3,
+            blocks_per_stage=[1, 1, 2, 1],
+            embed_dim_per_stage=[12, 24, 48, 96],
+            global_attention_blocks=[3],
+        )
+        vision = Sam2VisionConfig(
+            backbone_config=backbone,
+            backbone_channel_list=[96, 48, 24, 12],
+            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+            fpn_hidden_size=32,
+        )
         cfg = Sam2Config(
             vision_config=vision,
-            prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=128, patch_size=16,
-                                                          mask_input_channels=8),
-            mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2,
-                                                      num_attention_heads=2, iou_head_hidden_dim=32),
+            prompt_encoder_config=Sam2PromptEncoderConfig(
+                hidden_size=32, image_size=128, patch_size=16, mask_input_channels=8
+            ),
+            mask_decoder_config=Sam2MaskDecoderConfig(
+                hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+            ),
         )
         model = Sam2Model(cfg).eval()
     finally:
@@ -256,12 +350,31 @@ def tiny_sam(seed: int = 0):
     ctx = _seeded(seed)
     try:
         cfg = SamConfig(
-            vision_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 64,
-                           "patch_size": 16, "output_channels": 32, "window_size": 2, "global_attn_indexes": [0],
-                           "mlp_dim": 64, "num_pos_feats": 16},
-            prompt_encoder_config={"hidden_size": 32, "image_size": 64, "patch_size": 16, "mask_input_channels": 4},
-            mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                                 "iou_head_hidden_dim": 32},
+            vision_config={
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 64,
+                "patch_size": 16,
+                "output_channels": 32,
+                "window_size": 2,
+                "global_attn_indexes": [0],
+                "mlp_dim": 64,
+                "num_pos_feats": 16,
+            },
+            prompt_encoder_config={
+                "hidden_size": 32,
+                "image_size": 64,
+                "patch_size": 16,
+                "mask_input_channels": 4,
+            },
+            mask_decoder_config={
+                "hidden_size": 32,
+                "mlp_dim": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "iou_head_hidden_dim": 32,
+            },
         )
         model = SamModel(cfg).eval()
     finally:
@@ -274,19 +387,32 @@ def tiny_llm(seed: int = 0, config_class=LlamaConfig, model_class=LlamaForCausal
     tok = tiny_bpe_tokenizer()
     ctx = _seeded(seed)
     try:
-        cfg = config_class(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                           eos_token_id=tok.eos_token_id)
+        cfg = config_class(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         model = model_class(cfg).eval()
     finally:
         ctx.__exit__(None, None, None)
     return model, tok
 
 
-def get_dummy_components(*, grounder: str = "grounding-dino", entailment: str | None = "blip-itm",
-                         segmenter: str | None = "sam2", expander: bool = False,
-                         captioner: bool = False) -> dict[str, Any]:
+def get_dummy_components(
+    *,
+    grounder: str = "grounding-dino",
+    entailment: str | None = "blip-itm",
+    segmenter: str | None = "sam2",
+    expander: bool = False,
+    captioner: bool = False,
+) -> dict[str, Any]:
     """``(model, processor)`` pairs ready for ``RiVEGPipeline.from_components(**components)``."""
     grounders = {"grounding-dino": tiny_grounding_dino, "owlv2": tiny_owlv2}
     entailments = {"blip-itm": tiny_blip_itm, "clip": tiny_clip}

@@ -114,7 +114,14 @@ def draw_entities(
     if show_not_visible and missing:
         y = 4
         for e, c in missing:
-            draw.text((4, y), f"{label_of(e)}: not visible", fill=c, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+            draw.text(
+                (4, y),
+                f"{label_of(e)}: not visible",
+                fill=c,
+                font=font,
+                stroke_width=1,
+                stroke_fill=(0, 0, 0),
+            )
             y += font.size + 4 if hasattr(font, "size") else 14
     return img
 
@@ -129,6 +136,13 @@ def save_drawing(row: dict[str, Any], line: dict[str, Any], folder: str | Path) 
     path = folder / f"{safe}.png"
     draw_entities(row["image"], line["entities"], show_not_visible=True).save(path)
     with open(folder / f"{safe}.json", "w", encoding="utf-8") as fh:
-        json.dump({"text": line.get("text"), "spans": highlight_spans(line.get("text") or "", line["entities"]),
-                   "colors": [_hex(c) for c in entity_colors(len(line["entities"]))]}, fh, ensure_ascii=False)
+        json.dump(
+            {
+                "text": line.get("text"),
+                "spans": highlight_spans(line.get("text") or "", line["entities"]),
+                "colors": [_hex(c) for c in entity_colors(len(line["entities"]))],
+            },
+            fh,
+            ensure_ascii=False,
+        )
     return path

@@ -26,9 +26,15 @@ def dummy_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dummy")
     paths = save_dummy_components(root / "a", expander=True, captioner=True)
-    paths.update({f"{k}_alt": v for k, v in save_dummy_components(
-        root / "b", grounder="owlv2", entailment="clip", segmenter="sam").items()
-        if k in ("grounder", "entailment", "segmenter")})
+    paths.update(
+        {
+            f"{k}_alt": v
+            for k, v in save_dummy_components(
+                root / "b", grounder="owlv2", entailment="clip", segmenter="sam"
+            ).items()
+            if k in ("grounder", "entailment", "segmenter")
+        }
+    )
     return paths
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from riveg_hf.stages import Captioner, ExpansionRequest, Expander, clean_description, template_description
+from riveg_hf.stages import Captioner, Expander, ExpansionRequest, clean_description, template_description
 from riveg_hf.testing import tiny_blip_captioner, tiny_llm
 
 REQ = ExpansionRequest("Golden Gate Bridge", "LOC", "Sunset over the Golden Gate Bridge", "a red bridge")
@@ -47,22 +47,32 @@ def test_llm_answers_are_used_cached_and_garbage_falls_back(monkeypatch):
     monkeypatch.setattr(exp, "generate", fake_generate)
     other = ExpansionRequest("Obama", "PER", "Obama speaks", None)
     out = exp.describe([REQ, other, REQ])  # the duplicate request is generated once
-    assert out == [("an iconic red suspension bridge", "llm"), ("Obama, a person", "fallback"),
-                   ("an iconic red suspension bridge", "llm")]
+    assert out == [
+        ("an iconic red suspension bridge", "llm"),
+        ("Obama, a person", "fallback"),
+        ("an iconic red suspension bridge", "llm"),
+    ]
     assert len(calls) == 1 and len(calls[0]) == 2
     assert "Golden Gate Bridge (LOC)" in calls[0][0] and "Image: a red bridge" in calls[0][0]
     assert "Image: not available" in calls[0][1]
     # second call: the good answer comes from the cache, the fallback is asked again
     monkeypatch.setattr(exp, "generate", lambda prompts, max_new_tokens=None: [""] * len(prompts))
-    assert exp.describe([REQ, other]) == [("an iconic red suspension bridge", "cache"), ("Obama, a person", "fallback")]
+    assert exp.describe([REQ, other]) == [
+        ("an iconic red suspension bridge", "cache"),
+        ("Obama, a person", "fallback"),
+    ]
 
 
 def test_real_generation_with_a_tiny_llm_is_batched_and_capped():
     model, tok = tiny_llm()
     exp = Expander(model, tok, max_new_tokens=3, batch_size=2)
     reqs = [ExpansionRequest(f"Entity{i}", "ORG", f"tweet {i}", None) for i in range(3)]
-    raw = exp.generate([exp.prompt.format(text=r.text, caption="x", entity=r.entity, type=r.type, type_word="")
-                        for r in reqs])
+    raw = exp.generate(
+        [
+            exp.prompt.format(text=r.text, caption="x", entity=r.entity, type=r.type, type_word="")
+            for r in reqs
+        ]
+    )
     assert len(raw) == 3 and all(len(tok(r, add_special_tokens=False)["input_ids"]) <= 3 for r in raw)
     out = exp.describe(reqs)
     assert [src in ("llm", "fallback") for _, src in out] == [True] * 3
@@ -78,7 +88,9 @@ def test_knowledge_without_llm_is_empty(monkeypatch):
     assert Expander().knowledge(["a", "b"], [None, None]) == ["", ""]
     model, tok = tiny_llm()
     exp = Expander(model, tok)
-    monkeypatch.setattr(exp, "generate", lambda prompts, max_new_tokens=None: [" Obama (person) is a politician "])
+    monkeypatch.setattr(
+        exp, "generate", lambda prompts, max_new_tokens=None: [" Obama (person) is a politician "]
+    )
     assert exp.knowledge(["Obama speaks"], [None]) == ["Obama (person) is a politician"]
 
 

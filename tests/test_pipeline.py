@@ -14,7 +14,7 @@ import riveg_hf
 from riveg_hf import RiVEGConfig, RiVEGInputError, RiVEGModel, RiVEGPipeline, add_masks
 from riveg_hf.masks import decode_rle
 from riveg_hf.stages import Recognizer, Segmenter
-from riveg_hf.testing import NER_LABELS, get_dummy_components, tiny_recognizer
+from riveg_hf.testing import NER_LABELS, tiny_recognizer
 from riveg_hf.types import OUTPUT_KEYS
 
 TEXT = "Obama visits Paris with NASA people"
@@ -31,8 +31,12 @@ def biased(model, label="B-PER"):
 @pytest.fixture
 def pipe(dummy_dir):
     return RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"], entailment=dummy_dir["entailment"],
-        segmenter=dummy_dir["segmenter"], entailment_threshold=0.0, box_threshold=0.0,
+        recognizer=dummy_dir["recognizer"],
+        grounder=dummy_dir["grounder"],
+        entailment=dummy_dir["entailment"],
+        segmenter=dummy_dir["segmenter"],
+        entailment_threshold=0.0,
+        box_threshold=0.0,
     )
 
 
@@ -40,8 +44,12 @@ def pipe(dummy_dir):
 def every_word_pipe(dummy_dir):
     model, tok = tiny_recognizer()
     return RiVEGPipeline.from_components(
-        recognizer=(biased(model), tok), grounder=dummy_dir["grounder"], entailment=dummy_dir["entailment"],
-        segmenter=dummy_dir["segmenter"], entailment_threshold=0.0, box_threshold=0.0,
+        recognizer=(biased(model), tok),
+        grounder=dummy_dir["grounder"],
+        entailment=dummy_dir["entailment"],
+        segmenter=dummy_dir["segmenter"],
+        entailment_threshold=0.0,
+        box_threshold=0.0,
     )
 
 
@@ -57,11 +65,14 @@ def test_output_schema_exactly(every_word_pipe, photo):
     assert len(out) == 6
     for e in out:
         assert list(e) == list(OUTPUT_KEYS)
-        assert TEXT[e["start"]:e["end"]] == e["entity"]
+        assert TEXT[e["start"] : e["end"]] == e["entity"]
         assert e["type"] in riveg_hf.ENTITY_TYPES and 0.0 <= e["score"] <= 1.0
         assert isinstance(e["description"], str) and e["description"]
         assert e["groundable"] is True and set(e["box"]) == {"xmin", "ymin", "xmax", "ymax"}
-        assert 0 <= e["box"]["xmin"] <= e["box"]["xmax"] <= 128 and 0 <= e["box"]["ymin"] <= e["box"]["ymax"] <= 128
+        assert (
+            0 <= e["box"]["xmin"] <= e["box"]["xmax"] <= 128
+            and 0 <= e["box"]["ymin"] <= e["box"]["ymax"] <= 128
+        )
         assert 0.0 <= e["groundable_score"] <= 1.0 and 0.0 <= e["box_score"] <= 1.0
         m = decode_rle(e["mask"])  # segmented-mner: masks decode to the image size
         assert m.shape == (128, 128)
@@ -73,8 +84,13 @@ def test_output_schema_exactly(every_word_pipe, photo):
 
 def test_grounded_mner_task_has_no_masks(dummy_dir, photo):
     model, tok = tiny_recognizer()
-    pipe = RiVEGPipeline.from_components(recognizer=(biased(model), tok), grounder=dummy_dir["grounder"],
-                                         segmenter=dummy_dir["segmenter"], task="grounded-mner", box_threshold=0.0)
+    pipe = RiVEGPipeline.from_components(
+        recognizer=(biased(model), tok),
+        grounder=dummy_dir["grounder"],
+        segmenter=dummy_dir["segmenter"],
+        task="grounded-mner",
+        box_threshold=0.0,
+    )
     out = pipe(text=TEXT, image=photo)
     assert all(e["mask"] is None and e["box"] is not None for e in out)
     arr = pipe(text=TEXT, image=photo, return_masks=True, mask_format="array")
@@ -83,9 +99,15 @@ def test_grounded_mner_task_has_no_masks(dummy_dir, photo):
 
 def test_save_and_reload_through_pipeline_gives_identical_outputs(dummy_dir, photo, tmp_path):
     pipe = RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"], entailment=dummy_dir["entailment"],
-        segmenter=dummy_dir["segmenter"], expander=dummy_dir["expander"], captioner=dummy_dir["captioner"],
-        entailment_threshold=0.0, box_threshold=0.0, label_map={"OTHER": "ORG"},
+        recognizer=dummy_dir["recognizer"],
+        grounder=dummy_dir["grounder"],
+        entailment=dummy_dir["entailment"],
+        segmenter=dummy_dir["segmenter"],
+        expander=dummy_dir["expander"],
+        captioner=dummy_dir["captioner"],
+        entailment_threshold=0.0,
+        box_threshold=0.0,
+        label_map={"OTHER": "ORG"},
     )
     inputs = [{"text": TEXT, "image": photo}, {"tokens": ["NASA", "rocket"], "image": None}]
     before = pipe(inputs)
@@ -93,9 +115,13 @@ def test_save_and_reload_through_pipeline_gives_identical_outputs(dummy_dir, pho
     cfg = json.loads((tmp_path / "riveg" / "config.json").read_text())
     assert cfg["model_type"] == "riveg" and cfg["task"] == "segmented-mner"
     assert {k: v["model_class"] for k, v in cfg["components"].items()} == {
-        "recognizer": "BertForTokenClassification", "captioner": "BlipForConditionalGeneration",
-        "expander": "LlamaForCausalLM", "entailment": "BlipForImageTextRetrieval",
-        "grounder": "GroundingDinoForObjectDetection", "segmenter": "Sam2Model"}
+        "recognizer": "BertForTokenClassification",
+        "captioner": "BlipForConditionalGeneration",
+        "expander": "LlamaForCausalLM",
+        "entailment": "BlipForImageTextRetrieval",
+        "grounder": "GroundingDinoForObjectDetection",
+        "segmenter": "Sam2Model",
+    }
     assert all(v["path"] == k for k, v in cfg["components"].items())
     assert cfg["components"]["recognizer"]["options"]["label_map"] == {"OTHER": "ORG"}
     assert list((tmp_path / "riveg" / "recognizer").glob("*.safetensors"))
@@ -128,11 +154,13 @@ def test_batch_of_8_equals_8_single_calls(pipe, photo):
 
 
 def test_datasets_input(pipe, photo):
-    from datasets import Dataset, Features, Image as HFImage, List, Value
+    from datasets import Dataset, Features, List, Value
+    from datasets import Image as HFImage
 
-    ds = Dataset.from_dict({"id": ["a", "b"], "tokens": [["Obama", "in", "Paris"], ["NASA"]], "image": [photo, None]},
-                           features=Features({"id": Value("string"), "tokens": List(Value("string")),
-                                              "image": HFImage()}))
+    ds = Dataset.from_dict(
+        {"id": ["a", "b"], "tokens": [["Obama", "in", "Paris"], ["NASA"]], "image": [photo, None]},
+        features=Features({"id": Value("string"), "tokens": List(Value("string")), "image": HFImage()}),
+    )
     out = list(pipe(ds, batch_size=2))
     assert out == [pipe({"tokens": ["Obama", "in", "Paris"], "image": photo}), pipe({"tokens": ["NASA"]})]
 
@@ -159,11 +187,16 @@ def test_each_vision_encoder_runs_once_per_image(every_word_pipe, photo):
 def test_owlv2_clip_and_sam1_components(dummy_dir, photo):
     model, tok = tiny_recognizer()
     pipe = RiVEGPipeline.from_components(
-        recognizer=(biased(model, "B-LOC"), tok), grounder=dummy_dir["grounder_alt"],
-        entailment=dummy_dir["entailment_alt"], segmenter=dummy_dir["segmenter_alt"], entailment_threshold=0.0,
+        recognizer=(biased(model, "B-LOC"), tok),
+        grounder=dummy_dir["grounder_alt"],
+        entailment=dummy_dir["entailment_alt"],
+        segmenter=dummy_dir["segmenter_alt"],
+        entailment_threshold=0.0,
     )
-    counts = {"entailment": _count_calls(pipe.stages["entailment"].model.vision_model),
-              "grounder": _count_calls(pipe.stages["grounder"].model.owlv2.vision_model)}
+    counts = {
+        "entailment": _count_calls(pipe.stages["entailment"].model.vision_model),
+        "grounder": _count_calls(pipe.stages["grounder"].model.owlv2.vision_model),
+    }
     out = pipe(text="Paris Rome Oslo", image=photo)
     assert [e["type"] for e in out] == ["LOC"] * 3 and all(e["mask"] is not None for e in out)
     assert counts["entailment"]["n"] == 1 and counts["grounder"]["n"] == 1
@@ -206,14 +239,26 @@ def test_empty_text_calls_no_model(every_word_pipe, photo, monkeypatch):
 def test_emoji_urls_handles(every_word_pipe):
     text = "@NASA 🚀 launch https://t.co/abc #Artemis ❤️"
     out = every_word_pipe(text)
-    assert [e["entity"] for e in out] == ["@", "NASA", "🚀", "launch", "https://t.co/abc", "#", "Artemis", "❤️"]
-    assert all(text[e["start"]:e["end"]] == e["entity"] for e in out)
+    assert [e["entity"] for e in out] == [
+        "@",
+        "NASA",
+        "🚀",
+        "launch",
+        "https://t.co/abc",
+        "#",
+        "Artemis",
+        "❤️",
+    ]
+    assert all(text[e["start"] : e["end"]] == e["entity"] for e in out)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "1"])
 def test_image_modes_are_converted(pipe, photo, mode):
-    img = photo.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(photo.convert("L"), dtype=np.uint16) * 257))
+    img = (
+        photo.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    )
     out = pipe({"text": TEXT, "image": img})
     assert isinstance(out, list)
 
@@ -234,8 +279,13 @@ def test_tiny_and_huge_images(pipe, tmp_path):
 def test_bad_items_in_a_batch_do_not_lose_the_others(pipe, photo, tmp_path):
     corrupt = tmp_path / "bad.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff garbage")
-    inputs = [{"text": TEXT, "image": photo}, {"text": TEXT, "image": str(tmp_path / "missing.jpg")},
-              {"text": TEXT, "image": str(corrupt)}, {"texte": "typo"}, {"text": "NASA", "image": photo}]
+    inputs = [
+        {"text": TEXT, "image": photo},
+        {"text": TEXT, "image": str(tmp_path / "missing.jpg")},
+        {"text": TEXT, "image": str(corrupt)},
+        {"texte": "typo"},
+        {"text": "NASA", "image": photo},
+    ]
     out = pipe(inputs, batch_size=2)
     assert out[0] == pipe(inputs[0]) and out[4] == pipe(inputs[4])
     assert out[1]["index"] == 1 and "image file not found" in out[1]["error"]
@@ -286,9 +336,17 @@ def test_options_are_validated(pipe):
 
 def test_add_masks_works_on_any_gmner_output(dummy_dir, photo):
     seg = Segmenter.from_pretrained(dummy_dir["segmenter"])
-    ents = [{"entity": "Obama", "type": "PER", "start": 0, "end": 5, "box": [10, 10, 60, 90]},
-            {"entity": "Paris", "type": "LOC", "start": 13, "end": 18, "box": None},
-            {"entity": "NASA", "type": "ORG", "start": 20, "end": 24, "box": {"xmin": 0, "ymin": 0, "xmax": 9, "ymax": 9}}]
+    ents = [
+        {"entity": "Obama", "type": "PER", "start": 0, "end": 5, "box": [10, 10, 60, 90]},
+        {"entity": "Paris", "type": "LOC", "start": 13, "end": 18, "box": None},
+        {
+            "entity": "NASA",
+            "type": "ORG",
+            "start": 20,
+            "end": 24,
+            "box": {"xmin": 0, "ymin": 0, "xmax": 9, "ymax": 9},
+        },
+    ]
     counts = _count_calls(seg.model.vision_encoder)
     out = add_masks(ents, photo, seg)
     assert counts["n"] == 1
@@ -311,8 +369,13 @@ def test_dtype_and_loading_options_reach_every_component(dummy_dir, monkeypatch)
 
     monkeypatch.setattr(base.Stage, "load_model_and_processor", classmethod(spy))
     pipe = RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"], entailment=dummy_dir["entailment"],
-        segmenter=dummy_dir["segmenter"], dtype=torch.bfloat16, local_files_only=True, revision="main",
+        recognizer=dummy_dir["recognizer"],
+        grounder=dummy_dir["grounder"],
+        entailment=dummy_dir["entailment"],
+        segmenter=dummy_dir["segmenter"],
+        dtype=torch.bfloat16,
+        local_files_only=True,
+        revision="main",
     )
     assert sorted(n for n, _ in seen) == ["entailment", "grounder", "recognizer", "segmenter"]
     assert all(kw["dtype"] is torch.bfloat16 and kw["local_files_only"] is True for _, kw in seen)
@@ -326,11 +389,16 @@ def test_default_composites_are_documented_public_checkpoints():
     g = json.loads((root / "grounded-mner" / "config.json").read_text())
     s = json.loads((root / "segmented-mner" / "config.json").read_text())
     assert {k: v["model_class"] for k, v in s["components"].items()} == {
-        "recognizer": "BertForTokenClassification", "expander": "Qwen2ForCausalLM",
-        "entailment": "BlipForImageTextRetrieval", "grounder": "GroundingDinoForObjectDetection",
-        "segmenter": "Sam2Model"}
+        "recognizer": "BertForTokenClassification",
+        "expander": "Qwen2ForCausalLM",
+        "entailment": "BlipForImageTextRetrieval",
+        "grounder": "GroundingDinoForObjectDetection",
+        "segmenter": "Sam2Model",
+    }
     assert "segmenter" not in g["components"]
-    assert PIPELINE_REGISTRY.supported_tasks["grounded-mner"]["default"]["model"][0] == str(root / "grounded-mner")
+    assert PIPELINE_REGISTRY.supported_tasks["grounded-mner"]["default"]["model"][0] == str(
+        root / "grounded-mner"
+    )
 
 
 def test_default_composite_structure_with_tiny_models_of_the_same_architectures(tmp_path, photo):
@@ -341,11 +409,17 @@ def test_default_composite_structure_with_tiny_models_of_the_same_architectures(
 
     from riveg_hf.testing import tiny_blip_itm, tiny_grounding_dino, tiny_llm, tiny_sam2
 
-    cfg = json.loads((Path(riveg_hf.__file__).parent / "defaults" / "segmented-mner" / "config.json").read_text())
+    cfg = json.loads(
+        (Path(riveg_hf.__file__).parent / "defaults" / "segmented-mner" / "config.json").read_text()
+    )
     labels = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]  # CoNLL-03 order
-    parts = {"recognizer": tiny_recognizer(labels), "expander": tiny_llm(config_class=Qwen2Config,
-                                                                           model_class=Qwen2ForCausalLM),
-             "entailment": tiny_blip_itm(), "grounder": tiny_grounding_dino(), "segmenter": tiny_sam2()}
+    parts = {
+        "recognizer": tiny_recognizer(labels),
+        "expander": tiny_llm(config_class=Qwen2Config, model_class=Qwen2ForCausalLM),
+        "entailment": tiny_blip_itm(),
+        "grounder": tiny_grounding_dino(),
+        "segmenter": tiny_sam2(),
+    }
     for name, spec in cfg["components"].items():
         model, proc = parts[name]
         assert type(model).__name__ == spec["model_class"]
@@ -367,7 +441,9 @@ def test_default_without_hub_gives_a_clear_message(monkeypatch):
     with pytest.raises((OSError, ValueError), match="pass the local folder instead"):
         pipeline("grounded-mner", local_files_only=True)
     with pytest.raises(OSError, match=r"(?s)recognizer: could not load 'dslim/bert-base-NER'.*local folder"):
-        RiVEGModel.from_pretrained(str(riveg_hf.pipeline.default_model_path("grounded-mner")), local_files_only=True)
+        RiVEGModel.from_pretrained(
+            str(riveg_hf.pipeline.default_model_path("grounded-mner")), local_files_only=True
+        )
 
 
 def test_score_is_finite_json(every_word_pipe, photo):

@@ -7,7 +7,7 @@ with the optional :class:`Captioner`) -> :class:`Entailment` (visible?) -> :clas
 
 from .base import ComponentLoadError, Stage
 from .entailment import Entailment, calibrate_threshold
-from .expander import Captioner, ExpansionRequest, Expander, clean_description, template_description
+from .expander import Captioner, Expander, ExpansionRequest, clean_description, template_description
 from .grounder import Grounder
 from .recognizer import Recognizer, WordSpan
 from .segmenter import Segmenter
@@ -27,8 +27,8 @@ __all__ = [
     "Captioner",
     "ComponentLoadError",
     "Entailment",
-    "ExpansionRequest",
     "Expander",
+    "ExpansionRequest",
     "Grounder",
     "Recognizer",
     "Segmenter",

@@ -106,14 +106,18 @@ class Stage:
                         model_class = arch
                         break
             if model_class is not None:
-                model = resolve_model_class(model_class, cls.auto_classes).from_pretrained(location, **model_kwargs)
+                model = resolve_model_class(model_class, cls.auto_classes).from_pretrained(
+                    location, **model_kwargs
+                )
             else:
                 model = None
                 for auto in cls.auto_classes:
                     try:
                         model = auto.from_pretrained(location, **model_kwargs)
                         break
-                    except ValueError as err:  # "Unrecognized configuration class ... for this kind of AutoModel"
+                    except (
+                        ValueError
+                    ) as err:  # "Unrecognized configuration class ... for this kind of AutoModel"
                         errors.append(f"{auto.__name__}: {err}")
                 if model is None:
                     raise ComponentLoadError(
@@ -121,7 +125,9 @@ class Stage:
                         + "; ".join(errors)
                     )
             loader = AutoTokenizer if cls.processor_kind == "tokenizer" else AutoProcessor
-            processor = loader.from_pretrained(location, **{k: v for k, v in hub.items() if k != "trust_remote_code"})
+            processor = loader.from_pretrained(
+                location, **{k: v for k, v in hub.items() if k != "trust_remote_code"}
+            )
         except OSError as err:
             if isinstance(err, ComponentLoadError):
                 raise
@@ -136,13 +142,24 @@ class Stage:
     @classmethod
     def from_pretrained(cls, location: str | os.PathLike, **kwargs: Any) -> Stage:
         """Load the stage from a hub id or a local folder (see :meth:`load_model_and_processor`)."""
-        load_keys = ("subfolder", "model_class", "revision", "local_files_only", "token", "cache_dir", "dtype")
+        load_keys = (
+            "subfolder",
+            "model_class",
+            "revision",
+            "local_files_only",
+            "token",
+            "cache_dir",
+            "dtype",
+        )
         load = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
         if not os.path.isdir(str(location)):
             # Resolve a hub revision once, so the model and processor come from one commit, which is recorded.
             load["revision"] = resolve_revision(
-                str(location), load.get("revision"), token=load.get("token"),
-                local_files_only=load.get("local_files_only", False), cache_dir=load.get("cache_dir"),
+                str(location),
+                load.get("revision"),
+                token=load.get("token"),
+                local_files_only=load.get("local_files_only", False),
+                cache_dir=load.get("cache_dir"),
             )
         model, processor = cls.load_model_and_processor(location, **load)
         stage = cls(model, processor, **kwargs)

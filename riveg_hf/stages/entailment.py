@@ -84,7 +84,9 @@ class Entailment(Stage):
                 "(CLIPModel, SiglipModel, ...)."
             )
         cfg_threshold = getattr(model.config, "riveg_entailment_threshold", None)
-        self.threshold = float(threshold if threshold is not None else (cfg_threshold if cfg_threshold is not None else 0.5))
+        self.threshold = float(
+            threshold if threshold is not None else (cfg_threshold if cfg_threshold is not None else 0.5)
+        )
         if logit_bias is None:
             logit_bias = getattr(model.config, "riveg_logit_bias", None)
         self.logit_bias = logit_bias
@@ -92,26 +94,38 @@ class Entailment(Stage):
         self.batch_size = int(batch_size)
 
     def options(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "hypothesis": self.hypothesis, "logit_bias": self.logit_bias,
-                "batch_size": self.batch_size}
+        return {
+            "threshold": self.threshold,
+            "hypothesis": self.hypothesis,
+            "logit_bias": self.logit_bias,
+            "batch_size": self.batch_size,
+        }
 
     def hypotheses(self, entities: Sequence[tuple[str, str, str]]) -> list[str]:
         """[(entity, type, description)] -> hypothesis texts."""
-        return [self.hypothesis.format(entity=e, type=t, type_word=TYPE_WORDS.get(t, t), description=d)
-                for e, t, d in entities]
+        return [
+            self.hypothesis.format(entity=e, type=t, type_word=TYPE_WORDS.get(t, t), description=d)
+            for e, t, d in entities
+        ]
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         tok = getattr(self.processor, "tokenizer", self.processor)
         kwargs: dict[str, Any] = {"return_tensors": "pt", "truncation": True}
         if self.kind == "contrastive" and "siglip" in type(self.model).__name__.lower():
-            kwargs.update(padding="max_length", max_length=min(64, getattr(tok, "model_max_length", 64) or 64))
+            kwargs.update(
+                padding="max_length", max_length=min(64, getattr(tok, "model_max_length", 64) or 64)
+            )
         else:
             kwargs["padding"] = True
             max_len = getattr(tok, "model_max_length", None)
             if max_len and max_len < 10_000:
                 kwargs["max_length"] = max_len
         enc = tok(list(texts), **kwargs)
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {
+            k: v.to(self.device)
+            for k, v in enc.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
 
     def _pixels(self, image) -> torch.Tensor:
         ip = getattr(self.processor, "image_processor", self.processor)
@@ -132,15 +146,21 @@ class Entailment(Stage):
                 emb = image_embeds.expand(n, -1, -1)
                 att = torch.ones(emb.shape[:-1], dtype=torch.long, device=emb.device)
                 text = self.model.text_encoder(
-                    input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"),
-                    encoder_hidden_states=emb, encoder_attention_mask=att,
+                    input_ids=enc["input_ids"],
+                    attention_mask=enc.get("attention_mask"),
+                    encoder_hidden_states=emb,
+                    encoder_attention_mask=att,
                 ).last_hidden_state
                 logits = self.model.itm_head(text[:, 0, :]).float()
                 out.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
         else:
             img = _features(self.model.get_image_features(pixel_values=pixels))  # once per image
             img = img / img.norm(dim=-1, keepdim=True)
-            scale = self.model.logit_scale.exp().float() if hasattr(self.model, "logit_scale") else torch.tensor(100.0)
+            scale = (
+                self.model.logit_scale.exp().float()
+                if hasattr(self.model, "logit_scale")
+                else torch.tensor(100.0)
+            )
             if self.logit_bias is not None:
                 bias = torch.tensor(float(self.logit_bias))
             elif hasattr(self.model, "logit_bias"):
@@ -152,7 +172,9 @@ class Entailment(Stage):
                 enc.pop("token_type_ids", None)
                 txt = _features(self.model.get_text_features(**enc))
                 txt = txt / txt.norm(dim=-1, keepdim=True)
-                logits = (txt.float() @ img.float().T).squeeze(-1) * scale.to(txt.device) + bias.to(txt.device)
+                logits = (txt.float() @ img.float().T).squeeze(-1) * scale.to(txt.device) + bias.to(
+                    txt.device
+                )
                 out.append(torch.sigmoid(logits).cpu())
         probs = torch.cat(out).numpy().astype(np.float64)
         return np.nan_to_num(probs, nan=0.0)

@@ -29,7 +29,14 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 from ..types import TYPE_WORDS
 from .base import Stage
 
-__all__ = ["DEFAULT_PROMPT", "Captioner", "ExpansionRequest", "Expander", "clean_description", "template_description"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "Captioner",
+    "Expander",
+    "ExpansionRequest",
+    "clean_description",
+    "template_description",
+]
 
 DEFAULT_TEMPLATE = "{entity}, a {type_word}"
 
@@ -124,12 +131,22 @@ class _Generator(Stage):
     auto_classes = (AutoModelForCausalLM,)
     processor_kind = "tokenizer"
 
-    def __init__(self, model, tokenizer, *, max_new_tokens: int = 32, batch_size: int = 8, do_sample: bool = False,
-                 generation_kwargs: dict | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_new_tokens: int = 32,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        generation_kwargs: dict | None = None,
+    ):
         super().__init__(model, tokenizer)
         self.tokenizer = tokenizer
         if tokenizer is not None:
-            tokenizer.padding_side = "left"  # the stage owns its tokenizer: decoder-only models pad on the left
+            tokenizer.padding_side = (
+                "left"  # the stage owns its tokenizer: decoder-only models pad on the left
+            )
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
         self.max_new_tokens = int(max_new_tokens)
@@ -140,8 +157,9 @@ class _Generator(Stage):
     def _render(self, prompt: str) -> str:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            return tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         return prompt
 
     @torch.no_grad()
@@ -158,7 +176,7 @@ class _Generator(Stage):
                 pad_token_id=self.tokenizer.pad_token_id,
                 **self.generation_kwargs,
             )
-            new = gen[:, enc["input_ids"].shape[1]:]
+            new = gen[:, enc["input_ids"].shape[1] :]
             outs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return outs
 
@@ -184,12 +202,20 @@ class Expander(_Generator):
         cache_size: int = 10_000,
         generation_kwargs: dict | None = None,
     ):
-        super().__init__(model, tokenizer, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                         do_sample=do_sample, generation_kwargs=generation_kwargs)
+        super().__init__(
+            model,
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=do_sample,
+            generation_kwargs=generation_kwargs,
+        )
         for name, text in (("prompt", prompt), ("knowledge_prompt", knowledge_prompt)):
             missing = [k for k in ("{text}", "{caption}") if k not in text]
             if missing:
-                raise ValueError(f"expander: {name} must contain {missing} placeholders; got {text[:80]!r}...")
+                raise ValueError(
+                    f"expander: {name} must contain {missing} placeholders; got {text[:80]!r}..."
+                )
         self.prompt = prompt
         self.template = template
         self.knowledge_prompt = knowledge_prompt
@@ -205,10 +231,16 @@ class Expander(_Generator):
 
     def options(self) -> dict[str, Any]:
         return {
-            "prompt": self.prompt, "template": self.template, "knowledge_prompt": self.knowledge_prompt,
-            "max_new_tokens": self.max_new_tokens, "knowledge_max_new_tokens": self.knowledge_max_new_tokens,
-            "max_chars": self.max_chars, "batch_size": self.batch_size, "do_sample": self.do_sample,
-            "cache_size": self.cache_size, "generation_kwargs": self.generation_kwargs,
+            "prompt": self.prompt,
+            "template": self.template,
+            "knowledge_prompt": self.knowledge_prompt,
+            "max_new_tokens": self.max_new_tokens,
+            "knowledge_max_new_tokens": self.knowledge_max_new_tokens,
+            "max_chars": self.max_chars,
+            "batch_size": self.batch_size,
+            "do_sample": self.do_sample,
+            "cache_size": self.cache_size,
+            "generation_kwargs": self.generation_kwargs,
         }
 
     def save_pretrained(self, directory) -> None:
@@ -239,7 +271,10 @@ class Expander(_Generator):
                 out[i] = (fallback, "template")
                 continue
             prompt = self.prompt.format(
-                text=r.text, caption=r.caption or "not available", entity=r.entity, type=r.type,
+                text=r.text,
+                caption=r.caption or "not available",
+                entity=r.entity,
+                type=r.type,
                 type_word=TYPE_WORDS.get(r.type, "named entity"),
             )
             key = (self._model_key(), prompt)
@@ -253,7 +288,9 @@ class Expander(_Generator):
             answers = self.generate(prompts)
             for prompt, answer in zip(prompts, answers):
                 first = requests[todo[prompt][0]]
-                desc = clean_description(answer, max_chars=self.max_chars, context=f"{first.entity} {first.text}")
+                desc = clean_description(
+                    answer, max_chars=self.max_chars, context=f"{first.entity} {first.text}"
+                )
                 for i in todo[prompt]:
                     r = requests[i]
                     if desc is None:
@@ -270,7 +307,10 @@ class Expander(_Generator):
         """PGIM-style auxiliary knowledge per text ("" without an LLM)."""
         if not self.has_llm:
             return ["" for _ in texts]
-        prompts = [self.knowledge_prompt.format(text=t, caption=c or "not available") for t, c in zip(texts, captions)]
+        prompts = [
+            self.knowledge_prompt.format(text=t, caption=c or "not available")
+            for t, c in zip(texts, captions)
+        ]
         return [a.strip() for a in self.generate(prompts, max_new_tokens=self.knowledge_max_new_tokens)]
 
 
@@ -281,7 +321,9 @@ class Captioner(_Generator):
     auto_classes = (AutoModelForImageTextToText,)
     processor_kind = "processor"
 
-    def __init__(self, model, processor, *, prompt: str | None = None, max_new_tokens: int = 30, batch_size: int = 8):
+    def __init__(
+        self, model, processor, *, prompt: str | None = None, max_new_tokens: int = 30, batch_size: int = 8
+    ):
         Stage.__init__(self, model, processor)
         self.prompt = prompt
         self.max_new_tokens = int(max_new_tokens)
@@ -297,12 +339,14 @@ class Captioner(_Generator):
         for start in range(0, len(images), self.batch_size):
             chunk = list(images[start : start + self.batch_size])
             if self.prompt:
-                enc = self.processor(images=chunk, text=[self.prompt] * len(chunk), return_tensors="pt", padding=True)
+                enc = self.processor(
+                    images=chunk, text=[self.prompt] * len(chunk), return_tensors="pt", padding=True
+                )
             else:
                 enc = self.processor(images=chunk, return_tensors="pt")
             enc = self._inputs(enc)
             gen = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False)
             if "input_ids" in enc and not self.model.config.is_encoder_decoder and self.prompt:
-                gen = gen[:, enc["input_ids"].shape[1]:]
+                gen = gen[:, enc["input_ids"].shape[1] :]
             outs += [t.strip() for t in self.processor.batch_decode(gen, skip_special_tokens=True)]
         return outs

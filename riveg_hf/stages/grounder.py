@@ -40,7 +40,9 @@ class Grounder(Stage):
     name = "grounder"
     auto_classes = (AutoModelForZeroShotObjectDetection,)
 
-    def __init__(self, model, processor, *, box_threshold: float | None = None, max_text_tokens: int | None = None):
+    def __init__(
+        self, model, processor, *, box_threshold: float | None = None, max_text_tokens: int | None = None
+    ):
         super().__init__(model, processor)
         model_type = model.config.model_type
         if model_type in _GDINO:
@@ -53,11 +55,15 @@ class Grounder(Stage):
                 "(e.g. IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble)."
             )
         self.pad_to_square = model_type == "owlv2"  # OWLv2 pads the image to a square before predicting
-        self.box_threshold = float(box_threshold if box_threshold is not None else DEFAULT_BOX_THRESHOLD[self.family])
+        self.box_threshold = float(
+            box_threshold if box_threshold is not None else DEFAULT_BOX_THRESHOLD[self.family]
+        )
         text_cfg = getattr(model.config, "text_config", None)
         self.max_text_tokens = int(
-            max_text_tokens or getattr(model.config, "max_text_len", None)
-            or getattr(text_cfg, "max_position_embeddings", 256) or 256
+            max_text_tokens
+            or getattr(model.config, "max_text_len", None)
+            or getattr(text_cfg, "max_position_embeddings", 256)
+            or 256
         )
 
     def options(self) -> dict[str, Any]:
@@ -116,8 +122,13 @@ class Grounder(Stage):
         pixel_inputs = None
         for group in groups:
             prompt = ". ".join(queries[i] for i in group) + "."
-            enc = tok(prompt, return_tensors="pt", return_offsets_mapping=True, truncation=True,
-                      max_length=self.max_text_tokens)
+            enc = tok(
+                prompt,
+                return_tensors="pt",
+                return_offsets_mapping=True,
+                truncation=True,
+                max_length=self.max_text_tokens,
+            )
             offsets = enc.pop("offset_mapping")[0].tolist()
             if pixel_inputs is None:
                 pixel_inputs = self._inputs(self.processor.image_processor(images=image, return_tensors="pt"))
@@ -130,7 +141,11 @@ class Grounder(Stage):
             pos = 0
             for i in group:
                 start, end = pos, pos + len(queries[i])
-                toks = [t for t, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end and t < probs.shape[1]]
+                toks = [
+                    t
+                    for t, (a, b) in enumerate(offsets)
+                    if b > a and a >= start and b <= end and t < probs.shape[1]
+                ]
                 scores[i] = probs[:, toks].max(axis=1) if toks else 0.0
                 pos = end + 2  # ". "
             all_scores = np.concatenate([all_scores, scores], axis=1)
@@ -139,11 +154,19 @@ class Grounder(Stage):
 
     def _owl(self, image, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         tok = self.processor.tokenizer
-        enc = tok(list(queries), return_tensors="pt", padding=True, truncation=True,
-                  max_length=min(self.max_text_tokens, getattr(tok, "model_max_length", 16) or 16))
+        enc = tok(
+            list(queries),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=min(self.max_text_tokens, getattr(tok, "model_max_length", 16) or 16),
+        )
         pixels = self._inputs(self.processor.image_processor(images=image, return_tensors="pt"))
-        out = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device),
-                         pixel_values=pixels["pixel_values"])
+        out = self.model(
+            input_ids=enc["input_ids"].to(self.device),
+            attention_mask=enc["attention_mask"].to(self.device),
+            pixel_values=pixels["pixel_values"],
+        )
         logits = out.logits[0].float()  # (num_boxes, num_queries)
         scores = torch.sigmoid(logits).T.cpu().numpy()
         return scores, out.pred_boxes[0].float().cpu().numpy()

@@ -26,10 +26,19 @@ __all__ = ["DEFAULT_LABEL_MAP", "Recognizer", "WordSpan"]
 
 #: Type names of common NER label sets -> the GMNER types. ``None`` drops a type.
 DEFAULT_LABEL_MAP: dict[str, str | None] = {
-    "PER": "PER", "PERSON": "PER",
-    "LOC": "LOC", "LOCATION": "LOC", "GPE": "LOC",
-    "ORG": "ORG", "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "CORPORATION": "ORG", "GROUP": "ORG",
-    "MISC": "OTHER", "OTHER": "OTHER", "OTH": "OTHER",
+    "PER": "PER",
+    "PERSON": "PER",
+    "LOC": "LOC",
+    "LOCATION": "LOC",
+    "GPE": "LOC",
+    "ORG": "ORG",
+    "ORGANIZATION": "ORG",
+    "ORGANISATION": "ORG",
+    "CORPORATION": "ORG",
+    "GROUP": "ORG",
+    "MISC": "OTHER",
+    "OTHER": "OTHER",
+    "OTH": "OTHER",
 }
 
 
@@ -74,7 +83,9 @@ class Recognizer(Stage):
     ):
         super().__init__(model, tokenizer)
         if not getattr(tokenizer, "is_fast", False) and not hasattr(tokenizer, "word_ids"):
-            raise TypeError("recognizer: a fast tokenizer (with word_ids) is needed; load it with AutoTokenizer.")
+            raise TypeError(
+                "recognizer: a fast tokenizer (with word_ids) is needed; load it with AutoTokenizer."
+            )
         self.tokenizer = tokenizer
         self.label_map = dict(label_map) if label_map is not None else {}
         model_max = getattr(model.config, "max_position_embeddings", 512) or 512
@@ -83,7 +94,9 @@ class Recognizer(Stage):
             tok_max = model_max
         self.max_length = int(max_length or min(model_max, tok_max, 512))
         if not 0 <= stride < self.max_length // 2:
-            raise ValueError(f"recognizer: stride must be in [0, max_length/2), got {stride} (max_length={self.max_length})")
+            raise ValueError(
+                f"recognizer: stride must be in [0, max_length/2), got {stride} (max_length={self.max_length})"
+            )
         self.stride = int(stride)
         self.batch_size = int(batch_size)
         if uses_knowledge is None:
@@ -129,16 +142,27 @@ class Recognizer(Stage):
         """-> list of windows (input dict for one row, [(word index, token position)])."""
         tok = self.tokenizer
         if knowledge:
-            enc = tok(list(words), list(knowledge), is_split_into_words=True, truncation="only_second",
-                      max_length=self.max_length)
+            enc = tok(
+                list(words),
+                list(knowledge),
+                is_split_into_words=True,
+                truncation="only_second",
+                max_length=self.max_length,
+            )
             n_first = sum(1 for s in enc.sequence_ids() if s == 0)
             if n_first + 3 <= self.max_length and len(enc["input_ids"]) <= self.max_length:
                 seq = enc.sequence_ids()
                 firsts = _first_subtokens(enc.word_ids(), seq)
-                return [({k: enc[k] for k in enc.keys()}, firsts, 0, len(enc["input_ids"]))]
+                return [({k: enc[k] for k in enc}, firsts, 0, len(enc["input_ids"]))]
             # the tweet alone fills the window: read it without knowledge, in windows
-        enc = tok(list(words), is_split_into_words=True, truncation=True, max_length=self.max_length,
-                  stride=self.stride, return_overflowing_tokens=True)
+        enc = tok(
+            list(words),
+            is_split_into_words=True,
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+        )
         windows = []
         for row in range(len(enc["input_ids"])):
             ids = enc["input_ids"][row]
@@ -146,8 +170,9 @@ class Recognizer(Stage):
             firsts = _first_subtokens(enc.word_ids(row), seq)
             inner = [p for p, s in enumerate(seq) if s is not None]
             lo, hi = (inner[0], inner[-1] + 1) if inner else (0, len(ids))
-            windows.append(({k: enc[k][row] for k in enc.keys() if k not in ("overflow_to_sample_mapping",)},
-                            firsts, lo, hi))
+            windows.append(
+                ({k: enc[k][row] for k in enc if k not in ("overflow_to_sample_mapping",)}, firsts, lo, hi)
+            )
         return windows
 
     @torch.no_grad()
@@ -206,7 +231,9 @@ class Recognizer(Stage):
         return spans
 
 
-def _first_subtokens(word_ids: Sequence[int | None], sequence_ids: Sequence[int | None]) -> list[tuple[int, int]]:
+def _first_subtokens(
+    word_ids: Sequence[int | None], sequence_ids: Sequence[int | None]
+) -> list[tuple[int, int]]:
     """[(word index, position of its first sub-token)] for the first segment of one encoded row."""
     out, seen = [], set()
     for pos, (w, s) in enumerate(zip(word_ids, sequence_ids)):

@@ -49,7 +49,9 @@ class Segmenter(Stage):
         if not boxes:
             return []
         w, h = image.size
-        enc = self.processor(images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt")
+        enc = self.processor(
+            images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt"
+        )
         sizes = {k: enc.pop(k) for k in ("original_sizes", "reshaped_input_sizes") if k in enc}
         out = self.model(**self._inputs(enc), multimask_output=self.multimask)
         pred = out.pred_masks.float().cpu()  # (1, num_boxes, num_masks, h', w')
