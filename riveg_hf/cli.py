@@ -373,6 +373,101 @@ def _add_predict(sub) -> None:
     s.set_defaults(func=_cmd_segment)
 
 
+# --------------------------------------------------------------------------- train
+def _cmd_train(a: argparse.Namespace) -> int:
+    if a.stage == "mner":
+        from riveg_hf.training.mner import MNERTrainingArguments, train_mner
+
+        args = MNERTrainingArguments(
+            dataset=a.dataset,
+            base_model=a.base_model,
+            output=a.output,
+            config=a.config or "gmner",
+            epochs=a.epochs,
+            max_steps=a.max_steps or -1,
+            batch_size=a.batch_size or 32,
+            learning_rate=a.learning_rate or 5e-5,
+            max_length=a.max_length,
+            seed=a.seed,
+            max_train_samples=a.max_train_samples,
+            max_eval_samples=a.max_eval_samples,
+            resume_from_checkpoint=a.resume_from_checkpoint,
+            local_files_only=a.local_files_only,
+        )
+        rec = train_mner(args)
+        for split in ("validation", "test"):
+            if split in rec:
+                r = rec[split]
+                print(
+                    f"{split}: MNER P {100 * r['precision']:.2f}  R {100 * r['recall']:.2f}  F1 {100 * r['f1']:.2f}"
+                )
+    else:
+        from riveg_hf.training.vision import VisionTrainingArguments, train_entailment, train_grounder
+
+        args = VisionTrainingArguments(
+            dataset=a.dataset,
+            base_model=a.base_model,
+            output=a.output,
+            config=a.config or "gmner",
+            descriptions=a.descriptions,
+            epochs=a.epochs,
+            max_steps=a.max_steps,
+            batch_size=a.batch_size or 8,
+            learning_rate=a.learning_rate or 2e-5,
+            seed=a.seed,
+            max_train_samples=a.max_train_samples,
+            max_eval_samples=a.max_eval_samples,
+            resume_from_checkpoint=a.resume_from_checkpoint,
+            local_files_only=a.local_files_only,
+        )
+        rec = (train_entailment if a.stage == "entailment" else train_grounder)(args)
+        if "validation" in rec:
+            print("validation:", json.dumps(rec["validation"]))
+    print(f"saved {a.output} (run record: {a.output}/riveg_run.json)")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a stage: mner (Trainer), entailment or grounder (accelerate)",
+        description="Train one stage on a dataset folder built by `riveg data build`; the output folder loads "
+        "as that stage of the pipeline. Runs unchanged under `accelerate launch -m riveg_hf.cli train ...`.\n"
+        "  riveg train mner --dataset twitter-gmner --config mner_llm_knowledge --base-model bert-base-cased "
+        "--output mner\n"
+        "  riveg train entailment --dataset twitter-gmner --base-model Salesforce/blip-itm-base-coco --output ent\n"
+        "  riveg train grounder --dataset twitter-gmner --base-model IDEA-Research/grounding-dino-tiny --output gd",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=["mner", "entailment", "grounder"])
+    p.add_argument("--dataset", required=True, help="dataset folder or hub id")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="mner: gmner | mner | mner_llm_knowledge | twitter2015 | twitter2017; others: gmner",
+    )
+    p.add_argument("--base-model", required=True, help="hub id or local folder of the model to fine-tune")
+    p.add_argument("--output", required=True)
+    p.add_argument(
+        "--descriptions", help="entailment/grounder: jsonl {id, start, end, description} per entity"
+    )
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many optimizer steps (quick runs)"
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="mner: tokens per example")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument(
+        "--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'auto' for the latest"
+    )
+    p.add_argument("--local-files-only", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -383,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"riveg-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for adder in (_add_data, _add_predict, _add_evaluate):
+    for adder in (_add_data, _add_predict, _add_evaluate, _add_train):
         adder(sub)
     return parser
 

@@ -87,12 +87,22 @@ def _seeded(seed: int):
     return ctx
 
 
-def tiny_bert_tokenizer(lowercase: bool = False) -> BertTokenizer:
-    """A WordPiece tokenizer over letters, digits, punctuation and a few words (sub-words by character)."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+def tiny_bert_tokenizer(lowercase: bool = False, bert_base_ids: bool = False) -> BertTokenizer:
+    """A WordPiece tokenizer over letters, digits, punctuation and a few words (sub-words by character).
+
+    ``bert_base_ids`` puts ``[PAD] [UNK] [CLS] [SEP] [MASK] . ?`` at bert-base-uncased's ids (0, 100-103,
+    1012, 1029), which Grounding DINO hard-codes to separate the phrases of a prompt.
+    """
     chars = string.ascii_lowercase + ("" if lowercase else string.ascii_uppercase) + string.digits
-    vocab += list(chars) + ["##" + c for c in chars] + list(string.punctuation)
-    vocab += [w for w in _WORDS if w not in vocab]
+    rest = list(chars) + ["##" + c for c in chars] + [c for c in string.punctuation if c not in ".?"]
+    rest += [w for w in _WORDS if w not in rest]
+    if not bert_base_ids:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "?", *rest]
+    else:
+        fixed = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1012: ".", 1029: "?"}
+        vocab, it = [], iter(rest)
+        for i in range(1030):
+            vocab.append(fixed.get(i) or next(it, f"[unused{i}]"))
     return BertTokenizer(
         vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase, model_max_length=128
     )
@@ -151,7 +161,7 @@ def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: 
 
 
 def tiny_grounding_dino(seed: int = 0):
-    tok = tiny_bert_tokenizer(lowercase=True)
+    tok = tiny_bert_tokenizer(lowercase=True, bert_base_ids=True)
     ctx = _seeded(seed)
     try:
         swin = SwinConfig(

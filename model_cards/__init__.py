@@ -1,0 +1,14 @@
+"""Model card templates (Jinja, rendered with ``huggingface_hub.ModelCard.from_template``)."""
+
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent
+
+
+def template(name: str) -> Path:
+    """Path of ``<name>.md`` in this folder."""
+    path = TEMPLATES / f"{name}.md"
+    if not path.is_file():
+        valid = sorted(p.stem for p in TEMPLATES.glob("*.md") if p.stem != "README")
+        raise FileNotFoundError(f"no model card template {name!r}; valid: {valid}")
+    return path

@@ -1,0 +1,94 @@
+"""Inference Endpoints handler for a RiVEG composite checkpoint (written into the repo by ``riveg push``).
+
+Request:  {"inputs": {"text": "...", "image": "<base64>" | "https://..." | null}, "parameters": {...}}
+Response: a list of entities (the pipeline's output), or {"error": "...", "status": 4xx} for a bad request.
+Parameters: box_threshold, entailment_threshold (0..1), mask_format ("rle" | "none"), use_descriptions (bool).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from typing import Any
+
+MAX_TEXT_CHARS = 10_000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # decoded image payload
+MAX_IMAGE_PIXELS = 40_000_000
+PARAMETERS = {
+    "box_threshold": float,
+    "entailment_threshold": float,
+    "mask_format": str,
+    "use_descriptions": bool,
+}
+
+
+class RequestError(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class EndpointHandler:
+    def __init__(self, path: str = ""):
+        from transformers import pipeline
+
+        import riveg_hf  # noqa: F401  (registers the tasks: no trust_remote_code)
+
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
+            task = json.load(fh).get("task", "grounded-mner")
+        self.pipe = pipeline(task, model=path)
+
+    def __call__(self, data: dict[str, Any]) -> Any:
+        try:
+            inputs, params = self._validate(data)
+            return self.pipe(inputs, errors="raise", max_image_pixels=MAX_IMAGE_PIXELS, **params)
+        except RequestError as err:
+            return {"error": str(err), "status": err.status}
+        except ValueError as err:  # unreadable image, too large image, bad option value
+            status = 413 if "above the limit" in str(err) or "larger than" in str(err) else 400
+            return {"error": str(err), "status": status}
+
+    def _validate(self, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if not isinstance(data, dict) or "inputs" not in data:
+            raise RequestError(
+                'the request body must be {"inputs": {"text": ..., "image": ...}, "parameters": {...}}'
+            )
+        inputs = data["inputs"]
+        if isinstance(inputs, str):
+            inputs = {"text": inputs}
+        if not isinstance(inputs, dict):
+            raise RequestError(
+                f"'inputs' must be an object with 'text' and 'image', got {type(inputs).__name__}"
+            )
+        text = inputs.get("text")
+        if not isinstance(text, str):
+            raise RequestError("'inputs.text' must be a string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise RequestError(
+                f"'inputs.text' has {len(text)} characters; the limit is {MAX_TEXT_CHARS}", 413
+            )
+        image = inputs.get("image")
+        if image is not None:
+            if not isinstance(image, str):
+                raise RequestError("'inputs.image' must be a base64 string, an http(s) URL, or null")
+            if not image.startswith(("http://", "https://")):
+                if image.startswith("data:"):
+                    image = image.split(",", 1)[-1]
+                if len(image) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+                    raise RequestError(f"'inputs.image' is larger than {MAX_IMAGE_BYTES} bytes", 413)
+                try:
+                    image = base64.b64decode(image, validate=True)
+                except (binascii.Error, ValueError):
+                    raise RequestError("'inputs.image' is neither valid base64 nor an http(s) URL") from None
+        params = data.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise RequestError("'parameters' must be an object")
+        unknown = sorted(set(params) - set(PARAMETERS))
+        if unknown:
+            raise RequestError(f"unknown parameters {unknown}; valid: {sorted(PARAMETERS)}")
+        for key, typ in PARAMETERS.items():
+            if key in params and not isinstance(params[key], typ if typ is not float else (int, float)):
+                raise RequestError(f"parameter {key!r} must be of type {typ.__name__}")
+        return {"text": text, "image": image}, params

@@ -1,0 +1,1 @@
+"""Training recipes for the trainable stages: ``mner`` (Trainer), ``entailment`` and ``grounder`` (accelerate)."""

@@ -1,0 +1,181 @@
+"""What the three training recipes share: run records, data provenance, peak memory, an accelerate loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["LoopConfig", "accelerate_loop", "dataset_provenance", "peak_memory_mb", "write_run_record"]
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process (and of the GPU, when one is used), in MiB."""
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    out = {"peak_rss_mb": round(rss_kb / 1024, 1)}
+    if torch.cuda.is_available():
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def dataset_provenance(dataset_dir: str | os.PathLike, config: str | None) -> dict[str, Any]:
+    """Where the training data came from: the folder, config, and the raw release recorded by its builder."""
+    info: dict[str, Any] = {"dataset": str(dataset_dir), "config": config}
+    report = Path(dataset_dir) / "build_report.json"
+    if report.is_file():
+        data = json.loads(report.read_text(encoding="utf-8"))
+        info["built_from"] = data.get("sources")
+        info["builder_version"] = data.get("riveg_hf_version")
+        info["counts"] = data.get("counts", {}).get(config) if config else data.get("counts")
+    return info
+
+
+def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """``riveg_run.json``: the exact command, arguments, data version, versions, results, time and memory."""
+    from .. import __version__
+
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:  # pragma: no cover
+        tf_version = None
+    full = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "riveg_hf_version": __version__,
+        "transformers_version": tf_version,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        **record,
+    }
+    path = Path(output_dir) / "riveg_run.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(full, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+@dataclass
+class LoopConfig:
+    output_dir: str
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "auto" for the latest in output_dir
+    save_every_epoch: bool = True
+    log_every: int = 10
+    mixed_precision: str = "no"
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("history")
+        return d
+
+
+def _latest_checkpoint(output_dir: str) -> str | None:
+    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def accelerate_loop(
+    model: torch.nn.Module,
+    train_items: Sequence[Any],
+    collate: Callable[[list[Any]], Any],
+    loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+    cfg: LoopConfig,
+) -> LoopConfig:
+    """A plain training loop under ``accelerate`` (runs unchanged with ``accelerate launch`` on GPUs/nodes).
+
+    Seeds are fixed, a progress bar shows on the main process, a checkpoint (``accelerator.save_state``)
+    is written after each epoch, and ``resume_from_checkpoint`` continues from one. Returns ``cfg`` with
+    the loss history (``cfg.history``).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    loader = DataLoader(
+        list(train_items), batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, generator=g
+    )
+    steps_per_epoch = max(1, math.ceil(len(loader) / cfg.grad_accum))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    epochs = math.ceil(total / steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    accelerator.register_for_checkpointing(scheduler)
+    start_epoch, step = 0, 0
+    resume = cfg.resume_from_checkpoint
+    if resume == "auto":
+        resume = _latest_checkpoint(cfg.output_dir)
+    if resume:
+        accelerator.load_state(resume)
+        state = json.loads((Path(resume) / "loop_state.json").read_text())
+        start_epoch, step = state["epoch"], state["step"]
+        cfg.history = state.get("history", [])
+        accelerator.print(f"resumed from {resume} (epoch {start_epoch}, step {step})")
+    bar = tqdm(total=total, initial=step, disable=not accelerator.is_local_main_process, desc="training")
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        running = []
+        for batch in loader:
+            if step >= total:
+                break
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step += 1
+                value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
+                running.append(value)
+                cfg.history.append({"step": step, "loss": value})
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    bar.set_postfix(
+                        loss=f"{sum(running[-cfg.log_every :]) / len(running[-cfg.log_every :]):.4f}"
+                    )
+        if cfg.save_every_epoch or step >= total:
+            ckpt = Path(cfg.output_dir) / f"checkpoint-{step}"
+            accelerator.save_state(str(ckpt))
+            if accelerator.is_main_process:
+                (ckpt / "loop_state.json").write_text(
+                    json.dumps({"epoch": epoch + 1, "step": step, "history": cfg.history})
+                )
+        if step >= total:
+            break
+    bar.close()
+    accelerator.wait_for_everyone()
+    cfg.history.append({"seconds": time.perf_counter() - t0})
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    return cfg
