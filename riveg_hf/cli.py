@@ -468,6 +468,43 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+# --------------------------------------------------------------------------- demo / push
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from riveg_hf.demo import launch
+    from riveg_hf.stages import ComponentLoadError
+
+    try:
+        launch(a.model, host=a.host, port=a.port, task=a.task, local_files_only=a.local_files_only)
+    except (ComponentLoadError, OSError) as err:
+        raise CLIError(f"{err}\n{HUB_HELP}") from None
+    return 0
+
+
+def _cmd_push(a: argparse.Namespace) -> int:
+    from riveg_hf.hub import push_composite
+
+    results = json.loads(Path(a.results).read_text()) if a.results else None
+    info = push_composite(a.folder, a.repo_id, private=a.private, results=results)
+    print(f"pushed {a.folder} to https://huggingface.co/{a.repo_id} ({info})")
+    return 0
+
+
+def _add_demo_push(sub) -> None:
+    d = sub.add_parser("demo", help="serve the Gradio demo (binds 127.0.0.1 unless --host says otherwise)")
+    d.add_argument("--model", default=None, help="composite checkpoint (hub id or folder); default: task default")
+    d.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=7860)
+    d.add_argument("--local-files-only", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("push", help="upload a composite checkpoint with its model card and endpoint handler")
+    p.add_argument("folder", help="a folder written by pipe.save_pretrained(...)")
+    p.add_argument("repo_id", help="org/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--results", help="JSON file of scores (e.g. from `riveg evaluate --output`) for the card")
+    p.set_defaults(func=_cmd_push)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -478,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"riveg-hf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for adder in (_add_data, _add_predict, _add_evaluate, _add_train):
+    for adder in (_add_data, _add_predict, _add_evaluate, _add_train, _add_demo_push):
         adder(sub)
     return parser
 

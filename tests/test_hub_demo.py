@@ -1,0 +1,250 @@
+"""Hub readiness: visualisation, model cards, push (upload replaced), endpoint handler, demo app and browser."""
+
+import base64
+import functools
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+
+import numpy as np
+import pytest
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from riveg_hf import RiVEGPipeline
+from riveg_hf.cli import main as cli
+from riveg_hf.hub import component_card, composite_card, push_composite
+from riveg_hf.masks import encode_rle
+from riveg_hf.visualize import draw_entities, entity_colors, highlight_spans
+
+from .helpers import skimage_photo
+
+
+@pytest.fixture(scope="module")
+def composite(dummy_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hub") / "riveg-tiny"
+    RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"],
+                                  segmenter=dummy_dir["segmenter"], box_threshold=0.0).save_pretrained(out)
+    return out
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- visualisation
+def test_draw_entities_boxes_masks_and_shared_colours():
+    img = Image.new("RGB", (100, 80), (255, 255, 255))
+    mask = np.zeros((80, 100), bool)
+    mask[50:70, 60:90] = True
+    ents = [{"entity": "Obama", "type": "PER", "start": 0, "end": 5, "box": {"xmin": 10, "ymin": 30, "xmax": 40, "ymax": 70},
+             "box_score": 0.9, "mask": None},
+            {"entity": "Paris", "type": "LOC", "start": 10, "end": 15, "box": [60, 50, 90, 70], "box_score": 0.5,
+             "mask": encode_rle(mask)},
+            {"entity": "NASA", "type": "ORG", "start": 20, "end": 24, "box": None, "mask": None}]
+    out = draw_entities(img, ents)
+    assert out.size == (100, 80) and img.getpixel((10, 50)) == (255, 255, 255)  # the input is not modified
+    c0, c1, _ = entity_colors(3)
+    assert out.getpixel((10, 50)) == c0  # left edge of Obama's box, in its colour
+    inside_mask = np.asarray(out)[65, 75]
+    assert tuple(inside_mask) != (255, 255, 255) and abs(int(inside_mask[0]) - c1[0]) < abs(255 - c1[0]) + 1
+    spans = highlight_spans("Obama and Paris or NASA!", ents)
+    assert "".join(t for t, _ in spans) == "Obama and Paris or NASA!"
+    assert [lab for _, lab in spans if lab] == ["Obama (PER)", "Paris (LOC)", "NASA (ORG)"]
+
+
+# ---------------------------------------------------------------------- cards and push
+def test_composite_card_and_push_with_upload_replaced(composite, tmp_path):
+    folder = tmp_path / "push"
+    shutil.copytree(composite, folder)
+    calls = []
+    push_composite(folder, "org/riveg-tiny", results={"gmner_f1": 0.5}, upload=lambda **kw: calls.append(kw) or "ok")
+    assert calls == [{"folder_path": str(folder), "repo_id": "org/riveg-tiny", "repo_type": "model",
+                      "commit_message": "Upload RiVEG composite checkpoint",
+                      "ignore_patterns": ["checkpoint-*", "*.part-*", "__pycache__"]}]
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "riveg-hf" and "grounded-mner" in card.data.tags
+    assert card.data.eval_results[0].metric_value == 0.5
+    text = (folder / "README.md").read_text()
+    assert "GroundingDinoForObjectDetection" in text and 'pipeline("segmented-mner", model="org/riveg-tiny")' in text
+    assert (folder / "handler.py").is_file() and "riveg-hf" in (folder / "requirements.txt").read_text()
+    with pytest.raises(FileNotFoundError, match="save a composite first"):
+        push_composite(tmp_path, "org/x", upload=lambda **kw: None)
+
+
+def test_hub_reference_components_appear_in_the_card(composite, tmp_path):
+    folder = tmp_path / "ref"
+    shutil.copytree(composite, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["components"]["grounder"] = {"model_class": "GroundingDinoForObjectDetection",
+                                     "repo_id": "IDEA-Research/grounding-dino-tiny", "revision": "abc123", "options": {}}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    card = composite_card(folder, repo_id="org/r")
+    assert card.data.base_model == ["IDEA-Research/grounding-dino-tiny"]
+    assert "@ `abc123`" in card.content
+
+
+def test_component_card_model_index_from_a_run_record():
+    rec = {"command": "riveg train mner ...", "arguments": {"config": "twitter2017", "base_model": "bert-base-cased",
+                                                           "output": "out/mner", "epochs": 3},
+           "test": {"precision": 0.8, "recall": 0.7, "f1": 0.7467}, "max_length": 128, "wall_time_s": 10,
+           "peak_rss_mb": 100, "uses_knowledge": False}
+    card = component_card("mner", rec, repo_id="org/mner")
+    assert card.data.base_model == "bert-base-cased" and card.data.datasets == ["riveg/twitter-mner"]
+    f1 = [r for r in card.data.eval_results if r.metric_type == "f1"]
+    assert f1[0].metric_value == 74.67 and f1[0].dataset_name == "Twitter-2017"
+
+
+def test_riveg_push_cli_reaches_the_upload(composite, tmp_path, monkeypatch):
+    folder = tmp_path / "p"
+    shutil.copytree(composite, folder)
+    seen = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kw):
+            seen["create"] = repo_id
+
+        def upload_folder(self, **kw):
+            seen["upload"] = kw["repo_id"]
+            return "commit"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert cli(["push", str(folder), "org/name"]) == 0
+    assert seen == {"create": "org/name", "upload": "org/name"}
+
+
+# ---------------------------------------------------------------------- endpoint handler
+@pytest.fixture(scope="module")
+def handler(composite, tmp_path_factory):
+    import importlib.util
+
+    folder = tmp_path_factory.mktemp("ep") / "repo"
+    shutil.copytree(composite, folder)
+    from riveg_hf.hub import prepare_for_push
+
+    prepare_for_push(folder, "org/x")
+    spec = importlib.util.spec_from_file_location("handler", folder / "handler.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.EndpointHandler(str(folder)), mod
+
+
+def _b64(img):
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_handler_base64_and_url(handler, photo, tmp_path):
+    h, _ = handler
+    out = h({"inputs": {"text": "Obama visits Paris", "image": _b64(photo)}, "parameters": {"box_threshold": 0.0}})
+    assert isinstance(out, list) and all("box" in e for e in out)
+    json.dumps(out)
+    photo.save(tmp_path / "p.png")
+    port = _free_port()
+    srv = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", port), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        via_url = h({"inputs": {"text": "Obama visits Paris", "image": f"http://127.0.0.1:{port}/p.png"},
+                     "parameters": {"box_threshold": 0.0}})
+    finally:
+        srv.shutdown()
+    assert via_url == out
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "message"),
+    [
+        ({"text": "x"}, 400, "request body must be"),
+        ({"inputs": 3}, 400, "'inputs' must be an object"),
+        ({"inputs": {"text": 5}}, 400, "'inputs.text' must be a string"),
+        ({"inputs": {"text": "x" * 10_001}}, 413, "limit is 10000"),
+        ({"inputs": {"text": "x", "image": "not base64!!"}}, 400, "neither valid base64"),
+        ({"inputs": {"text": "x", "image": base64.b64encode(b"garbage").decode()}}, 400, "not an image"),
+        ({"inputs": {"text": "x"}, "parameters": {"box_treshold": 1}}, 400, "unknown parameters"),
+        ({"inputs": {"text": "x"}, "parameters": {"box_threshold": "high"}}, 400, "must be of type float"),
+    ],
+)
+def test_handler_bad_payloads_get_4xx_errors(handler, payload, status, message):
+    h, _ = handler
+    out = h(payload)
+    assert out["status"] == status and message in out["error"]
+
+
+def test_handler_refuses_huge_images(handler):
+    from .test_utils import _huge_png_bytes
+
+    h, _ = handler
+    out = h({"inputs": {"text": "x", "image": base64.b64encode(_huge_png_bytes(20000, 20000)).decode()}})
+    assert out["status"] == 413 and "pixels" in out["error"]
+
+
+# ---------------------------------------------------------------------- demo app
+@pytest.fixture(scope="module")
+def demo_server(composite):
+    from riveg_hf import RiVEGModel
+    from riveg_hf.demo import build_demo
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    pipe = RiVEGPipeline(model=RiVEGModel.from_pretrained(str(composite)), task="segmented-mner")
+    demo = build_demo(pipe)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", pipe
+    demo.close()
+
+
+def test_demo_through_gradio_client(demo_server):
+    from gradio_client import Client, handle_file
+
+    url, pipe = demo_server
+    client = Client(url, verbose=False)
+    img = skimage_photo("astronaut.png")
+    text = "Astronaut Eileen Collins at NASA"
+    spans, annotated, as_json = client.predict(handle_file(str(img)), text, 0.0, 0.5, api_name="/predict")
+    direct = pipe({"text": text, "image": Image.open(img).convert("RGB")}, box_threshold=0.0)
+    assert as_json == json.loads(json.dumps(direct))
+    assert "".join(s["token"] for s in spans["value"]) == text
+    labels = [s["class_or_confidence"] for s in spans["value"] if s["class_or_confidence"]]
+    assert labels == [f"{e['entity']} ({e['type']})" for e in direct]
+    # the text highlight and the image share one colour per entity
+    assert spans["color_map"] == annotated["color_map"] and set(spans["color_map"]) == set(labels)
+    n_visible = sum(e["box"] is not None for e in direct)
+    assert len(annotated["value"]["annotations"]) == n_visible
+
+
+def test_demo_renders_and_round_trips_in_headless_chromium(demo_server, tmp_path):
+    from playwright.sync_api import sync_playwright  # a dev dependency
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is needed for this test (tests/run.sh installs it: apt-get install chromium)"
+    url, _ = demo_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url, wait_until="networkidle")
+            assert page.locator("#riveg-run").is_visible() and page.locator("#riveg-text").is_visible()
+            page.locator("#riveg-text textarea").fill("Obama visits Paris with NASA")
+            page.locator("#riveg-run").click()
+            page.wait_for_function(
+                "() => document.querySelector('#riveg-json') && document.querySelector('#riveg-json').innerText.includes('entity')",
+                timeout=60_000)
+            json_text = page.locator("#riveg-json").inner_text()
+            assert "entity" in json_text and "description" in json_text
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
