@@ -160,3 +160,26 @@ def test_bad_xml_does_not_stop_the_build(release, tmp_path):
 def test_raw_folder_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Twitter-GMNER release"):
         twitter_gmner.build(tmp_path, tmp_path / "out")
+
+
+def test_data_push_uploads_the_folder_through_hfapi(release, tmp_path, monkeypatch):
+    root, _ = release
+    twitter_gmner.build(root, tmp_path / "out")
+    seen = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, repo_type, private, exist_ok):
+            seen["create"] = (repo_id, repo_type)
+
+        def upload_folder(self, folder_path, repo_id, repo_type, allow_patterns):
+            seen["upload"] = (folder_path, repo_id, repo_type, allow_patterns)
+            return "commit"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
+    assert cli(["data", "push", str(tmp_path / "out"), "org/twitter-gmner"]) == 0
+    assert seen["create"] == ("org/twitter-gmner", "dataset")
+    assert seen["upload"] == (str(tmp_path / "out"), "org/twitter-gmner", "dataset", ["README.md", "*/*.parquet"])
+    assert cli(["data", "push", str(tmp_path), "org/x"]) == 1  # no README.md: a clear error
