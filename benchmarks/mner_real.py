@@ -59,40 +59,77 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     riveg = [sys.executable, "-m", "riveg_hf.cli"]
     builds = {
-        "twitter-gmner": ["twitter-gmner", "--raw", str(data / "twitter-gmner" / "v2.0"),
-                          "--knowledge", str(data / "riveg-aux" / "llm-knowledge")],
+        "twitter-gmner": [
+            "twitter-gmner",
+            "--raw",
+            str(data / "twitter-gmner" / "v2.0"),
+            "--knowledge",
+            str(data / "riveg-aux" / "llm-knowledge"),
+        ],
         "twitter-mner": ["twitter-mner", "--raw", str(data / "twitter-mner")],
     }
     for name, args in builds.items():
         if not (out / "data" / name / "README.md").is_file():
-            subprocess.run([*riveg, "data", "build", *args, "--out", str(out / "data" / name)], check=True, env=env)
+            subprocess.run(
+                [*riveg, "data", "build", *args, "--out", str(out / "data" / name)], check=True, env=env
+            )
     results = []
     only = set(a.only.split(",")) if a.only else None
     for label, ds, config in RUNS:
         if only and config not in only:
             continue
         run_dir = out / f"minilm-{config}"
-        cmd = [*riveg, "train", "mner", "--dataset", str(out / "data" / ds), "--config", config,
-               "--base-model", minilm_path(), "--output", str(run_dir), "--epochs", str(a.epochs),
-               "--learning-rate", str(a.learning_rate), "--batch-size", str(a.batch_size), "--seed", str(a.seed)]
+        cmd = [
+            *riveg,
+            "train",
+            "mner",
+            "--dataset",
+            str(out / "data" / ds),
+            "--config",
+            config,
+            "--base-model",
+            minilm_path(),
+            "--output",
+            str(run_dir),
+            "--epochs",
+            str(a.epochs),
+            "--learning-rate",
+            str(a.learning_rate),
+            "--batch-size",
+            str(a.batch_size),
+            "--seed",
+            str(a.seed),
+        ]
         if a.max_steps:
             cmd += ["--max-steps", str(a.max_steps)]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, env=env)
         rec = json.loads((run_dir / "riveg_run.json").read_text())
-        row = {"run": label, "config": config, "test": rec["test"], "validation": rec["validation"],
-               "wall_time_s": rec["wall_time_s"], "peak_rss_mb": rec["peak_rss_mb"],
-               "best_validation_f1": rec.get("best_validation_mner_f1"), "command": " ".join(cmd[2:]),
-               "subprocess_s": round(time.perf_counter() - t, 1)}
+        row = {
+            "run": label,
+            "config": config,
+            "test": rec["test"],
+            "validation": rec["validation"],
+            "wall_time_s": rec["wall_time_s"],
+            "peak_rss_mb": rec["peak_rss_mb"],
+            "best_validation_f1": rec.get("best_validation_mner_f1"),
+            "command": " ".join(cmd[2:]),
+            "subprocess_s": round(time.perf_counter() - t, 1),
+        }
         results.append(row)
-        print(f"{label}: test P {100 * row['test']['precision']:.2f} R {100 * row['test']['recall']:.2f} "
-              f"F1 {100 * row['test']['f1']:.2f} ({row['wall_time_s']} s, peak {row['peak_rss_mb']} MiB)", flush=True)
+        print(
+            f"{label}: test P {100 * row['test']['precision']:.2f} R {100 * row['test']['recall']:.2f} "
+            f"F1 {100 * row['test']['f1']:.2f} ({row['wall_time_s']} s, peak {row['peak_rss_mb']} MiB)",
+            flush=True,
+        )
         (out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n| data | test P | test R | test F1 | wall time | peak memory |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['run']} | {100 * r['test']['precision']:.2f} | {100 * r['test']['recall']:.2f} | "
-              f"{100 * r['test']['f1']:.2f} | {r['wall_time_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.1f} GiB |")
+        print(
+            f"| {r['run']} | {100 * r['test']['precision']:.2f} | {100 * r['test']['recall']:.2f} | "
+            f"{100 * r['test']['f1']:.2f} | {r['wall_time_s'] / 60:.1f} min | {r['peak_rss_mb'] / 1024:.1f} GiB |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import (  # noqa: E402
+from transformers import (
     BertConfig,
     BertForTokenClassification,
     BlipConfig,
@@ -46,8 +46,8 @@ from transformers import (  # noqa: E402
     Sam2Processor,
 )
 
-from riveg_hf import RiVEGPipeline  # noqa: E402
-from riveg_hf.testing import NER_LABELS, tiny_bert_tokenizer  # noqa: E402
+from riveg_hf import RiVEGPipeline
+from riveg_hf.testing import NER_LABELS, tiny_bert_tokenizer
 
 WORDS = "Obama Paris NASA Messi Tokyo Apple Berlin Ferrari Nike Rome".split()
 
@@ -56,8 +56,13 @@ def build(device: str, segmenter: bool) -> RiVEGPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tok = tiny_bert_tokenizer()
-        rec = BertForTokenClassification(BertConfig(num_labels=len(NER_LABELS), id2label=dict(enumerate(NER_LABELS)),
-                                                    label2id={n: i for i, n in enumerate(NER_LABELS)})).eval()
+        rec = BertForTokenClassification(
+            BertConfig(
+                num_labels=len(NER_LABELS),
+                id2label=dict(enumerate(NER_LABELS)),
+                label2id={n: i for i, n in enumerate(NER_LABELS)},
+            )
+        ).eval()
         with torch.no_grad():  # tag every word B-PER, so a tweet of n words has n entities
             rec.classifier.bias.fill_(-30.0)
             rec.classifier.bias[NER_LABELS.index("B-PER")] = 30.0
@@ -65,11 +70,16 @@ def build(device: str, segmenter: bool) -> RiVEGPipeline:
         gd = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()
         gproc = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=gtok)
         blip = BlipForImageTextRetrieval(BlipConfig()).eval()
-        bproc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),
-                              tokenizer=tiny_bert_tokenizer(lowercase=True))
+        bproc = BlipProcessor(
+            image_processor=BlipImageProcessor(size={"height": 384, "width": 384}),
+            tokenizer=tiny_bert_tokenizer(lowercase=True),
+        )
         comps = {"recognizer": (rec, tok), "entailment": (blip, bproc), "grounder": (gd, gproc)}
         if segmenter:
-            comps["segmenter"] = (Sam2Model(Sam2Config()).eval(), Sam2Processor(image_processor=Sam2ImageProcessor()))
+            comps["segmenter"] = (
+                Sam2Model(Sam2Config()).eval(),
+                Sam2Processor(image_processor=Sam2ImageProcessor()),
+            )
     return RiVEGPipeline.from_components(**comps, entailment_threshold=0.0, box_threshold=0.0, device=device)
 
 
@@ -85,15 +95,22 @@ class ModelClock:
             if stage.model is not None:
                 stage.model.register_forward_pre_hook(self._start)
                 stage.model.register_forward_hook(self._stop)
-        encoders = {"entailment": st["entailment"].model.vision_model,
-                    "grounder": st["grounder"].model.model.backbone}
+        encoders = {
+            "entailment": st["entailment"].model.vision_model,
+            "grounder": st["grounder"].model.model.backbone,
+        }
         if "segmenter" in st:
             encoders["segmenter"] = st["segmenter"].model.vision_encoder
         for name, mod in encoders.items():
-            mod.register_forward_hook(lambda *a, n=name: self.vision_calls.__setitem__(n, self.vision_calls[n] + 1))
+            mod.register_forward_hook(
+                lambda *a, n=name: self.vision_calls.__setitem__(n, self.vision_calls[n] + 1)
+            )
         # sub-modules called directly by the stages (BLIP's vision/text encoders, ITM head)
-        for mod in (st["entailment"].model.vision_model, st["entailment"].model.text_encoder,
-                    st["entailment"].model.itm_head):
+        for mod in (
+            st["entailment"].model.vision_model,
+            st["entailment"].model.text_encoder,
+            st["entailment"].model.itm_head,
+        ):
             mod.register_forward_pre_hook(self._start)
             mod.register_forward_hook(self._stop)
 
@@ -128,15 +145,19 @@ def main() -> None:
 
     from riveg_hf.images import to_rgb
 
-    photos = [to_rgb(__import__("PIL.Image", fromlist=["Image"]).fromarray(x)) for x in
-              (data.astronaut(), data.rocket(), data.coffee(), data.chelsea())]
+    photos = [
+        to_rgb(__import__("PIL.Image", fromlist=["Image"]).fromarray(x))
+        for x in (data.astronaut(), data.rocket(), data.coffee(), data.chelsea())
+    ]
     pipe = build(a.device, not a.no_segmenter)
     clock = ModelClock(pipe)
-    print(f"device {a.device}; components: " + ", ".join(f"{k}={type(v.model).__name__}" for k, v in pipe.stages.items()
-                                                          if v.model is not None))
+    print(
+        f"device {a.device}; components: "
+        + ", ".join(f"{k}={type(v.model).__name__}" for k, v in pipe.stages.items() if v.model is not None)
+    )
     pipe({"text": "warm up", "image": photos[0]})
 
-    print("\n1. one tweet, n entities (best of %d)" % a.repeat)
+    print(f"\n1. one tweet, n entities (best of {a.repeat})")
     base = None
     for n in (1, 2, 4, 8):
         best = None
@@ -146,8 +167,10 @@ def main() -> None:
             best = clock.total if best is None else min(best, clock.total)
         assert len(out) == n
         base = base or best
-        print(f"   {n} entities: {best:6.2f} s  ({best / base:.2f}x one entity)   vision-encoder calls: "
-              f"{clock.vision_calls}")
+        print(
+            f"   {n} entities: {best:6.2f} s  ({best / base:.2f}x one entity)   vision-encoder calls: "
+            f"{clock.vision_calls}"
+        )
 
     print(f"\n2. throughput over {a.tweets} tweets (4 entities each, 4 photos in turn)")
     inputs = [{"text": " ".join(WORDS[i % 6 : i % 6 + 4]), "image": photos[i % 4]} for i in range(a.tweets)]
@@ -159,13 +182,17 @@ def main() -> None:
     t_batch, m_batch = clock.total, clock.seconds
     assert batched == one
     print(f"   one by one: {t_one:7.1f} s ({a.tweets / t_one:.2f} tweets/s)")
-    print(f"   batch of 8: {t_batch:7.1f} s ({a.tweets / t_batch:.2f} tweets/s)  speed-up {t_one / t_batch:.2f}x")
+    print(
+        f"   batch of 8: {t_batch:7.1f} s ({a.tweets / t_batch:.2f} tweets/s)  speed-up {t_one / t_batch:.2f}x"
+    )
 
     print("\n3. pipeline overhead (time outside model forwards) / model forward time")
     print(f"   one by one: {(t_one - m_one) / m_one:6.1%}   batched: {(t_batch - m_batch) / m_batch:6.1%}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n4. peak memory: {rss:.0f} MiB resident" + (
-        f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB CUDA" if torch.cuda.is_available() else ""))
+    print(
+        f"\n4. peak memory: {rss:.0f} MiB resident"
+        + (f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB CUDA" if torch.cuda.is_available() else "")
+    )
 
 
 if __name__ == "__main__":

@@ -111,16 +111,12 @@ def _add_data(sub) -> None:
 
 # --------------------------------------------------------------------------- evaluate
 def read_jsonl(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise CLIError(f"{path}:{lineno}: not a JSON line ({err}).") from None
-    return rows
+    from riveg_hf.predict import read_jsonl as _read
+
+    try:
+        return [row for _, row in _read(path)]
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -491,7 +487,9 @@ def _cmd_push(a: argparse.Namespace) -> int:
 
 def _add_demo_push(sub) -> None:
     d = sub.add_parser("demo", help="serve the Gradio demo (binds 127.0.0.1 unless --host says otherwise)")
-    d.add_argument("--model", default=None, help="composite checkpoint (hub id or folder); default: task default")
+    d.add_argument(
+        "--model", default=None, help="composite checkpoint (hub id or folder); default: task default"
+    )
     d.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=7860)

@@ -21,7 +21,10 @@ __all__ = ["EXAMPLES", "build_demo", "predict_for_demo"]
 
 #: tweets we wrote for the public-domain photos that ship with scikit-image
 EXAMPLES = [
-    ("astronaut.png", "Astronaut Eileen Collins poses for her official NASA portrait before commanding Columbia"),
+    (
+        "astronaut.png",
+        "Astronaut Eileen Collins poses for her official NASA portrait before commanding Columbia",
+    ),
     ("rocket.jpg", "Liftoff! SpaceX launches another Falcon 9 from Cape Canaveral tonight #space"),
     ("coffee.png", "Monday fuel: a cappuccino at Blue Bottle Coffee in San Francisco"),
     ("chelsea.png", "Chelsea the cat refuses to leave my keyboard again @CatsOfTwitter"),
@@ -61,7 +64,12 @@ def predict_for_demo(pipe, image, text: str, box_threshold: float, entailment_th
                 box = (int(b["xmin"]), int(b["ymin"]), int(min(b["xmax"], w)), int(min(b["ymax"], h)))
                 annotations.append((box, lab))
     annotated = (image, annotations) if image is not None else None
-    return spans, annotated, entities, {lab: "#{:02x}{:02x}{:02x}".format(*c) for lab, c in zip(labels, colors)}
+    return (
+        spans,
+        annotated,
+        entities,
+        {lab: "#{:02x}{:02x}{:02x}".format(*c) for lab, c in zip(labels, colors)},
+    )
 
 
 def build_demo(pipe, *, title: str = "RiVEG: grounded multimodal NER"):
@@ -77,38 +85,67 @@ def build_demo(pipe, *, title: str = "RiVEG: grounded multimodal NER"):
             with gr.Column():
                 image = gr.Image(type="pil", label="Image", elem_id="riveg-image")
                 text = gr.Textbox(label="Tweet", lines=3, elem_id="riveg-text")
-                box_threshold = gr.Slider(0.0, 1.0, value=pipe.stages["grounder"].box_threshold
-                                          if "grounder" in pipe.stages else 0.3, step=0.01, label="box threshold")
+                box_threshold = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=pipe.stages["grounder"].box_threshold if "grounder" in pipe.stages else 0.3,
+                    step=0.01,
+                    label="box threshold",
+                )
                 ent = pipe.stages.get("entailment")
-                entailment_threshold = gr.Slider(0.0, 1.0, value=ent.threshold if ent else 0.5, step=0.01,
-                                                 label="entailment threshold", visible=ent is not None)
+                entailment_threshold = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=ent.threshold if ent else 0.5,
+                    step=0.01,
+                    label="entailment threshold",
+                    visible=ent is not None,
+                )
                 run = gr.Button("Find entities", variant="primary", elem_id="riveg-run")
             with gr.Column():
-                highlighted = gr.HighlightedText(label="Entities", show_legend=True, elem_id="riveg-highlighted")
+                highlighted = gr.HighlightedText(
+                    label="Entities", show_legend=True, elem_id="riveg-highlighted"
+                )
                 annotated = gr.AnnotatedImage(label="Regions", elem_id="riveg-annotated")
                 as_json = gr.JSON(label="JSON", elem_id="riveg-json")
 
         def _run(img, txt, bt, et):
             spans, ann, ents, cmap = predict_for_demo(pipe, img, txt, bt, et)
-            return (gr.HighlightedText(value=spans, color_map=cmap),
-                    gr.AnnotatedImage(value=ann, color_map=cmap), ents)
+            return (
+                gr.HighlightedText(value=spans, color_map=cmap),
+                gr.AnnotatedImage(value=ann, color_map=cmap),
+                ents,
+            )
 
-        run.click(_run, [image, text, box_threshold, entailment_threshold], [highlighted, annotated, as_json],
-                  api_name="predict")
+        run.click(
+            _run,
+            [image, text, box_threshold, entailment_threshold],
+            [highlighted, annotated, as_json],
+            api_name="predict",
+        )
         rows = _example_rows()
         if rows:
             gr.Examples(rows, [image, text], label="Examples (scikit-image photos, public domain)")
     return demo
 
 
-def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int = 7860, task: str = "grounded-mner",
-           local_files_only: bool = False, **launch_kwargs: Any):
+def launch(
+    model: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    task: str = "grounded-mner",
+    local_files_only: bool = False,
+    **launch_kwargs: Any,
+):
     """Load the pipeline and serve the demo (binds 127.0.0.1 unless ``host`` says otherwise)."""
     from . import RiVEGModel, RiVEGPipeline
     from .pipeline import default_model_path
 
     location = model or os.environ.get("RIVEG_MODEL") or str(default_model_path(task))
-    pipe = RiVEGPipeline(model=RiVEGModel.from_pretrained(location, local_files_only=local_files_only), task=task)
+    pipe = RiVEGPipeline(
+        model=RiVEGModel.from_pretrained(location, local_files_only=local_files_only), task=task
+    )
     demo = build_demo(pipe)
     demo.launch(server_name=host, server_port=port, **launch_kwargs)
     return demo

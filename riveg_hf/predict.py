@@ -17,14 +17,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-__all__ = ["iter_jsonl_inputs", "load_done_ids", "predict_to_jsonl"]
+__all__ = ["iter_jsonl_inputs", "load_done_ids", "predict_to_jsonl", "read_jsonl"]
 
 
-def iter_jsonl_inputs(path: str | Path, images_root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Read ``{"id"?, "text"|"tokens", "image"?}`` lines; relative image paths resolve against ``images_root``
-    (default: the file's folder). Lines without an id get their line number as id."""
-    path = Path(path)
-    root = Path(images_root) if images_root is not None else path.parent
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``[(line number, object)]`` of a JSON-lines file; blank lines are skipped, anything else is an error."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -35,18 +32,23 @@ def iter_jsonl_inputs(path: str | Path, images_root: str | Path | None = None) -
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not a JSON line ({err}).") from None
             if not isinstance(row, dict):
-                raise ValueError(
-                    f"{path}:{lineno}: expected an object with 'text' or 'tokens', got {type(row).__name__}."
-                )
-            row.setdefault("id", str(lineno))
-            img = row.get("image")
-            if (
-                isinstance(img, str)
-                and not img.startswith(("http://", "https://"))
-                and not os.path.isabs(img)
-            ):
-                row["image"] = str(root / img)
-            rows.append(row)
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}.")
+            rows.append((lineno, row))
+    return rows
+
+
+def iter_jsonl_inputs(path: str | Path, images_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Read ``{"id"?, "text"|"tokens", "image"?}`` lines; relative image paths resolve against ``images_root``
+    (default: the file's folder). Lines without an id get their line number as id."""
+    path = Path(path)
+    root = Path(images_root) if images_root is not None else path.parent
+    rows = []
+    for lineno, row in read_jsonl(path):
+        row.setdefault("id", str(lineno))
+        img = row.get("image")
+        if isinstance(img, str) and not img.startswith(("http://", "https://")) and not os.path.isabs(img):
+            row["image"] = str(root / img)
+        rows.append(row)
     return rows
 
 

@@ -11,6 +11,7 @@ here touches the network or the global RNG (seeds are applied inside ``torch.ran
 
 from __future__ import annotations
 
+import contextlib
 import string
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,12 @@ _WORDS = (
 ).split()
 
 
+@contextlib.contextmanager
 def _seeded(seed: int):
-    ctx = torch.random.fork_rng(devices=[])
-    ctx.__enter__()
-    torch.manual_seed(seed)
-    return ctx
+    """Seed the CPU RNG for the block, restoring the caller's RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def tiny_bert_tokenizer(lowercase: bool = False, bert_base_ids: bool = False) -> BertTokenizer:
@@ -142,8 +144,7 @@ def tiny_bpe_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: int = 32):
     tok = tiny_bert_tokenizer()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = BertConfig(
             vocab_size=len(tok),
             hidden_size=hidden_size,
@@ -155,15 +156,12 @@ def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: 
             label2id={l: i for i, l in enumerate(labels)},
         )
         model = BertForTokenClassification(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, tok
 
 
 def tiny_grounding_dino(seed: int = 0):
     tok = tiny_bert_tokenizer(lowercase=True, bert_base_ids=True)
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         swin = SwinConfig(
             embed_dim=16,
             depths=[1, 1, 1, 1],
@@ -197,8 +195,6 @@ def tiny_grounding_dino(seed: int = 0):
             max_text_len=256,
         )
         model = GroundingDinoForObjectDetection(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     proc = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
         tokenizer=tok,
@@ -208,8 +204,7 @@ def tiny_grounding_dino(seed: int = 0):
 
 def tiny_owlv2(seed: int = 0):
     tok = tiny_clip_tokenizer()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = Owlv2Config(
             text_config={
                 "vocab_size": len(tok),
@@ -230,8 +225,6 @@ def tiny_owlv2(seed: int = 0):
             projection_dim=32,
         )
         model = Owlv2ForObjectDetection(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok
     )
@@ -270,32 +263,25 @@ def _blip_processor() -> BlipProcessor:
 
 def tiny_blip_itm(seed: int = 0):
     proc = _blip_processor()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         model = BlipForImageTextRetrieval(_blip_config(len(proc.tokenizer))).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, proc
 
 
 def tiny_blip_captioner(seed: int = 0):
     proc = _blip_processor()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = _blip_config(len(proc.tokenizer))
         cfg.text_config.bos_token_id = proc.tokenizer.cls_token_id
         cfg.text_config.sep_token_id = proc.tokenizer.sep_token_id
         cfg.text_config.pad_token_id = proc.tokenizer.pad_token_id
         model = BlipForConditionalGeneration(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, proc
 
 
 def tiny_clip(seed: int = 0):
     tok = tiny_clip_tokenizer()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = CLIPConfig(
             text_config={
                 "vocab_size": len(tok),
@@ -316,15 +302,12 @@ def tiny_clip(seed: int = 0):
             projection_dim=16,
         )
         model = CLIPModel(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
 
 
 def tiny_sam2(seed: int = 0):
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         backbone = Sam2HieraDetConfig(
             hidden_size=12,
             image_size=128,
@@ -351,14 +334,11 @@ def tiny_sam2(seed: int = 0):
             ),
         )
         model = Sam2Model(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
 
 
 def tiny_sam(seed: int = 0):
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = SamConfig(
             vision_config={
                 "hidden_size": 32,
@@ -387,16 +367,13 @@ def tiny_sam(seed: int = 0):
             },
         )
         model = SamModel(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     ip = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
     return model, SamProcessor(image_processor=ip)
 
 
 def tiny_llm(seed: int = 0, config_class=LlamaConfig, model_class=LlamaForCausalLM):
     tok = tiny_bpe_tokenizer()
-    ctx = _seeded(seed)
-    try:
+    with _seeded(seed):
         cfg = config_class(
             vocab_size=len(tok),
             hidden_size=32,
@@ -410,8 +387,6 @@ def tiny_llm(seed: int = 0, config_class=LlamaConfig, model_class=LlamaForCausal
             eos_token_id=tok.eos_token_id,
         )
         model = model_class(cfg).eval()
-    finally:
-        ctx.__exit__(None, None, None)
     return model, tok
 
 

@@ -23,6 +23,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 export GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARALLELISM=false
-"$VENV/bin/ruff" check riveg_hf datasets_scripts tests benchmarks examples
-"$VENV/bin/ruff" format --check riveg_hf datasets_scripts tests benchmarks examples
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 "$PY" -m pytest "$@"

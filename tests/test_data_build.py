@@ -181,5 +181,10 @@ def test_data_push_uploads_the_folder_through_hfapi(release, tmp_path, monkeypat
     monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
     assert cli(["data", "push", str(tmp_path / "out"), "org/twitter-gmner"]) == 0
     assert seen["create"] == ("org/twitter-gmner", "dataset")
-    assert seen["upload"] == (str(tmp_path / "out"), "org/twitter-gmner", "dataset", ["README.md", "*/*.parquet"])
+    assert seen["upload"] == (
+        str(tmp_path / "out"),
+        "org/twitter-gmner",
+        "dataset",
+        ["README.md", "*/*.parquet"],
+    )
     assert cli(["data", "push", str(tmp_path), "org/x"]) == 1  # no README.md: a clear error

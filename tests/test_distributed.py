@@ -17,8 +17,15 @@ from .helpers import make_image, write_release
 @pytest.fixture(scope="module")
 def setup(dummy_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    rows = [{"id": f"t{i}", "tokens": ["Obama", "visits", "Paris", "number", str(i)],
-             "tags": ["B-PER", "O", "B-LOC", "O", "O"], "objects": [("Obama", [4, 4, 30, 40])]} for i in range(7)]
+    rows = [
+        {
+            "id": f"t{i}",
+            "tokens": ["Obama", "visits", "Paris", "number", str(i)],
+            "tags": ["B-PER", "O", "B-LOC", "O", "O"],
+            "objects": [("Obama", [4, 4, 30, 40])],
+        }
+        for i in range(7)
+    ]
     raw = write_release(root / "raw", {"test": rows})
     images = root / "images"
     images.mkdir()
@@ -26,9 +33,13 @@ def setup(dummy_dir, tmp_path_factory):
         make_image((64, 48), color=(10 * i, 100, 200)).save(images / f"t{i}.jpg")
     twitter_gmner.build(raw, root / "ds", images=images)
     model = root / "riveg"
-    RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"],
-                                  entailment=dummy_dir["entailment"], box_threshold=0.0,
-                                  entailment_threshold=0.0).save_pretrained(model)
+    RiVEGPipeline.from_components(
+        recognizer=dummy_dir["recognizer"],
+        grounder=dummy_dir["grounder"],
+        entailment=dummy_dir["entailment"],
+        box_threshold=0.0,
+        entailment_threshold=0.0,
+    ).save_pretrained(model)
     return root, model
 
 
@@ -39,11 +50,23 @@ def _lines(path):
 def test_dataset_prediction_resumes_after_an_interruption(setup, tmp_path):
     root, model = setup
     out = tmp_path / "p.jsonl"
-    args = ["predict", "--dataset", str(root / "ds"), "--split", "test", "--model", str(model), "--output", str(out)]
+    args = [
+        "predict",
+        "--dataset",
+        str(root / "ds"),
+        "--split",
+        "test",
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+    ]
     assert cli(args) == 0
     full = _lines(out)
     assert [x["id"] for x in full] == [f"t{i}" for i in range(7)]
-    assert all(e.get("token_start") is not None for x in full for e in x["entities"])  # token offsets for scoring
+    assert all(
+        e.get("token_start") is not None for x in full for e in x["entities"]
+    )  # token offsets for scoring
     # simulate an interruption: 3 complete lines and half of the 4th
     text = out.read_text().splitlines(keepends=True)
     out.write_text("".join(text[:3]) + text[3][: len(text[3]) // 2])
@@ -56,14 +79,51 @@ def test_dataset_prediction_resumes_after_an_interruption(setup, tmp_path):
 def test_two_processes_equal_one(setup, tmp_path):
     root, model = setup
     single = tmp_path / "single.jsonl"
-    assert cli(["predict", "--dataset", str(root / "ds"), "--split", "test", "--model", str(model),
-                "--output", str(single)]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--dataset",
+                str(root / "ds"),
+                "--split",
+                "test",
+                "--model",
+                str(model),
+                "--output",
+                str(single),
+            ]
+        )
+        == 0
+    )
     multi = tmp_path / "multi.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "riveg_hf.cli", "predict",
-           "--dataset", str(root / "ds"), "--split", "test", "--model", str(model), "--output", str(multi),
-           "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+        "-m",
+        "riveg_hf.cli",
+        "predict",
+        "--dataset",
+        str(root / "ds"),
+        "--split",
+        "test",
+        "--model",
+        str(model),
+        "--output",
+        str(multi),
+        "--batch-size",
+        "2",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert _lines(multi) == _lines(single)

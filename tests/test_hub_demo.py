@@ -27,8 +27,12 @@ from .helpers import skimage_photo
 @pytest.fixture(scope="module")
 def composite(dummy_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("hub") / "riveg-tiny"
-    RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"], grounder=dummy_dir["grounder"],
-                                  segmenter=dummy_dir["segmenter"], box_threshold=0.0).save_pretrained(out)
+    RiVEGPipeline.from_components(
+        recognizer=dummy_dir["recognizer"],
+        grounder=dummy_dir["grounder"],
+        segmenter=dummy_dir["segmenter"],
+        box_threshold=0.0,
+    ).save_pretrained(out)
     return out
 
 
@@ -43,11 +47,27 @@ def test_draw_entities_boxes_masks_and_shared_colours():
     img = Image.new("RGB", (100, 80), (255, 255, 255))
     mask = np.zeros((80, 100), bool)
     mask[50:70, 60:90] = True
-    ents = [{"entity": "Obama", "type": "PER", "start": 0, "end": 5, "box": {"xmin": 10, "ymin": 30, "xmax": 40, "ymax": 70},
-             "box_score": 0.9, "mask": None},
-            {"entity": "Paris", "type": "LOC", "start": 10, "end": 15, "box": [60, 50, 90, 70], "box_score": 0.5,
-             "mask": encode_rle(mask)},
-            {"entity": "NASA", "type": "ORG", "start": 20, "end": 24, "box": None, "mask": None}]
+    ents = [
+        {
+            "entity": "Obama",
+            "type": "PER",
+            "start": 0,
+            "end": 5,
+            "box": {"xmin": 10, "ymin": 30, "xmax": 40, "ymax": 70},
+            "box_score": 0.9,
+            "mask": None,
+        },
+        {
+            "entity": "Paris",
+            "type": "LOC",
+            "start": 10,
+            "end": 15,
+            "box": [60, 50, 90, 70],
+            "box_score": 0.5,
+            "mask": encode_rle(mask),
+        },
+        {"entity": "NASA", "type": "ORG", "start": 20, "end": 24, "box": None, "mask": None},
+    ]
     out = draw_entities(img, ents)
     assert out.size == (100, 80) and img.getpixel((10, 50)) == (255, 255, 255)  # the input is not modified
     c0, c1, _ = entity_colors(3)
@@ -64,15 +84,26 @@ def test_composite_card_and_push_with_upload_replaced(composite, tmp_path):
     folder = tmp_path / "push"
     shutil.copytree(composite, folder)
     calls = []
-    push_composite(folder, "org/riveg-tiny", results={"gmner_f1": 0.5}, upload=lambda **kw: calls.append(kw) or "ok")
-    assert calls == [{"folder_path": str(folder), "repo_id": "org/riveg-tiny", "repo_type": "model",
-                      "commit_message": "Upload RiVEG composite checkpoint",
-                      "ignore_patterns": ["checkpoint-*", "*.part-*", "__pycache__"]}]
+    push_composite(
+        folder, "org/riveg-tiny", results={"gmner_f1": 0.5}, upload=lambda **kw: calls.append(kw) or "ok"
+    )
+    assert calls == [
+        {
+            "folder_path": str(folder),
+            "repo_id": "org/riveg-tiny",
+            "repo_type": "model",
+            "commit_message": "Upload RiVEG composite checkpoint",
+            "ignore_patterns": ["checkpoint-*", "*.part-*", "__pycache__"],
+        }
+    ]
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "riveg-hf" and "grounded-mner" in card.data.tags
     assert card.data.eval_results[0].metric_value == 0.5
     text = (folder / "README.md").read_text()
-    assert "GroundingDinoForObjectDetection" in text and 'pipeline("segmented-mner", model="org/riveg-tiny")' in text
+    assert (
+        "GroundingDinoForObjectDetection" in text
+        and 'pipeline("segmented-mner", model="org/riveg-tiny")' in text
+    )
     assert (folder / "handler.py").is_file() and "riveg-hf" in (folder / "requirements.txt").read_text()
     with pytest.raises(FileNotFoundError, match="save a composite first"):
         push_composite(tmp_path, "org/x", upload=lambda **kw: None)
@@ -82,8 +113,12 @@ def test_hub_reference_components_appear_in_the_card(composite, tmp_path):
     folder = tmp_path / "ref"
     shutil.copytree(composite, folder)
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["components"]["grounder"] = {"model_class": "GroundingDinoForObjectDetection",
-                                     "repo_id": "IDEA-Research/grounding-dino-tiny", "revision": "abc123", "options": {}}
+    cfg["components"]["grounder"] = {
+        "model_class": "GroundingDinoForObjectDetection",
+        "repo_id": "IDEA-Research/grounding-dino-tiny",
+        "revision": "abc123",
+        "options": {},
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
     card = composite_card(folder, repo_id="org/r")
     assert card.data.base_model == ["IDEA-Research/grounding-dino-tiny"]
@@ -91,10 +126,20 @@ def test_hub_reference_components_appear_in_the_card(composite, tmp_path):
 
 
 def test_component_card_model_index_from_a_run_record():
-    rec = {"command": "riveg train mner ...", "arguments": {"config": "twitter2017", "base_model": "bert-base-cased",
-                                                           "output": "out/mner", "epochs": 3},
-           "test": {"precision": 0.8, "recall": 0.7, "f1": 0.7467}, "max_length": 128, "wall_time_s": 10,
-           "peak_rss_mb": 100, "uses_knowledge": False}
+    rec = {
+        "command": "riveg train mner ...",
+        "arguments": {
+            "config": "twitter2017",
+            "base_model": "bert-base-cased",
+            "output": "out/mner",
+            "epochs": 3,
+        },
+        "test": {"precision": 0.8, "recall": 0.7, "f1": 0.7467},
+        "max_length": 128,
+        "wall_time_s": 10,
+        "peak_rss_mb": 100,
+        "uses_knowledge": False,
+    }
     card = component_card("mner", rec, repo_id="org/mner")
     assert card.data.base_model == "bert-base-cased" and card.data.datasets == ["riveg/twitter-mner"]
     f1 = [r for r in card.data.eval_results if r.metric_type == "f1"]
@@ -146,17 +191,24 @@ def _b64(img):
 
 def test_handler_base64_and_url(handler, photo, tmp_path):
     h, _ = handler
-    out = h({"inputs": {"text": "Obama visits Paris", "image": _b64(photo)}, "parameters": {"box_threshold": 0.0}})
+    out = h(
+        {"inputs": {"text": "Obama visits Paris", "image": _b64(photo)}, "parameters": {"box_threshold": 0.0}}
+    )
     assert isinstance(out, list) and all("box" in e for e in out)
     json.dumps(out)
     photo.save(tmp_path / "p.png")
     port = _free_port()
     srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", port), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+        ("127.0.0.1", port), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    )
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        via_url = h({"inputs": {"text": "Obama visits Paris", "image": f"http://127.0.0.1:{port}/p.png"},
-                     "parameters": {"box_threshold": 0.0}})
+        via_url = h(
+            {
+                "inputs": {"text": "Obama visits Paris", "image": f"http://127.0.0.1:{port}/p.png"},
+                "parameters": {"box_threshold": 0.0},
+            }
+        )
     finally:
         srv.shutdown()
     assert via_url == out
@@ -227,12 +279,24 @@ def test_demo_renders_and_round_trips_in_headless_chromium(demo_server, tmp_path
     from playwright.sync_api import sync_playwright  # a dev dependency
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian chromium is needed for this test (tests/run.sh installs it: apt-get install chromium)"
+    assert chromium, (
+        "Debian chromium is needed for this test (tests/run.sh installs it: apt-get install chromium)"
+    )
     url, _ = demo_server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url, wait_until="networkidle")
@@ -241,7 +305,8 @@ def test_demo_renders_and_round_trips_in_headless_chromium(demo_server, tmp_path
             page.locator("#riveg-run").click()
             page.wait_for_function(
                 "() => document.querySelector('#riveg-json') && document.querySelector('#riveg-json').innerText.includes('entity')",
-                timeout=60_000)
+                timeout=60_000,
+            )
             json_text = page.locator("#riveg-json").inner_text()
             assert "entity" in json_text and "description" in json_text
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)

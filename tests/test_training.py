@@ -24,8 +24,17 @@ def _tweets(n, split_tag):
     for i in range(n):
         a, b = names[i % 4], names[(i + 1) % 4]
         box = [8 + 4 * (i % 3), 6, 40 + 4 * (i % 3), 30]
-        out.append({"id": f"{split_tag}{i}", "tokens": [a, "meets", b, "today"], "tags": ["B-ORG", "O", "B-LOC", "O"],
-                    "objects": [(a, box)], "size": (64, 48), "box": box, "color": COLORS[a]})
+        out.append(
+            {
+                "id": f"{split_tag}{i}",
+                "tokens": [a, "meets", b, "today"],
+                "tags": ["B-ORG", "O", "B-LOC", "O"],
+                "objects": [(a, box)],
+                "size": (64, 48),
+                "box": box,
+                "color": COLORS[a],
+            }
+        )
     return out
 
 
@@ -39,7 +48,9 @@ def image_dataset(tmp_path_factory):
     images.mkdir()
     for rows in splits.values():
         for r in rows:
-            make_image((64, 48), color=(128, 128, 128), box=r["box"], box_color=r["color"]).save(images / f"{r['id']}.jpg")
+            make_image((64, 48), color=(128, 128, 128), box=r["box"], box_color=r["color"]).save(
+                images / f"{r['id']}.jpg"
+            )
     twitter_gmner.build(raw, root / "ds", images=images)
     return root / "ds"
 
@@ -58,8 +69,15 @@ def _decreasing(history):
 
 def test_entailment_training_blip_itm(image_dataset, tmp_path, photo):
     base = _save(tiny_blip_itm(), tmp_path / "base")
-    args = VisionTrainingArguments(dataset=str(image_dataset), base_model=base, output=str(tmp_path / "ent"),
-                                   max_steps=25, batch_size=16, learning_rate=1e-3, warmup_ratio=0.0)
+    args = VisionTrainingArguments(
+        dataset=str(image_dataset),
+        base_model=base,
+        output=str(tmp_path / "ent"),
+        max_steps=25,
+        batch_size=16,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+    )
     rec = train_entailment(args)
     assert rec["train_examples"]["entities"] == 16  # 8 tweets x 2 entities, one visible each
     assert _decreasing(rec["loss_history"])
@@ -69,16 +87,24 @@ def test_entailment_training_blip_itm(image_dataset, tmp_path, photo):
     run = json.loads((tmp_path / "ent" / "riveg_run.json").read_text())
     assert run["data"]["built_from"]["images"] and run["arguments"]["seed"] == 42 and "command" in run
     assert "grounded-mner" in (tmp_path / "ent" / "README.md").read_text()
-    pipe = RiVEGPipeline.from_components(recognizer=tiny_recognizer(), grounder=tiny_grounding_dino(),
-                                         entailment=str(tmp_path / "ent"))
+    pipe = RiVEGPipeline.from_components(
+        recognizer=tiny_recognizer(), grounder=tiny_grounding_dino(), entailment=str(tmp_path / "ent")
+    )
     assert pipe.stages["entailment"].threshold == rec["threshold"]
     assert isinstance(pipe({"text": "Ferrari meets Paris", "image": photo}), list)
 
 
 def test_entailment_training_clip_learns_a_bias(image_dataset, tmp_path):
     base = _save(tiny_clip(), tmp_path / "clip")
-    args = VisionTrainingArguments(dataset=str(image_dataset), base_model=base, output=str(tmp_path / "ent"),
-                                   max_steps=20, batch_size=16, learning_rate=1e-3, warmup_ratio=0.0)
+    args = VisionTrainingArguments(
+        dataset=str(image_dataset),
+        base_model=base,
+        output=str(tmp_path / "ent"),
+        max_steps=20,
+        batch_size=16,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+    )
     rec = train_entailment(args)
     assert _decreasing(rec["loss_history"])
     cfg = json.loads((tmp_path / "ent" / "config.json").read_text())
@@ -88,16 +114,24 @@ def test_entailment_training_clip_learns_a_bias(image_dataset, tmp_path):
 def test_grounder_training_and_resume(image_dataset, tmp_path, photo):
     base = _save(tiny_grounding_dino(), tmp_path / "gd")
     out = tmp_path / "gd-ft"
-    args = VisionTrainingArguments(dataset=str(image_dataset), base_model=base, output=str(out), max_steps=20,
-                                   batch_size=8, learning_rate=1e-3, warmup_ratio=0.0)
+    args = VisionTrainingArguments(
+        dataset=str(image_dataset),
+        base_model=base,
+        output=str(out),
+        max_steps=20,
+        batch_size=8,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+    )
     rec = train_grounder(args)
     assert rec["train_examples"]["entities"] == 8  # groundable entities only
     assert _decreasing(rec["loss_history"])
     assert "grounding_accuracy" in rec["validation"]
     ckpts = sorted(p.name for p in out.glob("checkpoint-*"))
     assert ckpts  # accelerate state, for resuming
-    resumed = train_grounder(VisionTrainingArguments(**{**args.__dict__, "max_steps": 24,
-                                                        "resume_from_checkpoint": "auto"}))
+    resumed = train_grounder(
+        VisionTrainingArguments(**{**args.__dict__, "max_steps": 24, "resume_from_checkpoint": "auto"})
+    )
     steps = [h["step"] for h in resumed["loss_history"]]
     assert steps[:20] == list(range(1, 21)) and steps[-1] == 24  # continued, not restarted
     pipe = RiVEGPipeline.from_components(recognizer=tiny_recognizer(), grounder=str(out), box_threshold=0.0)
@@ -107,16 +141,34 @@ def test_grounder_training_and_resume(image_dataset, tmp_path, photo):
 def test_owl_grounder_training_is_refused_clearly(image_dataset, tmp_path):
     base = _save(tiny_owlv2(), tmp_path / "owl")
     with pytest.raises(ValueError, match="no training loss in transformers"):
-        train_grounder(VisionTrainingArguments(dataset=str(image_dataset), base_model=base,
-                                               output=str(tmp_path / "o"), max_steps=1))
+        train_grounder(
+            VisionTrainingArguments(
+                dataset=str(image_dataset), base_model=base, output=str(tmp_path / "o"), max_steps=1
+            )
+        )
 
 
 def test_vision_training_needs_images(tmp_path):
     raw = write_release(tmp_path / "raw", {"train": _tweets(2, "t")})
     twitter_gmner.build(raw, tmp_path / "ds")
     base = _save(tiny_blip_itm(), tmp_path / "base")
-    assert cli(["train", "entailment", "--dataset", str(tmp_path / "ds"), "--base-model", base,
-                "--output", str(tmp_path / "o"), "--max-steps", "1"]) == 1
+    assert (
+        cli(
+            [
+                "train",
+                "entailment",
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--base-model",
+                base,
+                "--output",
+                str(tmp_path / "o"),
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +185,27 @@ def test_mner_training_overfits_and_loads_into_the_pipeline(tmp_path, minilm, ph
         (["We", "watched", "Star", "Wars", "with", "Obama"], ["O", "O", "B-OTHER", "I-OTHER", "O", "B-PER"]),
         (["nothing", "to", "see", "here"], ["O", "O", "O", "O"]),
     ]
-    rows = [{"id": f"s{k}{i}", "tokens": t, "tags": g, "objects": None} for k in range(8) for i, (t, g) in enumerate(sents)]
+    rows = [
+        {"id": f"s{k}{i}", "tokens": t, "tags": g, "objects": None}
+        for k in range(8)
+        for i, (t, g) in enumerate(sents)
+    ]
     raw = write_release(tmp_path / "raw", {"train": rows, "dev": rows[:4], "test": rows[:4]})
     twitter_gmner.build(raw, tmp_path / "ds")
     out = tmp_path / "mner"
-    rec = train_mner(MNERTrainingArguments(dataset=str(tmp_path / "ds"), config="gmner", base_model=minilm,
-                                           output=str(out), epochs=12, batch_size=8, learning_rate=1e-3,
-                                           max_length=32, logging_steps=10))
+    rec = train_mner(
+        MNERTrainingArguments(
+            dataset=str(tmp_path / "ds"),
+            config="gmner",
+            base_model=minilm,
+            output=str(out),
+            epochs=12,
+            batch_size=8,
+            learning_rate=1e-3,
+            max_length=32,
+            logging_steps=10,
+        )
+    )
     assert rec["validation"]["f1"] == 1.0, rec["validation"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["id2label"]["1"] == "B-PER" and cfg["riveg_knowledge"] is False
@@ -151,8 +217,10 @@ def test_mner_training_overfits_and_loads_into_the_pipeline(tmp_path, minilm, ph
 
 
 def test_mner_with_llm_knowledge_second_segment(tmp_path):
-    rows = [{"id": f"k{i}", "tokens": ["Messi", "in", "Miami"], "tags": ["B-PER", "O", "B-LOC"], "objects": None}
-            for i in range(6)]
+    rows = [
+        {"id": f"k{i}", "tokens": ["Messi", "in", "Miami"], "tags": ["B-PER", "O", "B-LOC"], "objects": None}
+        for i in range(6)
+    ]
     raw = write_release(tmp_path / "raw", {"train": rows, "dev": rows[:2], "test": rows[:2]})
     know = tmp_path / "know"
     know.mkdir()
@@ -162,8 +230,16 @@ def test_mner_with_llm_knowledge_second_segment(tmp_path):
     twitter_gmner.build(raw, tmp_path / "ds", knowledge=know)
     base = _save(tiny_recognizer(), tmp_path / "base")
     out = tmp_path / "mner-k"
-    rec = train_mner(MNERTrainingArguments(dataset=str(tmp_path / "ds"), config="mner_llm_knowledge",
-                                           base_model=base, output=str(out), max_steps=2, batch_size=4))
+    rec = train_mner(
+        MNERTrainingArguments(
+            dataset=str(tmp_path / "ds"),
+            config="mner_llm_knowledge",
+            base_model=base,
+            output=str(out),
+            max_steps=2,
+            batch_size=4,
+        )
+    )
     assert rec["uses_knowledge"] is True and rec["max_length"] == 256
     assert json.loads((out / "config.json").read_text())["riveg_knowledge"] is True
     pipe = RiVEGPipeline.from_components(recognizer=str(out), grounder=tiny_grounding_dino())

@@ -164,6 +164,20 @@ def _loop_config(args: VisionTrainingArguments) -> LoopConfig:
     )
 
 
+def _finish(kind: str, model, processor, record: dict[str, Any], args, state, t0: float) -> dict[str, Any]:
+    """Time and memory into the record; on the main process save model, processor, run record and card."""
+    from ..hub import component_card
+
+    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    record.update(peak_memory_mb())
+    if state.is_main_process:
+        model.save_pretrained(args.output)
+        processor.save_pretrained(args.output)
+        write_run_record(args.output, record)
+        component_card(kind, record).save(Path(args.output) / "README.md")
+    return record
+
+
 # ---------------------------------------------------------------------- entailment
 def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
     """Fine-tune an image-text model into the pipeline's entailment component."""
@@ -268,16 +282,7 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
             }
     model.config.riveg_entailment_threshold = threshold
     record["threshold"] = threshold
-    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    record.update(peak_memory_mb())
-    if state.is_main_process:
-        model.save_pretrained(args.output)
-        processor.save_pretrained(args.output)
-        write_run_record(args.output, record)
-        from ..hub import component_card
-
-        component_card("entailment", record).save(Path(args.output) / "README.md")
-    return record
+    return _finish("entailment", model, processor, record, args, state, t0)
 
 
 def _feat(out):
@@ -365,13 +370,4 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
                 "mean_iou": float(np.mean(ious)),
                 "examples": len(dev),
             }
-    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    record.update(peak_memory_mb())
-    if state.is_main_process:
-        model.save_pretrained(args.output)
-        processor.save_pretrained(args.output)
-        write_run_record(args.output, record)
-        from ..hub import component_card
-
-        component_card("grounder", record).save(Path(args.output) / "README.md")
-    return record
+    return _finish("grounder", model, processor, record, args, state, t0)
