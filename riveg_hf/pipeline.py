@@ -265,6 +265,8 @@ class RiVEGPipeline(Pipeline):
             inputs = (row for row in inputs)  # lazily, row by row
         elif isinstance(inputs, tuple):
             inputs = list(inputs)
+        if isinstance(inputs, list) and not inputs:
+            return []
         return super().__call__(inputs, *args, **kwargs)
 
     def run_single(self, inputs, preprocess_params, forward_params, postprocess_params):

@@ -233,7 +233,13 @@ def test_empty_text_calls_no_model(every_word_pipe, photo, monkeypatch):
     monkeypatch.setattr(Recognizer, "__call__", lambda self, *a, **k: calls.append(1) or [])
     assert every_word_pipe({"text": "   \n\t", "image": photo}) == []
     assert every_word_pipe({"tokens": [], "image": photo}) == []
+    assert every_word_pipe([]) == [] and list(every_word_pipe(x for x in [])) == []
     assert calls == []
+
+
+def test_tokens_without_subwords_are_outside_entities(every_word_pipe):
+    out = every_word_pipe({"tokens": ["", "\xa0", "Obama", "  "]})
+    assert [(e["entity"], e["token_start"]) for e in out] == [("Obama", 2)]
 
 
 def test_emoji_urls_handles(every_word_pipe):
