@@ -309,7 +309,7 @@ class RiVEGPipeline(Pipeline):
             offsets = [(s, e) for _, s, e in triples]
         knowledge = item.get("knowledge")
         if isinstance(knowledge, str):
-            knowledge = [w for w, _, _ in split_words(knowledge)] or None
+            knowledge = knowledge.split() or None  # whitespace words, as in the training files
         return {
             "index": index,
             "id": item.get("id"),
@@ -365,7 +365,7 @@ class RiVEGPipeline(Pipeline):
                     missing,
                     expander.knowledge([b["text"] for b in missing], [b.get("caption") for b in missing]),
                 ):
-                    b["knowledge"] = [w for w, _, _ in split_words(k)] or None
+                    b["knowledge"] = k.split() or None
             knowledge = [b["knowledge"] for b in batch]
         has_words = [i for i, b in enumerate(batch) if b["words"]]
         spans_per_item: list[list] = [[] for _ in batch]
