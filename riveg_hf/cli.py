@@ -1,6 +1,7 @@
 """The ``riveg`` command line: ``data``, ``predict``, ``segment``, ``evaluate``, ``train``, ``demo``, ``push``.
 
-Each subcommand imports what it needs when it runs, so ``riveg --help`` stays fast.
+Each subcommand imports what it needs (datasets, gradio, accelerate ...) only when it runs; ``import riveg_hf``
+itself loads torch and transformers, since importing the package registers the pipeline tasks.
 """
 
 from __future__ import annotations
