@@ -457,3 +457,87 @@ def test_score_is_finite_json(every_word_pipe, photo):
     for e in out:
         for k in ("score", "groundable_score", "box_score"):
             assert e[k] is None or math.isfinite(e[k])
+
+
+def test_siglip_entailment_uses_its_own_bias(photo):
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    from riveg_hf.stages import Entailment
+    from riveg_hf.testing import tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer(max_length=16)
+    cfg = SiglipConfig(
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+    )
+    model = SiglipModel(cfg).eval()
+    proc = SiglipProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
+    )
+    ent = Entailment(model, proc)
+    assert ent.kind == "contrastive"
+    hyps = ["a person", "a red car", "a cat"]
+    probs = ent.score(photo, hyps)
+    with torch.no_grad():
+        inputs = proc(images=photo, text=hyps, padding="max_length", max_length=16, return_tensors="pt")
+        expected = torch.sigmoid(model(**inputs).logits_per_text[:, 0]).numpy()
+    assert np.allclose(probs, expected, atol=1e-5)  # the same probabilities SigLIP itself gives
+
+
+def test_blip_itm_encode_once_equals_the_models_own_forward(photo):
+    from riveg_hf.stages import Entailment
+    from riveg_hf.testing import tiny_blip_itm
+
+    model, proc = tiny_blip_itm()
+    ent = Entailment(model, proc)
+    hyps = ["obama(PER)-a person", "paris(LOC)-a city with a tower", "nasa"]
+    probs = ent.score(photo, hyps)
+    with torch.no_grad():
+        expected = []
+        for h in hyps:  # the model's own forward: one image encoding per hypothesis
+            inputs = proc(images=photo, text=h, return_tensors="pt")
+            expected.append(torch.softmax(model(**inputs).itm_score, dim=-1)[0, 1].item())
+    assert np.allclose(probs, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["grounding-dino", "owlv2"])
+def test_grounder_boxes_match_transformers_post_processing(family, photo):
+    from riveg_hf.stages import Grounder
+    from riveg_hf.testing import tiny_grounding_dino, tiny_owlv2
+
+    model, proc = tiny_grounding_dino() if family == "grounding-dino" else tiny_owlv2()
+    img = photo.resize((128, 96))  # not square: OWLv2 pads to a square, Grounding DINO does not
+    [(box, score)] = Grounder(model, proc).ground(img, ["a red cat"])
+    with torch.no_grad():
+        if family == "grounding-dino":
+            inputs = proc(images=img, text="a red cat.", return_tensors="pt")
+            res = proc.post_process_grounded_object_detection(
+                model(**inputs),
+                inputs["input_ids"],
+                threshold=0.0,
+                text_threshold=0.0,
+                target_sizes=[(96, 128)],
+            )[0]
+        else:
+            inputs = proc(images=img, text=[["a red cat"]], return_tensors="pt")
+            res = proc.image_processor.post_process_object_detection(
+                model(**inputs), threshold=-1.0, target_sizes=[(96, 128)]
+            )[0]
+    k = int(res["scores"].argmax())
+    expected = [min(max(v, 0.0), lim) for v, lim in zip(res["boxes"][k].tolist(), (128, 96, 128, 96))]
+    assert score == pytest.approx(float(res["scores"][k]), abs=1e-5)
+    assert box == pytest.approx(expected, abs=1e-3)
