@@ -313,3 +313,54 @@ def test_demo_renders_and_round_trips_in_headless_chromium(demo_server, tmp_path
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_riveg_demo_command_serves_on_localhost(composite):
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "riveg_hf.cli",
+            "demo",
+            "--model",
+            str(composite),
+            "--port",
+            str(port),
+            "--task",
+            "segmented-mner",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                    assert resp.status == 200 and b"gradio" in resp.read().lower()
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()[-2000:]
+                assert time.time() < deadline, "the demo did not come up in 180 s"
+                time.sleep(1)
+        # bound to the loopback interface only (listening sockets from /proc/net/tcp: address:port in hex)
+        listening = set()
+        with open("/proc/net/tcp") as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, p = local.split(":")
+                if state == "0A" and int(p, 16) == port:
+                    listening.add(addr)
+        assert listening == {"0100007F"}  # 127.0.0.1, not 0.0.0.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
