@@ -54,6 +54,10 @@ from transformers import (
     SamImageProcessor,
     SamModel,
     SamProcessor,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+    SiglipProcessor,
     SwinConfig,
 )
 
@@ -71,6 +75,7 @@ __all__ = [
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
+    "tiny_siglip",
 ]
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
@@ -202,28 +207,19 @@ def tiny_grounding_dino(seed: int = 0):
     return model, proc
 
 
+def _dual_encoder_configs(vocab_size: int, image_size: int) -> dict:
+    """Tiny text/vision sub-configs shared by the CLIP-like models (CLIP, OWLv2, SigLIP)."""
+    common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    return {
+        "text_config": {**common, "vocab_size": vocab_size, "max_position_embeddings": 16},
+        "vision_config": {**common, "image_size": image_size, "patch_size": 16},
+    }
+
+
 def tiny_owlv2(seed: int = 0):
     tok = tiny_clip_tokenizer()
     with _seeded(seed):
-        cfg = Owlv2Config(
-            text_config={
-                "vocab_size": len(tok),
-                "hidden_size": 32,
-                "intermediate_size": 37,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "max_position_embeddings": 16,
-            },
-            vision_config={
-                "hidden_size": 32,
-                "intermediate_size": 37,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "image_size": 64,
-                "patch_size": 16,
-            },
-            projection_dim=32,
-        )
+        cfg = Owlv2Config(**_dual_encoder_configs(len(tok), 64), projection_dim=32)
         model = Owlv2ForObjectDetection(cfg).eval()
     return model, Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok
@@ -282,28 +278,18 @@ def tiny_blip_captioner(seed: int = 0):
 def tiny_clip(seed: int = 0):
     tok = tiny_clip_tokenizer()
     with _seeded(seed):
-        cfg = CLIPConfig(
-            text_config={
-                "vocab_size": len(tok),
-                "hidden_size": 32,
-                "intermediate_size": 37,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "max_position_embeddings": 16,
-            },
-            vision_config={
-                "hidden_size": 32,
-                "intermediate_size": 37,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "image_size": 32,
-                "patch_size": 16,
-            },
-            projection_dim=16,
-        )
+        cfg = CLIPConfig(**_dual_encoder_configs(len(tok), 32), projection_dim=16)
         model = CLIPModel(cfg).eval()
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
+
+
+def tiny_siglip(seed: int = 0):
+    tok = tiny_clip_tokenizer()
+    with _seeded(seed):
+        model = SiglipModel(SiglipConfig(**_dual_encoder_configs(len(tok), 32))).eval()
+    ip = SiglipImageProcessor(size={"height": 32, "width": 32})
+    return model, SiglipProcessor(image_processor=ip, tokenizer=tok)
 
 
 def tiny_sam2(seed: int = 0):

@@ -460,34 +460,10 @@ def test_score_is_finite_json(every_word_pipe, photo):
 
 
 def test_siglip_entailment_uses_its_own_bias(photo):
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
-
     from riveg_hf.stages import Entailment
-    from riveg_hf.testing import tiny_clip_tokenizer
+    from riveg_hf.testing import tiny_siglip
 
-    tok = tiny_clip_tokenizer(max_length=16)
-    cfg = SiglipConfig(
-        text_config={
-            "vocab_size": len(tok),
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 16,
-        },
-    )
-    model = SiglipModel(cfg).eval()
-    proc = SiglipProcessor(
-        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok
-    )
+    model, proc = tiny_siglip()
     ent = Entailment(model, proc)
     assert ent.kind == "contrastive"
     hyps = ["a person", "a red car", "a cat"]
