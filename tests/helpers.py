@@ -85,3 +85,11 @@ def write_labelme(path: Path, width: int, height: int, shapes: list[tuple[str, s
         "shapes": [{"label": lab, "shape_type": kind, "points": pts} for lab, kind, pts in shapes],
     }
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def save_composite(dummy_dir: dict, out: Path, components=("recognizer", "grounder"), **options) -> Path:
+    """Save a tiny RiVEG composite built from the session's dummy components (see conftest ``dummy_dir``)."""
+    from riveg_hf import RiVEGPipeline
+
+    RiVEGPipeline.from_components(**{c: dummy_dir[c] for c in components}, **options).save_pretrained(out)
+    return out

@@ -8,24 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from riveg_hf import RiVEGPipeline
 from riveg_hf.cli import main as cli
 from riveg_hf.masks import decode_rle
 
-from .helpers import REPO, skimage_photo
+from .helpers import REPO, save_composite, skimage_photo
 
 
 @pytest.fixture(scope="module")
 def composite(dummy_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("composite") / "riveg-tiny"
-    RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"],
-        grounder=dummy_dir["grounder"],
-        entailment=dummy_dir["entailment"],
+    return save_composite(
+        dummy_dir,
+        tmp_path_factory.mktemp("composite") / "riveg-tiny",
+        ("recognizer", "grounder", "entailment"),
         box_threshold=0.0,
         entailment_threshold=0.0,
-    ).save_pretrained(out)
-    return out
+    )
 
 
 def test_predict_examples_file(composite, tmp_path, capsys):

@@ -8,10 +8,9 @@ import sys
 import pytest
 
 from datasets_scripts import twitter_gmner
-from riveg_hf import RiVEGPipeline
 from riveg_hf.cli import main as cli
 
-from .helpers import make_image, write_release
+from .helpers import make_image, save_composite, write_release
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +31,13 @@ def setup(dummy_dir, tmp_path_factory):
     for i in range(6):  # t6 has no image
         make_image((64, 48), color=(10 * i, 100, 200)).save(images / f"t{i}.jpg")
     twitter_gmner.build(raw, root / "ds", images=images)
-    model = root / "riveg"
-    RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"],
-        grounder=dummy_dir["grounder"],
-        entailment=dummy_dir["entailment"],
+    model = save_composite(
+        dummy_dir,
+        root / "riveg",
+        ("recognizer", "grounder", "entailment"),
         box_threshold=0.0,
         entailment_threshold=0.0,
-    ).save_pretrained(model)
+    )
     return root, model
 
 

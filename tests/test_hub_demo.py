@@ -21,19 +21,17 @@ from riveg_hf.hub import component_card, composite_card, push_composite
 from riveg_hf.masks import encode_rle
 from riveg_hf.visualize import draw_entities, entity_colors, highlight_spans
 
-from .helpers import skimage_photo
+from .helpers import save_composite, skimage_photo
 
 
 @pytest.fixture(scope="module")
 def composite(dummy_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hub") / "riveg-tiny"
-    RiVEGPipeline.from_components(
-        recognizer=dummy_dir["recognizer"],
-        grounder=dummy_dir["grounder"],
-        segmenter=dummy_dir["segmenter"],
+    return save_composite(
+        dummy_dir,
+        tmp_path_factory.mktemp("hub") / "riveg-tiny",
+        ("recognizer", "grounder", "segmenter"),
         box_threshold=0.0,
-    ).save_pretrained(out)
-    return out
+    )
 
 
 def _free_port():
