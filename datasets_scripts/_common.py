@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from riveg_hf import __version__
-from riveg_hf.data import Report
+from riveg_hf.data import Report, write_dataset_folder
 
 
 @dataclass
@@ -30,18 +30,35 @@ class BuildResult:
         return "\n".join(lines)
 
 
-def finish(out: Path, counts, report: Report, t0: float, sources: dict[str, str | None]) -> BuildResult:
-    res = BuildResult(
+def write_build(
+    out: str | Path,
+    specs,
+    *,
+    card_body: str,
+    card_data: dict,
+    overwrite: bool,
+    report: Report,
+    t0: float,
+    sources: dict[str, str | None],
+) -> BuildResult:
+    """Write the dataset folder atomically, with ``build_report.json`` inside it before the swap."""
+    out = Path(out)
+
+    def write_report(stage: Path, counts) -> None:
+        payload = {
+            "riveg_hf_version": __version__,
+            "python": platform.python_version(),
+            "command": " ".join(sys.argv),
+            "sources": sources,
+            "counts": counts,
+            **report.to_dict(),
+        }
+        with open(stage / "build_report.json", "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, ensure_ascii=False)
+
+    counts = write_dataset_folder(
+        out, specs, card_body=card_body, card_data=card_data, overwrite=overwrite, finalize=write_report
+    )
+    return BuildResult(
         out=out, counts=counts, report=report, seconds=time.perf_counter() - t0, sources=sources
     )
-    payload = {
-        "riveg_hf_version": __version__,
-        "python": platform.python_version(),
-        "command": " ".join(sys.argv),
-        "sources": sources,
-        "counts": counts,
-        **report.to_dict(),
-    }
-    with open(out / "build_report.json", "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, ensure_ascii=False)
-    return res

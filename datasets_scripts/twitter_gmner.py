@@ -23,11 +23,10 @@ from riveg_hf.data import (
     knowledge_features,
     knowledge_records,
     mner_features,
-    write_dataset_folder,
 )
 
 from . import _card
-from ._common import BuildResult, finish
+from ._common import BuildResult, write_build
 
 CONFIGS = ("gmner", "mner", "mner_llm_knowledge")
 
@@ -182,20 +181,22 @@ def build(
         ],
         "size_categories": ["1K<n<10K"],
     }
-    counts = write_dataset_folder(
-        out,
-        specs,
-        card_body=_card_body(version, body_counts, images is not None),
-        card_data=card_data,
-        overwrite=overwrite,
-    )
     sources = {
         "raw": str(raw),
         "images": str(images) if images else None,
         "knowledge": str(knowledge) if knowledge else None,
         "captions": str(captions) if captions else None,
     }
-    return finish(out, counts, report, t0, sources)
+    return write_build(
+        out,
+        specs,
+        card_body=_card_body(version, body_counts, images is not None),
+        card_data=card_data,
+        overwrite=overwrite,
+        report=report,
+        t0=t0,
+        sources=sources,
+    )
 
 
 def main(argv=None):

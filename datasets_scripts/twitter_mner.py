@@ -25,12 +25,11 @@ from riveg_hf.data import (
     read_conll,
     spans_to_tags,
     tags_to_spans,
-    write_dataset_folder,
 )
 from riveg_hf.types import ENTITY_TYPES
 
 from . import _card
-from ._common import BuildResult, finish
+from ._common import BuildResult, write_build
 
 CONFIGS = ("twitter2015", "twitter2017")
 SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
@@ -110,8 +109,16 @@ Multimodal NER benchmarks on tweets, text part (the images are not included). Ty
         "task_categories": ["token-classification"],
         "tags": ["mner", "multimodal", "twitter"],
     }
-    counts = write_dataset_folder(out, specs, card_body=body, card_data=card_data, overwrite=overwrite)
-    return finish(out, counts, report, t0, {"raw": str(raw)})
+    return write_build(
+        out,
+        specs,
+        card_body=body,
+        card_data=card_data,
+        overwrite=overwrite,
+        report=report,
+        t0=t0,
+        sources={"raw": str(raw)},
+    )
 
 
 def main(argv=None):

@@ -20,11 +20,10 @@ from riveg_hf.data import (
     Report,
     gmner_records,
     smner_features,
-    write_dataset_folder,
 )
 
 from . import _card
-from ._common import BuildResult, finish
+from ._common import BuildResult, write_build
 
 
 def _card_body(version: str, counts: dict) -> str:
@@ -125,15 +124,17 @@ def build(
             "twitter",
         ],
     }
-    counts = write_dataset_folder(
+    sources = {"raw": str(raw), "masks": str(masks), "images": str(images) if images else None}
+    return write_build(
         out,
         [spec],
         card_body=_card_body(Path(raw).name, body_counts),
         card_data=card_data,
         overwrite=overwrite,
+        report=report,
+        t0=t0,
+        sources=sources,
     )
-    sources = {"raw": str(raw), "masks": str(masks), "images": str(images) if images else None}
-    return finish(out, counts, report, t0, sources)
 
 
 def main(argv=None):

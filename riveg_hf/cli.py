@@ -54,6 +54,9 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
                 "corrupt_image",
                 "unmatched_object",
                 "bad_mask_file",
+                "bad_mask_shape",
+                "mask_size_mismatch",
+                "box_outside_image",
             )
         }
         if bad:
@@ -121,21 +124,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from datasets import load_dataset
-
+    from riveg_hf.data import load_built_dataset
     from riveg_hf.metrics import compute_gmner, compute_smner, format_table
 
     rows = read_jsonl(a.predictions)
     preds: dict[str, list] = {}
+    failed: list[str] = []
     for k, row in enumerate(rows, 1):
+        if "id" in row and "entities" not in row and "error" in row:
+            failed.append(str(row["id"]))  # an input `riveg predict` could not process: it predicted nothing
+            row = {**row, "entities": []}
         if "id" not in row or "entities" not in row:
             raise CLIError(
-                f"{a.predictions}:{k}: each line needs 'id' and 'entities' (got keys {sorted(row)})."
+                f"{a.predictions}:{k}: each line needs 'id' and 'entities' (or 'error', as `riveg predict` writes "
+                f"for a failed input); got keys {sorted(row)}."
             )
         if str(row["id"]) in preds:
             raise CLIError(f"{a.predictions}:{k}: duplicate prediction for id {row['id']!r}.")
         preds[str(row["id"])] = row["entities"]
-    ds = load_dataset(a.dataset, a.config, split=a.split)
+    ds = load_built_dataset(a.dataset, a.config, split=a.split)
     if "entities" not in ds.column_names:
         raise CLIError(f"{a.dataset} ({a.config or 'default config'}) has no 'entities' column.")
     entity_feature = ds.features["entities"].feature
@@ -147,6 +154,12 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     print(
         f"{a.predictions} vs {a.dataset} [{a.split}]: {len(preds)} predicted examples, {len(refs)} gold examples"
     )
+    if failed:
+        scores["failed_inputs"] = len(failed)
+        print(
+            f"{len(failed)} input(s) failed in `riveg predict` (lines with 'error'), scored as predicting no "
+            f"entity: {failed[:5]}{' ...' if len(failed) > 5 else ''}"
+        )
     print(format_table(scores))
     if a.output:
         Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
@@ -203,7 +216,12 @@ def _load_pipeline(a: argparse.Namespace):
 
 
 def _call_options(a: argparse.Namespace) -> dict:
-    opts = {"mask_format": a.mask_format, "max_image_pixels": a.max_image_pixels}
+    opts = {
+        "mask_format": a.mask_format,
+        "max_image_pixels": a.max_image_pixels,
+        "allow_url_images": a.allow_url_images,
+        "max_entities_per_image": a.max_entities_per_image,
+    }
     if a.box_threshold is not None:
         opts["box_threshold"] = a.box_threshold
     if a.entailment_threshold is not None:
@@ -221,9 +239,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         raise CLIError("give exactly one of --input FILE.jsonl, --text TEXT [--image PATH], --dataset DIR.")
     ids = None
     if a.dataset:
-        from datasets import load_dataset
+        from riveg_hf.data import load_built_dataset
 
-        rows = load_dataset(a.dataset, a.config, split=a.split)
+        rows = load_built_dataset(a.dataset, a.config, split=a.split)
         if "tokens" not in rows.column_names and "text" not in rows.column_names:
             raise CLIError(f"{a.dataset}: rows need a 'tokens' or 'text' column, got {rows.column_names}.")
         ids = rows["id"] if "id" in rows.column_names else [str(i) for i in range(len(rows))]
@@ -350,6 +368,17 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("--mask-format", default="rle", choices=["rle", "none"])
     p.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    p.add_argument(
+        "--allow-url-images",
+        action="store_true",
+        help="fetch http(s) image URLs (public addresses only, every redirect checked; off by default)",
+    )
+    p.add_argument(
+        "--max-entities-per-image",
+        type=int,
+        default=100,
+        help="ground at most this many entities per image; the others are kept with box=None and a note",
+    )
     p.add_argument("--draw", help="also save one annotated image per input into this folder")
     p.set_defaults(func=_cmd_predict)
 

@@ -1,7 +1,17 @@
 """Loading images safely: bounded size, every PIL mode converted to RGB, clear errors.
 
-Pixel coordinates everywhere in riveg-hf refer to the image **as stored** (no EXIF
-rotation is applied), which is also how the Twitter-GMNER boxes were drawn.
+**Orientation.** Pixel coordinates everywhere in riveg-hf refer to the image **as displayed**:
+an EXIF ``Orientation`` tag is applied (``PIL.ImageOps.exif_transpose``) when an image is
+loaded, as transformers' ``load_image`` and every browser do. The API, the CLI, the dataset
+builder, the endpoint handler and the demo all go through :func:`load_image`, so a box means
+the same pixels in each. (Twitter strips EXIF from uploads, so Twitter-GMNER is unaffected.)
+
+**Size.** Images above ``max_image_pixels`` are refused before decoding; images whose short side
+is below :data:`MIN_IMAGE_SIDE` pixels (e.g. 8000x1) are refused with a clear error, since no
+vision stage can resize them meaningfully.
+
+**URLs** are off unless enabled (``allow_urls=True``); then :func:`riveg_hf.net.fetch_url`
+refuses private, loopback and link-local hosts on every redirect hop.
 """
 
 from __future__ import annotations
@@ -9,16 +19,18 @@ from __future__ import annotations
 import io
 import os
 import re
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .net import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, fetch_url
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "MIN_IMAGE_SIDE",
     "ImageLoadError",
     "ImageTooLargeError",
     "load_image",
@@ -28,8 +40,11 @@ __all__ = [
 #: Largest image (width * height) accepted by default: 40 megapixels, well above any
 #: image Twitter serves (4096 x 4096). Pass ``max_image_pixels`` to change it.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-#: Largest download accepted when an image is given as an http(s) URL.
-DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+#: Largest download accepted when an image is given as an http(s) URL (and URLs are enabled).
+DEFAULT_MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
+#: Smallest accepted short side, in pixels. Detectors and SAM resize the short side to hundreds of
+#: pixels: an 8000x1 strip would become a 8000x800 mess or fail inside a processor.
+MIN_IMAGE_SIDE = 4
 
 
 class ImageLoadError(ValueError):
@@ -44,6 +59,11 @@ def _check_size(size: tuple[int, int], max_pixels: int | None, what: str) -> Non
     w, h = size
     if w < 1 or h < 1:
         raise ImageLoadError(f"{what}: image has an empty size {w}x{h}.")
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise ImageLoadError(
+            f"{what}: image is {w}x{h} pixels; its short side must be at least {MIN_IMAGE_SIDE} pixels "
+            "(riveg_hf.images.MIN_IMAGE_SIDE). Pass the real photo, or None to report every entity as not visible."
+        )
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(
             f"{what}: image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} pixels. "
@@ -116,16 +136,15 @@ def _open(fp: Any, what: str, max_pixels: int | None) -> Image.Image:
     return img
 
 
-def _fetch_url(url: str, max_bytes: int, timeout: float) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": "riveg-hf"})
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (a no-op without one): coordinates are in displayed pixels."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = resp.read(max_bytes + 1)
-    except OSError as err:
-        raise ImageLoadError(f"{url}: could not download the image ({err}).") from None
-    if len(data) > max_bytes:
-        raise ImageTooLargeError(f"{url}: download is larger than {max_bytes:,} bytes.")
-    return data
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # unreadable EXIF block: keep the stored orientation
+        return img
+    if orientation in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def load_image(
@@ -133,20 +152,21 @@ def load_image(
     *,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     what: str | None = None,
-    allow_urls: bool = True,
-    timeout: float = 10.0,
+    allow_urls: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Image.Image:
     """Return ``image`` as an RGB ``PIL.Image``.
 
     ``image`` may be a ``PIL.Image``, a local path (``str`` / ``Path``), an ``http(s)`` URL,
     raw bytes, a ``(H, W)`` / ``(H, W, C)`` uint8 array, or a ``datasets`` image dict
     ``{"bytes", "path"}``. Images above ``max_image_pixels`` are refused *before* their
-    pixels are decoded, so a huge file never costs memory.
+    pixels are decoded, so a huge file never costs memory. An EXIF orientation is applied
+    (displayed orientation, see the module doc). URLs are refused unless ``allow_urls=True``.
     """
     label = what or "image"
     if isinstance(image, Image.Image):
         _check_size(image.size, max_image_pixels, label)
-        return to_rgb(image)
+        return to_rgb(_exif_upright(image))
     if isinstance(image, dict) and ("bytes" in image or "path" in image):
         if image.get("bytes") is not None:
             return load_image(
@@ -156,7 +176,7 @@ def load_image(
             return load_image(image["path"], max_image_pixels=max_image_pixels, what=what)
         raise ImageLoadError(f"{label}: image dict has neither 'bytes' nor 'path'.")
     if isinstance(image, (bytes, bytearray)):
-        return to_rgb(_open_bytes(bytes(image), label, max_image_pixels))
+        return to_rgb(_exif_upright(_open_bytes(bytes(image), label, max_image_pixels)))
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
             raise ImageLoadError(f"{label}: expected an (H, W) or (H, W, C) array, got shape {image.shape}.")
@@ -171,8 +191,12 @@ def load_image(
         s = str(image)
         if s.startswith(("http://", "https://")):
             if not allow_urls:
-                raise ImageLoadError(f"{s}: URLs are not accepted here; pass a local file.")
-            return to_rgb(_open_bytes(_fetch_url(s, DEFAULT_MAX_IMAGE_BYTES, timeout), s, max_image_pixels))
+                raise ImageLoadError(
+                    "image URLs are off: pass a local file, bytes or a PIL image, or enable URL images "
+                    "(allow_url_images=True in the pipeline, --allow-url-images in the CLI); see README, Security."
+                )
+            data = fetch_url(s, max_bytes=DEFAULT_MAX_IMAGE_BYTES, timeout=timeout)
+            return to_rgb(_exif_upright(_open_bytes(data, "image URL", max_image_pixels)))
         path = Path(s).expanduser()
         if not path.is_file():
             raise ImageLoadError(
@@ -180,7 +204,7 @@ def load_image(
                 "(then every entity is reported as not visible)."
             )
         with open(path, "rb") as fh:
-            return to_rgb(_open(fh, what or str(path), max_image_pixels))
+            return to_rgb(_exif_upright(_open(fh, what or str(path), max_image_pixels)))
     raise ImageLoadError(
         f"{label}: expected a PIL image, a local path, a URL, bytes or a uint8 array, got {type(image).__name__}."
     )

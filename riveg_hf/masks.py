@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from pycocotools import mask as _coco_mask
 
 __all__ = [
+    "MAX_MASK_PIXELS",
     "MaskError",
     "as_rle",
     "decode_rle",
@@ -34,7 +36,11 @@ __all__ = [
     "mask_to_xyxy",
     "polygons_to_rle",
     "rle_from_any",
+    "validate_polygon",
 ]
+
+#: Largest mask (height * width) accepted from a file or a prediction: the image limit (40 MP).
+MAX_MASK_PIXELS = 40_000_000
 
 
 class MaskError(ValueError):
@@ -51,22 +57,125 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii")}
 
 
+def _check_size(size: Any) -> list[int]:
+    try:
+        h, w = (int(v) for v in size)
+        exact = all(float(v) == int(v) for v in size)
+    except (TypeError, ValueError, OverflowError):
+        raise MaskError(
+            f"RLE 'size' must be [height, width] (two positive integers), got {size!r}."
+        ) from None
+    if not exact or h < 1 or w < 1:
+        raise MaskError(f"RLE 'size' must be [height, width] (two positive integers), got {size!r}.")
+    if h * w > MAX_MASK_PIXELS:
+        raise MaskError(f"RLE size {h}x{w} is above the limit of {MAX_MASK_PIXELS:,} pixels.")
+    return [h, w]
+
+
+def _decode_counts(counts: bytes) -> list[int]:
+    """COCO compressed counts -> run lengths (pycocotools' ``rleFrString``, with every step checked)."""
+    out: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise MaskError("RLE 'counts' string ends in the middle of a number (truncated).")
+            c = counts[p] - 48
+            if not 0 <= c < 64:
+                raise MaskError(
+                    f"RLE 'counts' has the character {chr(counts[p])!r} at position {p}; a compressed COCO RLE "
+                    "uses only the characters '0' to 'o'."
+                )
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+            if k > 13:
+                raise MaskError("RLE 'counts' holds a number too large for any image.")
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
 def _to_coco(rle: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a COCO RLE (runs well-formed, non-negative, summing to height * width) before pycocotools."""
     if "size" not in rle or "counts" not in rle:
         raise MaskError(f"a COCO RLE needs keys 'size' [height, width] and 'counts'; got keys {sorted(rle)}.")
-    size = [int(s) for s in rle["size"]]
-    if len(size) != 2:
+    if not isinstance(rle["size"], (list, tuple)) or len(rle["size"]) != 2:
         raise MaskError(f"RLE 'size' must be [height, width], got {rle['size']!r}.")
+    size = _check_size(rle["size"])
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE
-        return _coco_mask.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if not isinstance(counts, bytes):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise MaskError("uncompressed RLE 'counts' must be a list of non-negative integers.")
+        runs = counts
+    else:
+        if isinstance(counts, str):
+            try:
+                counts = counts.encode("ascii")
+            except UnicodeEncodeError:
+                raise MaskError(
+                    "RLE 'counts' holds non-ASCII characters; a compressed COCO RLE uses only '0' to 'o'."
+                ) from None
+        if not isinstance(counts, bytes):
+            raise MaskError(
+                f"RLE 'counts' must be a string, bytes or a list of ints, got {type(counts).__name__}."
+            )
+        runs = _decode_counts(counts)
+        if any(c < 0 for c in runs):
+            raise MaskError("RLE 'counts' decodes to a negative run length (corrupt).")
+    total = sum(runs)
+    if total != size[0] * size[1]:
         raise MaskError(
-            f"RLE 'counts' must be a string, bytes or a list of ints, got {type(counts).__name__}."
+            f"RLE runs sum to {total} pixels, but size {size[0]}x{size[1]} has {size[0] * size[1]}; the mask "
+            "is corrupt or its 'size' is wrong."
         )
+    if isinstance(counts, list):
+        return _coco_mask.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
     return {"size": size, "counts": counts}
+
+
+def validate_polygon(
+    points: Sequence[Any], height: int, width: int, *, tolerance: float | None = None
+) -> list[float]:
+    """A polygon ``[x0, y0, x1, y1, ...]`` (or ``[[x, y], ...]``) checked and clipped to the image.
+
+    Every coordinate must be finite and within ``tolerance`` pixels of the image (default: 1%
+    of its larger side, at least 2 px); at least 3 points. Raises :class:`MaskError` otherwise,
+    before pycocotools sees it (NaN or huge coordinates crash it or cost gigabytes).
+
+    >>> validate_polygon([0, 0, 10.5, 0, 10, 12], 10, 10)
+    [0.0, 0.0, 10.0, 0.0, 10.0, 10.0]
+    """
+    if points and isinstance(points[0], (list, tuple)):
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
+            raise MaskError("polygon points must be [x, y] pairs.")
+        flat = [c for p in points for c in p]
+    else:
+        flat = list(points)
+    try:
+        vals = [float(v) for v in flat]
+    except (TypeError, ValueError):
+        raise MaskError("polygon coordinates must be numbers.") from None
+    if len(vals) % 2 or len(vals) < 6:
+        raise MaskError(f"a polygon needs at least 3 (x, y) points, got {len(vals) / 2:g}.")
+    if not all(math.isfinite(v) for v in vals):
+        raise MaskError("polygon has a NaN or infinite coordinate.")
+    tol = tolerance if tolerance is not None else max(2.0, 0.01 * max(height, width))
+    xs, ys = vals[0::2], vals[1::2]
+    if min(xs) < -tol or max(xs) > width + tol or min(ys) < -tol or max(ys) > height + tol:
+        raise MaskError(
+            f"polygon reaches ({min(xs):g}..{max(xs):g}, {min(ys):g}..{max(ys):g}), outside the {width}x{height} "
+            f"image by more than {tol:g} px."
+        )
+    out = []
+    for x, y in zip(xs, ys):
+        out += [min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))]
+    return out
 
 
 def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
@@ -75,11 +184,14 @@ def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
 
 
 def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
-    """COCO polygons ``[[x0, y0, x1, y1, ...], ...]`` (pixels) -> one merged compressed RLE."""
-    polys = [list(map(float, p)) for p in polygons]
-    bad = [p for p in polys if len(p) < 6 or len(p) % 2]
-    if bad:
-        raise MaskError(f"a polygon needs at least 3 (x, y) points as a flat list, got {bad[0]!r}.")
+    """COCO polygons ``[[x0, y0, x1, y1, ...], ...]`` (pixels) -> one merged compressed RLE.
+
+    Each polygon is checked by :func:`validate_polygon` first.
+    """
+    height, width = _check_size([height, width])
+    polys = [validate_polygon(p, height, width) for p in polygons]
+    if not polys:
+        raise MaskError("no polygon given.")
     rles = _coco_mask.frPyObjects(polys, int(height), int(width))
     merged = _coco_mask.merge(rles)
     return {"size": [int(height), int(width)], "counts": merged["counts"].decode("ascii")}

@@ -17,7 +17,11 @@ each vision model encodes each image once, however many entities the tweet has.
 Inputs: ``{"text": str, "image": ...}``, ``{"tokens": [...], "image": ...}``, a plain string,
 or keyword arguments ``pipe(text=..., image=...)``; lists, generators and ``datasets.Dataset``
 rows (``batch_size=``). ``image`` is a PIL image, a local path, or None (then every entity
-is "not visible"; said once in a warning).
+is "not visible"; said once in a warning); an http(s) URL only with ``allow_url_images=True``.
+Pixel coordinates are those of the image as displayed (EXIF orientation applied).
+At most ``max_entities_per_image`` (default 100) entities of one image are grounded; the others
+stay in the output with ``box=None`` and a ``"grounding"`` note, so the cost of one input stays
+linear and bounded.
 
 Output per input: a list of entity dicts ``{"entity", "type", "start", "end", "score",
 "description", "groundable", "groundable_score", "box", "box_score", "mask"}`` (JSON-safe),
@@ -44,6 +48,7 @@ from .boxes import BoxError
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .masks import encode_rle
 from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
+from .net import URLFetchError
 from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, Stage
 from .text import join_words, split_words
 from .types import GroundedEntity
@@ -53,6 +58,9 @@ logger = logging.get_logger(__name__)
 __all__ = ["RiVEGInputError", "RiVEGPipeline"]
 
 MASK_FORMATS = ("rle", "array", "none")
+#: Default cap on the entities one image is grounded for (entailment, grounder, segmenter); entities past
+#: it are kept in the output with ``box=None`` and ``"grounding": "skipped: ..."``, never dropped.
+DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 ERROR_MODES = ("return", "raise")
 
 #: options of from_components that configure a stage, and the stage/option they go to
@@ -70,8 +78,9 @@ _STAGE_OPTIONS = {
 }
 #: call-time options (also accepted by from_components / pipeline(...) as defaults)
 _CALL_OPTIONS = {
-    "preprocess": ("max_image_pixels",),
+    "preprocess": ("max_image_pixels", "allow_url_images"),
     "forward": (
+        "max_entities_per_image",
         "box_threshold",
         "entailment_threshold",
         "use_descriptions",
@@ -143,7 +152,9 @@ class RiVEGPipeline(Pipeline):
         ``template``, ``max_new_tokens``, ``knowledge_prompt`` (expander); ``hypothesis``,
         ``logit_bias``, ``entailment_threshold`` (entailment); ``box_threshold`` (grounder);
         ``mask_threshold`` (segmenter). Call options saved as defaults: ``use_descriptions``,
-        ``use_knowledge``, ``return_masks``, ``mask_format``, ``errors``, ``max_image_pixels``.
+        ``use_knowledge``, ``return_masks``, ``mask_format``, ``errors``, ``max_image_pixels``,
+        ``allow_url_images`` (False: image URLs are refused; see README, Security),
+        ``max_entities_per_image`` (100: entities past it keep ``box=None`` and say so in ``"grounding"``).
 
         >>> pipe = RiVEGPipeline.from_components(  # doctest: +SKIP
         ...     recognizer="dslim/bert-base-NER", grounder="IDEA-Research/grounding-dino-tiny",
@@ -234,8 +245,14 @@ class RiVEGPipeline(Pipeline):
         if "errors" in fwd and fwd["errors"] not in ERROR_MODES:
             raise ValueError(f"errors must be one of {ERROR_MODES}, got {fwd['errors']!r}")
         for key in ("box_threshold", "entailment_threshold"):
-            if key in fwd and not (isinstance(fwd[key], (int, float)) and 0.0 <= fwd[key] <= 1.0):
-                raise ValueError(f"{key} must be a number in [0, 1], got {fwd[key]!r}")
+            if key in fwd and fwd[key] is not None and not _is_unit_number(fwd[key]):
+                raise ValueError(f"{key} must be a number in [0, 1] (not a boolean), got {fwd[key]!r}")
+        cap = fwd.get("max_entities_per_image")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"max_entities_per_image must be a positive integer or None, got {cap!r}")
+        for key, where in (("allow_url_images", pre), ("use_descriptions", fwd), ("return_masks", fwd)):
+            if key in where and where[key] is not None and not isinstance(where[key], bool):
+                raise ValueError(f"{key} must be True or False, got {where[key]!r}")
         return pre, fwd, post
 
     # ------------------------------------------------------------------ calling
@@ -284,14 +301,18 @@ class RiVEGPipeline(Pipeline):
 
     # ------------------------------------------------------------------ the four hooks
     def preprocess(
-        self, inputs: Any, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS, index: int = 0
+        self,
+        inputs: Any,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        allow_url_images: bool = False,
+        index: int = 0,
     ):
         item = _normalize_input(inputs)
         image = item.get("image")
         if image is not None:
             try:
-                image = load_image(image, max_image_pixels=max_image_pixels)
-            except ImageLoadError as err:
+                image = load_image(image, max_image_pixels=max_image_pixels, allow_urls=allow_url_images)
+            except (ImageLoadError, URLFetchError) as err:
                 raise RiVEGInputError(str(err)) from None
         elif not self._warned_no_image:
             logger.warning(
@@ -331,6 +352,7 @@ class RiVEGPipeline(Pipeline):
         use_knowledge: bool | None = None,
         return_masks: bool | None = None,
         errors: str = "return",
+        max_entities_per_image: int | None = DEFAULT_MAX_ENTITIES_PER_IMAGE,
     ) -> list[dict[str, Any]]:
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
@@ -403,9 +425,20 @@ class RiVEGPipeline(Pipeline):
         for b, ents in zip(batch, entities):
             try:
                 if b["image"] is not None and ents and grounder is not None:
+                    cap = len(ents) if max_entities_per_image is None else max_entities_per_image
+                    for ent in ents[cap:]:
+                        ent.update(
+                            groundable=False,
+                            groundable_score=None,
+                            box=None,
+                            box_score=None,
+                            mask=None,
+                            grounding=f"skipped: the image has {len(ents)} entities, above "
+                            f"max_entities_per_image={cap}; raise it to ground them",
+                        )
                     self._ground(
                         b["image"],
-                        ents,
+                        ents[:cap],
                         entailment,
                         grounder,
                         segmenter if return_masks else None,
@@ -499,6 +532,7 @@ class RiVEGPipeline(Pipeline):
                 mask=mask,
                 token_start=ent["token_start"] if model_outputs["from_tokens"] else None,
                 token_end=ent["token_end"] if model_outputs["from_tokens"] else None,
+                extra={"grounding": ent["grounding"]} if "grounding" in ent else {},
             )
             results.append(g.to_dict())
         return results
@@ -550,6 +584,10 @@ class _BatchIterator(Iterator):
 def _check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+
+
+def _is_unit_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
 
 
 def _is_hf_dataset(x: Any) -> bool:

@@ -1,14 +1,11 @@
 """Hub readiness: visualisation, model cards, push (upload replaced), endpoint handler, demo app and browser."""
 
 import base64
-import functools
-import http.server
 import io
 import json
 import os
 import shutil
 import socket
-import threading
 
 import numpy as np
 import pytest
@@ -187,29 +184,67 @@ def _b64(img):
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def test_handler_base64_and_url(handler, photo, tmp_path):
+def test_handler_base64_and_url(handler, photo, tmp_path, monkeypatch):
+    """Base64 works; URLs are refused unless enabled; enabled, only 'public' hosts are fetched (here
+    127.0.0.2 stands for the public internet, 127.0.0.1 for the private network) and the answer is JSON."""
+    from .test_security import Recorder
+
     h, _ = handler
     out = h(
         {"inputs": {"text": "Obama visits Paris", "image": _b64(photo)}, "parameters": {"box_threshold": 0.0}}
     )
     assert isinstance(out, list) and all("box" in e for e in out)
     json.dumps(out)
-    photo.save(tmp_path / "p.png")
-    port = _free_port()
-    srv = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", port), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    )
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    buf = io.BytesIO()
+    photo.save(buf, format="PNG")
+    public = Recorder("127.0.0.2", {"/p.png": (200, {"Content-Type": "image/png"}, buf.getvalue())})
+    internal = Recorder("127.0.0.1", {"/p.png": (200, {"Content-Type": "image/png"}, buf.getvalue())})
     try:
-        via_url = h(
-            {
-                "inputs": {"text": "Obama visits Paris", "image": f"http://127.0.0.1:{port}/p.png"},
-                "parameters": {"box_threshold": 0.0},
-            }
+
+        def ask(url):
+            return h(
+                {"inputs": {"text": "Obama visits Paris", "image": url}, "parameters": {"box_threshold": 0.0}}
+            )
+
+        monkeypatch.delenv("RIVEG_ALLOW_URL_IMAGES", raising=False)
+        refused = ask(f"{public.base}/p.png")
+        assert refused["status"] == 400 and "not accepted by this endpoint" in refused["error"]
+        assert public.requests == []
+        monkeypatch.setenv("RIVEG_ALLOW_URL_IMAGES", "1")
+        private = ask(f"{internal.base}/p.png")
+        assert private["status"] == 400 and "could not fetch the image URL" in private["error"]
+        assert internal.requests == []
+        import ipaddress
+
+        import riveg_hf.net
+
+        monkeypatch.setattr(
+            riveg_hf.net, "is_public_address", lambda ip: ip == ipaddress.ip_address("127.0.0.2")
         )
+        assert ask(f"{public.base}/p.png") == out
+        assert public.requests == ["/p.png"] and internal.requests == []
     finally:
-        srv.shutdown()
-    assert via_url == out
+        public.close()
+        internal.close()
+
+
+def test_handler_answers_json_and_checks_parameter_types(handler, photo):
+    h, _ = handler
+    base = {"text": "Obama visits Paris", "image": _b64(photo)}
+    for params, message in [
+        ({"mask_format": "array"}, "must be one of ['rle', 'none']"),
+        ({"box_threshold": True}, "must be a number, got true"),
+        ({"entailment_threshold": False}, "must be a number, got false"),
+        ({"box_threshold": 1.5}, "must be in [0, 1]"),
+        ({"use_descriptions": 1}, "must be true or false"),
+        ({"max_entities_per_image": 0}, "positive integer"),
+        ({"max_entities_per_image": 2.5}, "must be an integer"),
+    ]:
+        out = h({"inputs": base, "parameters": params})
+        assert isinstance(out, dict) and out["status"] == 400 and message in out["error"], (params, out)
+    out = h({"inputs": base, "parameters": {"mask_format": "none", "max_entities_per_image": 1}})
+    assert isinstance(out, list)
+    assert json.loads(json.dumps(out, allow_nan=False)) == out
 
 
 @pytest.mark.parametrize(
@@ -222,7 +257,7 @@ def test_handler_base64_and_url(handler, photo, tmp_path):
         ({"inputs": {"text": "x", "image": "not base64!!"}}, 400, "neither valid base64"),
         ({"inputs": {"text": "x", "image": base64.b64encode(b"garbage").decode()}}, 400, "not an image"),
         ({"inputs": {"text": "x"}, "parameters": {"box_treshold": 1}}, 400, "unknown parameters"),
-        ({"inputs": {"text": "x"}, "parameters": {"box_threshold": "high"}}, 400, "must be of type float"),
+        ({"inputs": {"text": "x"}, "parameters": {"box_threshold": "high"}}, 400, "must be a number"),
     ],
 )
 def test_handler_bad_payloads_get_4xx_errors(handler, payload, status, message):

@@ -12,7 +12,15 @@ from .conll import (
     tags_to_spans,
 )
 from .features import NER_TAGS, gmner_features, knowledge_features, mner_features, smner_features
-from .folder import ConfigSpec, push_dataset_folder, write_dataset_folder
+from .folder import (
+    BUILD_MARKER,
+    ConfigSpec,
+    IncompleteDatasetError,
+    check_build_complete,
+    load_built_dataset,
+    push_dataset_folder,
+    write_dataset_folder,
+)
 from .gmner import GMNER_SPLITS, RawRelease, gmner_records, knowledge_records
 from .ids import InvalidIdError, safe_child, validate_id
 from .report import Report
@@ -20,12 +28,14 @@ from .smner_masks import MaskFileError, read_mask_file
 from .voc import AnnotationError, VOCAnnotation, VOCObject, read_voc
 
 __all__ = [
+    "BUILD_MARKER",
     "GMNER_SPLITS",
     "NER_TAGS",
     "AlignmentResult",
     "AnnotationError",
     "CoNLLFormatError",
     "ConfigSpec",
+    "IncompleteDatasetError",
     "InvalidIdError",
     "MaskFileError",
     "RawRelease",
@@ -35,10 +45,12 @@ __all__ = [
     "VOCObject",
     "align_objects",
     "bio_tags",
+    "check_build_complete",
     "gmner_features",
     "gmner_records",
     "knowledge_features",
     "knowledge_records",
+    "load_built_dataset",
     "mner_features",
     "normalize_name",
     "push_dataset_folder",

@@ -122,8 +122,27 @@ def spans_to_tags(n_tokens: int, spans: Iterable[tuple[int, int, str]]) -> list[
     return tags
 
 
+_ASCII_SPACE = " \t\r\n\f\v"
+
+
+def _text_lines(path: str):
+    """``(line number, line without its newline)``; a UTF-8 BOM is skipped, an undecodable byte names its line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise CoNLLFormatError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    "re-save the file as UTF-8."
+                ) from None
+            yield lineno, line.rstrip("\r\n")
+
+
 def _split_columns(line: str, path: str, lineno: int) -> tuple[str, str]:
-    parts = line.split("\t")
+    parts = [p.strip(_ASCII_SPACE) for p in line.split("\t")]
     if len(parts) != 2:
         parts = line.split()
     if len(parts) != 2:
@@ -168,53 +187,51 @@ def read_conll(
                 report.add("empty_tweet", f"{path}:{cur.line}: tweet {cur.id} has no tokens (skipped)")
         cur = None
 
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip("\r\n")
-            if has_ids and line.startswith("IMGID:"):
-                close()
-                example_id = line[len("IMGID:") :].strip()
-                skip_current = False
-                try:
-                    validate_id(example_id, f"{path}:{lineno}")
-                except InvalidIdError as err:
-                    report.add("rejected_id", str(err))
+    for lineno, line in _text_lines(path):
+        if has_ids and line.startswith("IMGID:"):
+            close()
+            example_id = line[len("IMGID:") :].strip()
+            skip_current = False
+            try:
+                validate_id(example_id, f"{path}:{lineno}")
+            except InvalidIdError as err:
+                report.add("rejected_id", str(err))
+                skip_current = True
+            else:
+                if example_id in seen:
+                    report.add("duplicate_id", f"{path}:{lineno}: id {example_id} seen before (skipped)")
                     skip_current = True
-                else:
-                    if example_id in seen:
-                        report.add("duplicate_id", f"{path}:{lineno}: id {example_id} seen before (skipped)")
-                        skip_current = True
-                    seen.add(example_id)
-                cur = Sentence(id=example_id, tokens=[], tags=[], line=lineno)
-                continue
-            if not line.strip():
-                if not has_ids:
-                    close()
-                continue
-            if cur is None:
-                if has_ids:
-                    raise CoNLLFormatError(
-                        f"{path}:{lineno}: token line before any 'IMGID:<id>' line: {line!r}. "
-                        "Each tweet must start with a line IMGID:<id>."
-                    )
-                cur = Sentence(id=None, tokens=[], tags=[], line=lineno)
-            token, tag = _split_columns(line, path, lineno)
-            if token == "" or (tag == "X" and not token.strip()):
-                if tag == "X":  # an empty knowledge word (RiVEG's files have a few): nothing to keep
-                    report.count("empty_knowledge_word")
-                    continue
+                seen.add(example_id)
+            cur = Sentence(id=example_id, tokens=[], tags=[], line=lineno)
+            continue
+        if not line.strip():
+            if not has_ids:
+                close()
+            continue
+        if cur is None:
+            if has_ids:
                 raise CoNLLFormatError(
-                    f"{path}:{lineno}: empty token with tag {tag!r} in {line!r}; every token line needs a token."
+                    f"{path}:{lineno}: token line before any 'IMGID:<id>' line: {line!r}. "
+                    "Each tweet must start with a line IMGID:<id>."
                 )
-            if type_map and tag[:2] in ("B-", "I-") and tag[2:] in type_map:
-                report.count("renamed_type_tag")
-                tag = tag[:2] + type_map[tag[2:]]
-            if allowed is not None and tag not in allowed:
-                raise CoNLLFormatError(
-                    f"{path}:{lineno}: unknown tag {tag!r} for token {token!r}; expected one of {sorted(allowed)}."
-                )
-            cur.tokens.append(token)
-            cur.tags.append(tag)
+            cur = Sentence(id=None, tokens=[], tags=[], line=lineno)
+        token, tag = _split_columns(line, path, lineno)
+        if token == "" or (tag == "X" and not token.strip()):
+            if tag == "X":  # an empty knowledge word (RiVEG's files have a few): nothing to keep
+                report.count("empty_knowledge_word")
+                continue
+            raise CoNLLFormatError(
+                f"{path}:{lineno}: empty token with tag {tag!r} in {line!r}; every token line needs a token."
+            )
+        if type_map and tag[:2] in ("B-", "I-") and tag[2:] in type_map:
+            report.count("renamed_type_tag")
+            tag = tag[:2] + type_map[tag[2:]]
+        if allowed is not None and tag not in allowed:
+            raise CoNLLFormatError(
+                f"{path}:{lineno}: unknown tag {tag!r} for token {token!r}; expected one of {sorted(allowed)}."
+            )
+        cur.tokens.append(token)
+        cur.tags.append(tag)
     close()
     return sentences
 
@@ -263,29 +280,25 @@ def read_captions(path: str | Path, report: Report | None = None) -> dict[str, s
         if cur_id is not None:
             captions[cur_id] = "\n".join(buf).strip()
 
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.rstrip("\r\n")
-            if line.startswith("imgid:") and "###" in line:
-                close()
-                head, _, rest = line.partition("###")
-                cur_id = head[len("imgid:") :].strip()
-                try:
-                    validate_id(cur_id, f"{path}:{lineno}")
-                except InvalidIdError as err:
-                    if report is not None:
-                        report.add("rejected_id", str(err))
-                    cur_id = None
-                    buf = []
-                    continue
-                if cur_id in captions and report is not None:
-                    report.add(
-                        "duplicate_caption", f"{path}:{lineno}: second caption for {cur_id} (last wins)"
-                    )
-                buf = [rest]
-            elif cur_id is not None:
-                buf.append(line)
-            elif line.strip() and report is not None:
-                report.add("caption_text_without_id", f"{path}:{lineno}: text before any imgid: record")
+    for lineno, line in _text_lines(path):
+        if line.startswith("imgid:") and "###" in line:
+            close()
+            head, _, rest = line.partition("###")
+            cur_id = head[len("imgid:") :].strip()
+            try:
+                validate_id(cur_id, f"{path}:{lineno}")
+            except InvalidIdError as err:
+                if report is not None:
+                    report.add("rejected_id", str(err))
+                cur_id = None
+                buf = []
+                continue
+            if cur_id in captions and report is not None:
+                report.add("duplicate_caption", f"{path}:{lineno}: second caption for {cur_id} (last wins)")
+            buf = [rest]
+        elif cur_id is not None:
+            buf.append(line)
+        elif line.strip() and report is not None:
+            report.add("caption_text_without_id", f"{path}:{lineno}: text before any imgid: record")
     close()
     return captions

@@ -5,12 +5,23 @@ offline and can be pushed with :func:`push_dataset_folder`.
 Since ``datasets`` 4.0 dataset scripts are gone; this is the convention that replaces them.
 Builder code is never written into the folder (``load_dataset`` refuses a folder that holds
 ``<folder-name>.py``).
+
+**Atomic builds.** A build is written into a hidden sibling folder (``.<name>.building-<pid>-*``)
+and swapped into place only when complete, with its completion marker
+(:data:`BUILD_MARKER`) written last. A build killed at any moment leaves the previous folder
+untouched (or no folder); ``--overwrite`` replaces the previous build only once the new one is
+complete (one atomic exchange on Linux). :func:`load_built_dataset` -- what ``riveg evaluate``,
+``predict`` and ``train`` use -- refuses a local folder without the marker.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +34,23 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-__all__ = ["ConfigSpec", "push_dataset_folder", "write_dataset_folder"]
+__all__ = [
+    "BUILD_MARKER",
+    "ConfigSpec",
+    "IncompleteDatasetError",
+    "check_build_complete",
+    "load_built_dataset",
+    "push_dataset_folder",
+    "write_dataset_folder",
+]
+
+#: Written last into a complete build; a local dataset folder without it is refused.
+BUILD_MARKER = ".riveg-build-complete.json"
+
+
+class IncompleteDatasetError(ValueError):
+    """A local dataset folder that is not a complete riveg-hf build."""
+
 
 #: Split names of the raw releases -> Hugging Face split names.
 SPLIT_NAMES = {
@@ -95,6 +122,85 @@ def _write_split(
     return n_rows, n_bytes
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Remove staging folders of ``out`` left by builds whose process is gone (killed builds)."""
+    prefix = f".{out.name}.building-"
+    if not out.parent.is_dir():
+        return
+    for cand in out.parent.iterdir():
+        if not cand.name.startswith(prefix) or not cand.is_dir():
+            continue
+        pid = cand.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(cand, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _commit(stage: Path, out: Path) -> None:
+    """Put the complete ``stage`` at ``out``; the previous ``out`` survives until this instant."""
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        os.replace(stage, out)  # rename(2) replaces an empty directory atomically
+        return
+    if _exchange(stage, out):
+        shutil.rmtree(stage, ignore_errors=True)  # now holds the previous build
+        return
+    old = out.with_name(f".{out.name}.previous-{os.getpid()}")
+    os.rename(out, old)
+    os.rename(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_build_complete(location: str | os.PathLike) -> None:
+    """Raise :class:`IncompleteDatasetError` for a local folder without the completion marker.
+
+    Hub ids (anything that is not a local folder) are left to ``load_dataset``.
+    """
+    path = Path(location)
+    if not path.is_dir():
+        return
+    if not (path / BUILD_MARKER).is_file():
+        raise IncompleteDatasetError(
+            f"{path} is not a complete riveg-hf dataset build: it has no {BUILD_MARKER} marker, so it may hold a "
+            "partial split or duplicated rows (an interrupted build, a partial copy, or a build by riveg-hf < 0.2). "
+            f"Rebuild it: riveg data build <dataset> --out {path} --overwrite (see README, Datasets)."
+        )
+
+
+def load_built_dataset(location: str | os.PathLike, config: str | None = None, **kwargs: Any):
+    """``datasets.load_dataset(location, config, **kwargs)`` after :func:`check_build_complete`."""
+    from datasets import load_dataset
+
+    check_build_complete(location)
+    return load_dataset(str(location), config, **kwargs)
+
+
 def write_dataset_folder(
     out: str | os.PathLike,
     configs: list[ConfigSpec],
@@ -102,23 +208,41 @@ def write_dataset_folder(
     card_body: str,
     card_data: dict[str, Any] | None = None,
     overwrite: bool = False,
+    finalize: Callable[[Path, dict[str, dict[str, int]]], None] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write ``configs`` under ``out/<config>/<split>-XXXXX-of-YYYYY.parquet`` and ``out/README.md``.
 
-    Returns ``{config: {split: num_examples}}``.
+    Atomic (see the module doc): everything is written into a staging sibling, ``finalize(stage,
+    counts)`` may add files (the build report), the marker is written last, then the stage takes
+    ``out``'s place. Returns ``{config: {split: num_examples}}``.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite).")
-        for c in configs:
-            shutil.rmtree(out / c.name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    py_name = out / f"{out.name}.py"
-    if py_name.exists():
-        raise FileExistsError(
-            f"{py_name} would make load_dataset refuse the folder (dataset scripts are gone)."
-        )
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder.")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_stages(out)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-{os.getpid()}-", dir=out.parent))
+    try:
+        counts = _write_configs(stage, configs, card_body=card_body, card_data=card_data)
+        if finalize is not None:
+            finalize(stage, counts)
+        marker = {"complete": True, "counts": counts}
+        with open(stage / BUILD_MARKER, "w", encoding="utf-8") as fh:
+            json.dump(marker, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return counts
+
+
+def _write_configs(
+    out: Path, configs: list[ConfigSpec], *, card_body: str, card_data: dict[str, Any] | None
+) -> dict[str, dict[str, int]]:
 
     infos = DatasetInfosDict()
     metadata = MetadataConfigs()
@@ -167,6 +291,7 @@ def push_dataset_folder(
     folder = Path(folder)
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no README.md: build it first with `riveg data build`.")
+    check_build_complete(folder)
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     return api.upload_folder(

@@ -125,10 +125,17 @@ def _pair_masks(
                 "missing_mask_file", f"{example_id}: {n_boxes} box(es) but no {path.name} (masks=None)"
             )
         return out
-    h, w, objs = read_mask_file(path)
+    h, w, objs = read_mask_file(path, report)
     width, height = size
     if width is not None and (w, h) != (width, height):
-        report.add("mask_size_mismatch", f"{example_id}: mask file is {w}x{h}, image is {width}x{height}")
+        report.add(
+            "mask_size_mismatch",
+            f"{example_id}: mask file is {w}x{h}, the image (or its XML <size>) is {width}x{height}; its "
+            f"{len(objs)} mask(s) are skipped (masks=None)",
+        )
+        if n_boxes:
+            report.add("box_without_mask", f"{example_id}: {n_boxes} box(es) without a mask", n=n_boxes)
+        return out
     vobjs = [VOCObject(name=o.label, box=o.box or [0.0, 0.0, 0.0, 0.0]) for o in objs]
     aligned = align_objects(tokens, spans, vobjs)
     texts = [" ".join(tokens[s:e]) for s, e, _ in spans]

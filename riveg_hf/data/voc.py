@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree.ElementTree import ParseError
@@ -48,8 +49,12 @@ def read_voc(path: str | Path, report: Report | None = None) -> VOCAnnotation:
     * XML that is not well-formed, or that declares a DOCTYPE / entities (XML bombs,
       external entities), raises :class:`AnnotationError` naming the file.
     * An ``<object>`` without a name or with non-numeric coordinates is skipped and reported.
-    * Boxes with ``xmax < xmin`` (or ``ymax < ymin``) are swapped, boxes outside the
-      ``<size>`` are clipped; both are counted in ``report`` (``box_repaired``).
+    * Boxes with ``xmax < xmin`` (or ``ymax < ymin``) are swapped, boxes crossing the
+      ``<size>`` border are clipped; both are counted in ``report`` (``box_repaired``).
+    * A box entirely outside the image (or with a NaN / infinite coordinate) cannot be repaired:
+      the object is unusable, reported (``box_outside_image`` / ``object_bad_box``) and skipped,
+      so its entity stays but is not groundable from that object (no prediction could match a
+      zero-area box).
     """
     path = str(path)
     report = report if report is not None else Report()
@@ -82,6 +87,20 @@ def read_voc(path: str | Path, report: Report | None = None) -> VOCAnnotation:
         except (TypeError, ValueError):
             report.add(
                 "object_bad_box", f"{path}: object {name!r} has a missing or non-numeric coordinate (skipped)"
+            )
+            continue
+        if not all(math.isfinite(v) for v in box):
+            report.add(
+                "object_bad_box", f"{path}: object {name!r} has a NaN or infinite coordinate (skipped)"
+            )
+            continue
+        x0, x1 = sorted((box[0], box[2]))
+        y0, y1 = sorted((box[1], box[3]))
+        if width is not None and height is not None and (x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0):
+            report.add(
+                "box_outside_image",
+                f"{path}: object {name!r} has box {box}, entirely outside the {width}x{height} image "
+                "(object unusable: skipped; its entity is not groundable from it)",
             )
             continue
         box, fixes = repair_xyxy(box, width, height)

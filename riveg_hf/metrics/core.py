@@ -12,6 +12,10 @@ Definitions (Yu et al., ACL 2023; RiVEG, Findings of ACL 2024; their released sc
   empty), or the predicted box has IoU >= 0.5 with *any one* gold box of the entity. A box
   against an ungroundable gold, or None against a groundable gold, is wrong;
 * **SMNER**: as GMNER with mask IoU >= 0.5 against any gold mask as the region criterion;
+* types are the dataset's (``type_names``, default PER, LOC, ORG, OTHER), matched without regard to
+  case (``"per"`` counts as ``"PER"``); any other type raises :class:`MetricInputError` listing them;
+* masks are validated before any IoU (well-formed RLE whose runs sum to height x width, same size
+  as the gold mask), so a corrupt mask is an error naming its example, never an unbounded loop;
 * matching is one-to-one per metric (a duplicated prediction is a false positive);
   precision = correct / #predictions, recall = correct / #gold, F1 = 2PR / (P + R) (0 when
   P + R = 0); micro-averaged over the split, with a per-type breakdown.
@@ -58,9 +62,18 @@ class _Ent(NamedTuple):
 
 def _type_name(value: Any, type_names: Sequence[str]) -> str:
     if isinstance(value, str):
-        if not (value.isdigit() and value not in type_names):
+        if value in type_names:
             return value
-        value = int(value)  # a ClassLabel index that went through a string column
+        if value.isdigit():
+            value = int(value)  # a ClassLabel index that went through a string column
+        else:
+            folded = [t for t in type_names if t.casefold() == value.strip().casefold()]
+            if len(folded) == 1:
+                return folded[0]  # "per" -> "PER": case-insensitive, documented
+            raise MetricInputError(
+                f"type {value!r} is not one of the dataset's types {list(type_names)} (matched without regard "
+                "to case); map your labels first (e.g. MISC -> OTHER) or pass type_names=[...]."
+            )
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 <= value < len(type_names):
             return type_names[value]
@@ -76,7 +89,7 @@ def _entity(
         span_keys is _GOLD_SPAN or (span_keys is None and ent.get("token_start") is None)
     ):
         s, e, t = ent.get("start"), ent.get("end"), ent.get("type")
-        if type(s) is int and type(e) is int and s <= e and type(t) is str and not t.isdigit():
+        if type(s) is int and type(e) is int and s <= e and type(t) is str and t in type_names:
             return (s, e), t  # the common case, validated without the general path
     if not isinstance(ent, Mapping):
         raise MetricInputError(f"expected an entity dict, got {type(ent).__name__}.")
@@ -270,7 +283,10 @@ def _score(
             if not cands:
                 continue
             # region correctness and best IoU of this prediction against each candidate gold entity
-            ok_iou = [_region_ok(region, gold[j], iou_fn, iou_threshold) for j in cands]
+            try:
+                ok_iou = [_region_ok(region, gold[j], iou_fn, iou_threshold) for j in cands]
+            except MaskError as err:
+                raise MetricInputError(f"example {ex_id!r} prediction {i}: {err}") from None
             if len(cands) == 1:  # the common case: one gold entity with this span
                 j = cands[0]
                 same_type = gold[j].type == typ

@@ -77,35 +77,45 @@ class Grounder(Stage):
 
     @torch.no_grad()
     def ground(self, image, queries: Sequence[str]) -> list[tuple[list[float] | None, float]]:
-        """-> ``[(box xyxy or None, score)]`` per query, the best box of the image for it."""
+        """-> ``[(box xyxy or None, score)]`` per query, the best box of the image for it.
+
+        Cost is linear in the number of queries: each detector call keeps, per query, only its best
+        box (never a queries x all-boxes matrix across calls).
+        """
         if not queries:
             return []
         queries = [self.clean_query(q) for q in queries]
         w, h = image.size
         if self.family == "grounding-dino":
-            scores, boxes = self._gdino(image, queries)
+            best = self._gdino(image, queries)
         else:
-            scores, boxes = self._owl(image, queries)
-        # scores: (num_queries, num_boxes); boxes: (num_boxes, 4) normalised cxcywh
-        scores = np.nan_to_num(scores.astype(np.float64), nan=0.0)
+            best = self._owl(image, queries)
         scale = [max(w, h)] * 2 if self.pad_to_square else [w, h]
         out = []
-        for q in range(len(queries)):
-            if scores.shape[1] == 0:
+        for found in best:
+            if found is None:
                 out.append((None, 0.0))
                 continue
-            k = int(scores[q].argmax())
-            cx, cy, bw, bh = boxes[k]
+            score, (cx, cy, bw, bh) = found
             x0, y0 = (cx - bw / 2) * scale[0], (cy - bh / 2) * scale[1]
             x1, y1 = (cx + bw / 2) * scale[0], (cy + bh / 2) * scale[1]
             box = [min(max(float(v), 0.0), lim) for v, lim in zip((x0, y0, x1, y1), (w, h, w, h))]
             if not all(np.isfinite(box)) or box[2] < box[0] or box[3] < box[1]:
                 out.append((None, 0.0))
                 continue
-            out.append((box, float(scores[q, k])))
+            out.append((box, score))
         return out
 
-    def _gdino(self, image, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _best(scores: np.ndarray, boxes: np.ndarray) -> list[tuple[float, np.ndarray] | None]:
+        """``scores`` (queries, boxes), ``boxes`` (boxes, 4) cxcywh -> per query (best score, its box)."""
+        scores = np.nan_to_num(scores.astype(np.float64), nan=0.0)
+        if scores.shape[1] == 0:
+            return [None] * scores.shape[0]
+        ks = scores.argmax(axis=1)
+        return [(float(scores[q, k]), boxes[k]) for q, k in enumerate(ks)]
+
+    def _gdino(self, image, queries: Sequence[str]) -> list[tuple[float, np.ndarray] | None]:
         tok = self.processor.tokenizer
         # Split the queries into as few prompts as fit the text encoder; almost always one.
         groups: list[list[int]] = [[]]
@@ -117,8 +127,7 @@ class Grounder(Stage):
                 length = 2
             groups[-1].append(i)
             length += n
-        all_scores = np.zeros((len(queries), 0))
-        all_boxes = np.zeros((0, 4))
+        best: list[tuple[float, np.ndarray] | None] = [None] * len(queries)
         pixel_inputs = None
         for group in groups:
             prompt = ". ".join(queries[i] for i in group) + "."
@@ -136,23 +145,31 @@ class Grounder(Stage):
             out = self.model(**inputs)
             probs = torch.sigmoid(out.logits[0].float()).cpu().numpy()  # (num_boxes, max_text_len)
             boxes = out.pred_boxes[0].float().cpu().numpy()
-            # character span of each query inside the prompt -> its token positions
-            scores = np.zeros((len(queries), probs.shape[0]))
-            pos = 0
+            # character span of each query inside the prompt -> its token positions (one pass over tokens)
+            spans, pos = [], 0
             for i in group:
-                start, end = pos, pos + len(queries[i])
-                toks = [
-                    t
-                    for t, (a, b) in enumerate(offsets)
-                    if b > a and a >= start and b <= end and t < probs.shape[1]
-                ]
-                scores[i] = probs[:, toks].max(axis=1) if toks else 0.0
-                pos = end + 2  # ". "
-            all_scores = np.concatenate([all_scores, scores], axis=1)
-            all_boxes = np.concatenate([all_boxes, boxes], axis=0)
-        return all_scores, all_boxes
+                spans.append((pos, pos + len(queries[i])))
+                pos += len(queries[i]) + 2  # ". "
+            toks: list[list[int]] = [[] for _ in group]
+            q = 0
+            for t, (a, b) in enumerate(offsets):
+                if b <= a or t >= probs.shape[1]:
+                    continue
+                while q < len(spans) and a >= spans[q][1]:
+                    q += 1
+                if q == len(spans):
+                    break
+                if a >= spans[q][0] and b <= spans[q][1]:
+                    toks[q].append(t)
+            scores = np.zeros((len(group), probs.shape[0]))
+            for g, tk in enumerate(toks):
+                if tk:
+                    scores[g] = probs[:, tk].max(axis=1)
+            for i, found in zip(group, self._best(scores, boxes)):
+                best[i] = found
+        return best
 
-    def _owl(self, image, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _owl(self, image, queries: Sequence[str]) -> list[tuple[float, np.ndarray] | None]:
         tok = self.processor.tokenizer
         enc = tok(
             list(queries),
@@ -169,4 +186,4 @@ class Grounder(Stage):
         )
         logits = out.logits[0].float()  # (num_boxes, num_queries)
         scores = torch.sigmoid(logits).T.cpu().numpy()
-        return scores, out.pred_boxes[0].float().cpu().numpy()
+        return self._best(scores, out.pred_boxes[0].float().cpu().numpy())

@@ -1,8 +1,13 @@
 """Inference Endpoints handler for a RiVEG composite checkpoint (written into the repo by ``riveg push``).
 
 Request:  {"inputs": {"text": "...", "image": "<base64>" | "https://..." | null}, "parameters": {...}}
-Response: a list of entities (the pipeline's output), or {"error": "...", "status": 4xx} for a bad request.
-Parameters: box_threshold, entailment_threshold (0..1), mask_format ("rle" | "none"), use_descriptions (bool).
+Response: a list of entities (the pipeline's output, always JSON), or {"error": "...", "status": 4xx}.
+Parameters: box_threshold, entailment_threshold (numbers in 0..1, not booleans), mask_format ("rle" | "none"),
+use_descriptions (bool), max_entities_per_image (positive int).
+
+Image URLs are refused unless the endpoint sets RIVEG_ALLOW_URL_IMAGES=1; then only public addresses are
+fetched, on every redirect hop, with a short timeout and a byte cap, and every failed fetch gives the same
+error (riveg_hf.net). Boxes are in pixels of the image as displayed (EXIF orientation applied).
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ PARAMETERS = {
     "entailment_threshold": float,
     "mask_format": str,
     "use_descriptions": bool,
+    "max_entities_per_image": int,
 }
+MASK_FORMATS = ("rle", "none")  # "array" would not be JSON
+
+
+def _allow_urls() -> bool:
+    return os.environ.get("RIVEG_ALLOW_URL_IMAGES", "").strip().lower() in ("1", "true", "yes")
 
 
 class RequestError(ValueError):
@@ -43,12 +54,22 @@ class EndpointHandler:
     def __call__(self, data: dict[str, Any]) -> Any:
         try:
             inputs, params = self._validate(data)
-            return self.pipe(inputs, errors="raise", max_image_pixels=MAX_IMAGE_PIXELS, **params)
+            result = self.pipe(
+                inputs,
+                errors="raise",
+                max_image_pixels=MAX_IMAGE_PIXELS,
+                allow_url_images=_allow_urls(),
+                **params,
+            )
         except RequestError as err:
             return {"error": str(err), "status": err.status}
-        except ValueError as err:  # unreadable image, too large image, bad option value
+        except ValueError as err:  # unreadable image, too large image, refused URL, bad option value
             status = 413 if "above the limit" in str(err) or "larger than" in str(err) else 400
             return {"error": str(err), "status": status}
+        try:
+            return json.loads(json.dumps(result, allow_nan=False))
+        except (TypeError, ValueError) as err:  # never answer with something that is not JSON
+            return {"error": f"internal error: the result is not JSON ({err})", "status": 500}
 
     def _validate(self, data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(data, dict) or "inputs" not in data:
@@ -73,7 +94,13 @@ class EndpointHandler:
         if image is not None:
             if not isinstance(image, str):
                 raise RequestError("'inputs.image' must be a base64 string, an http(s) URL, or null")
-            if not image.startswith(("http://", "https://")):
+            if image.startswith(("http://", "https://")):
+                if not _allow_urls():
+                    raise RequestError(
+                        "image URLs are not accepted by this endpoint; send the image as base64 "
+                        "(the endpoint's owner can enable public URLs with RIVEG_ALLOW_URL_IMAGES=1)"
+                    )
+            else:
                 if image.startswith("data:"):
                     image = image.split(",", 1)[-1]
                 if len(image) > MAX_IMAGE_BYTES * 4 // 3 + 4:
@@ -89,6 +116,23 @@ class EndpointHandler:
         if unknown:
             raise RequestError(f"unknown parameters {unknown}; valid: {sorted(PARAMETERS)}")
         for key, typ in PARAMETERS.items():
-            if key in params and not isinstance(params[key], typ if typ is not float else (int, float)):
-                raise RequestError(f"parameter {key!r} must be of type {typ.__name__}")
+            if key not in params:
+                continue
+            value = params[key]
+            ok = isinstance(value, typ if typ is not float else (int, float))
+            if typ is not bool and isinstance(value, bool):
+                ok = False  # JSON true/false is not a number
+            if not ok:
+                what = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[typ]
+                raise RequestError(f"parameter {key!r} must be {what}, got {json.dumps(value)}")
+        for key in ("box_threshold", "entailment_threshold"):
+            if key in params and not 0.0 <= params[key] <= 1.0:
+                raise RequestError(f"parameter {key!r} must be in [0, 1], got {params[key]}")
+        if "max_entities_per_image" in params and params["max_entities_per_image"] < 1:
+            raise RequestError("parameter 'max_entities_per_image' must be a positive integer")
+        if "mask_format" in params and params["mask_format"] not in MASK_FORMATS:
+            raise RequestError(
+                f"parameter 'mask_format' must be one of {list(MASK_FORMATS)} (JSON responses), "
+                f"got {params['mask_format']!r}"
+            )
         return {"text": text, "image": image}, params

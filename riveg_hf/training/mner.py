@@ -145,7 +145,6 @@ def evaluate_recognizer(model, tokenizer, split, *, knowledge: bool, batch_size:
 def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     """Fine-tune a token-classification model; returns the run record (also written to ``riveg_run.json``)."""
     import torch
-    from datasets import load_dataset
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -155,10 +154,12 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     )
     from transformers.trainer_utils import get_last_checkpoint
 
+    from ..data import load_built_dataset
+
     if args.config not in CONFIGS:
         raise ValueError(f"--config must be one of {list(CONFIGS)}, got {args.config!r}")
     t0 = time.perf_counter()
-    ds = load_dataset(args.dataset, args.config)
+    ds = load_built_dataset(args.dataset, args.config)
     missing = [s for s in ("train", "validation") if s not in ds]
     if missing:
         raise ValueError(

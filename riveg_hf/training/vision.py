@@ -128,9 +128,9 @@ def _img(x):
 
 
 def _splits(args: VisionTrainingArguments):
-    from datasets import load_dataset
+    from ..data import load_built_dataset
 
-    ds = load_dataset(args.dataset, args.config)
+    ds = load_built_dataset(args.dataset, args.config)
     if "train" not in ds:
         raise ValueError(f"{args.dataset} has no train split")
     if "image" not in ds["train"].column_names:
