@@ -270,8 +270,10 @@ def test_image_modes_are_converted(pipe, photo, mode):
 
 
 def test_tiny_and_huge_images(pipe, tmp_path):
-    out = pipe({"text": TEXT, "image": Image.new("RGB", (1, 1), (9, 9, 9))})
+    out = pipe({"text": TEXT, "image": Image.new("RGB", (4, 4), (9, 9, 9))})  # the smallest accepted
     assert isinstance(out, list)
+    with pytest.raises(RiVEGInputError, match="short side must be at least 4"):
+        pipe({"text": TEXT, "image": Image.new("RGB", (1, 1), (9, 9, 9))})
     from .test_utils import _huge_png_bytes
 
     huge = tmp_path / "huge.png"
@@ -317,11 +319,12 @@ def test_detector_boxes_outside_the_image_are_clipped_and_nan_scores_ignored(pip
     grounder = pipe.stages["grounder"]
     fake_scores = np.array([[np.nan, 0.9]])
     fake_boxes = np.array([[0.5, 0.5, 0.2, 0.2], [1.2, -0.3, 1.0, 0.8]])  # cxcywh, the 2nd far outside
-    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: (fake_scores, fake_boxes))
+    best = type(grounder)._best  # per query: its best box over the call's boxes, NaN scores as 0
+    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: best(fake_scores, fake_boxes))
     [(box, score)] = grounder.ground(photo, ["a thing"])
     assert score == pytest.approx(0.9)
     assert box == [pytest.approx(0.7 * 128), 0.0, 128.0, pytest.approx(0.1 * 128)]
-    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: (np.array([[np.nan]]), fake_boxes[:1]))
+    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: best(np.array([[np.nan]]), fake_boxes[:1]))
     assert grounder.ground(photo, ["x"])[0][1] == 0.0
 
 

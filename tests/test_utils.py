@@ -107,12 +107,15 @@ def test_sixteen_bit_is_rescaled_not_clipped():
 
 
 def test_rgba_transparent_is_white():
-    rgba = Image.new("RGBA", (2, 2), (255, 0, 0, 0))
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     assert np.asarray(load_image(rgba))[0, 0].tolist() == [255, 255, 255]
 
 
-def test_one_pixel_image():
-    assert load_image(Image.new("RGB", (1, 1))).size == (1, 1)
+def test_smallest_image_and_degenerate_ones():
+    assert load_image(Image.new("RGB", (4, 4))).size == (4, 4)
+    for size in [(1, 1), (8000, 1), (3, 500)]:
+        with pytest.raises(ImageLoadError, match="short side must be at least 4 pixels"):
+            load_image(Image.new("RGB", size))
 
 
 def _huge_png_bytes(w, h):
