@@ -11,9 +11,13 @@ Prints (a benchmark: it measures and prints, it never fails on time):
    vision-encoder calls per image;
 2. batched (batch_size=8) vs one-by-one throughput over N tweets (default 64);
 3. the pipeline's own overhead as a share of the models' forward time (goal <= 10%);
-4. peak memory.
+4. peak memory;
+5. entity scaling: one image with 10 / 100 / 1000 entities through the grounder (tiny random Grounding DINO,
+   every word an entity), with the per-image cap off and at its default (100): seconds per entity must stay
+   flat (linear cost), and with the cap the entities past it are kept with a note.
 
     python benchmarks/pipeline.py [--tweets 64] [--device cpu] [--no-segmenter]
+    python benchmarks/pipeline.py --scaling-only        # section 5 alone, about a minute on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -140,7 +144,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-segmenter", action="store_true")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--scaling-only", action="store_true", help="only section 5 (entity scaling)")
     a = ap.parse_args()
+    if a.scaling_only:
+        entity_scaling(a.device)
+        return
     from skimage import data
 
     from riveg_hf.images import to_rgb
@@ -193,6 +201,40 @@ def main() -> None:
         f"\n4. peak memory: {rss:.0f} MiB resident"
         + (f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB CUDA" if torch.cuda.is_available() else "")
     )
+    entity_scaling(a.device)
+
+
+def entity_scaling(device: str) -> None:
+    """Section 5: cost against the number of entities of one image (tiny models: the pipeline's own cost)."""
+    from PIL import Image
+
+    from riveg_hf.pipeline import DEFAULT_MAX_ENTITIES_PER_IMAGE
+    from riveg_hf.testing import tiny_grounding_dino, tiny_recognizer
+
+    model, tok = tiny_recognizer()
+    with torch.no_grad():  # every word an entity
+        model.classifier.bias.fill_(-20.0)
+        model.classifier.bias[NER_LABELS.index("B-PER")] = 20.0
+    pipe = RiVEGPipeline.from_components(
+        recognizer=(model, tok), grounder=tiny_grounding_dino(), box_threshold=0.0, device=device
+    )
+    image = Image.new("RGB", (320, 240), (120, 80, 40))
+    print("\n5. entity scaling: one image, n entities (tiny random Grounding DINO; the pipeline's own cost)")
+    pipe({"text": "warm up", "image": image})
+    for cap in (None, DEFAULT_MAX_ENTITIES_PER_IMAGE):
+        base = None
+        for n in (10, 100, 1000):
+            text = " ".join(f"w{i}" for i in range(n))
+            t0 = time.perf_counter()
+            out = pipe({"text": text, "image": image}, max_entities_per_image=cap)
+            dt = time.perf_counter() - t0
+            assert len(out) == n
+            skipped = sum("grounding" in e for e in out)
+            base = base or dt / n
+            print(
+                f"   cap={cap!s:>4}  {n:5d} entities: {dt:7.2f} s  {1000 * dt / n:6.2f} ms/entity "
+                f"({dt / n / base:.2f}x the 10-entity rate)  grounded {n - skipped}, kept with a note {skipped}"
+            )
 
 
 if __name__ == "__main__":
