@@ -73,7 +73,11 @@ def build(
     for cfg in configs:
         folder = raw / cfg
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} not found: --raw must hold twitter2015/ and twitter2017/.")
+            raise FileNotFoundError(
+                f"{folder} not found: a twitter-mner release folder holds twitter2015/ and twitter2017/, each with "
+                "train.txt, valid.txt, test.txt (CoNLL with IMGID: lines). Get it with `riveg data download "
+                "twitter-mner` (then leave out --raw), or point --raw at such a folder."
+            )
         rows = {split: mner_rows(folder / f, report, orphan_i) for split, f in SPLIT_FILES.items()}
         specs.append(
             ConfigSpec(

@@ -40,7 +40,18 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
     for flag in ("images", "captions", "knowledge", "masks"):
         if getattr(a, flag) and flag not in kwargs:
             raise CLIError(f"--{flag} does not apply to {a.dataset}.")
-    result = build(a.raw, a.out, **kwargs)
+    raw = a.raw
+    if raw is None:
+        from riveg_hf.data.download import release_dir
+
+        raw = release_dir(a.dataset)
+        if not raw.is_dir():
+            raise CLIError(
+                f"no --raw given and no downloaded release at {raw}. Get it with `riveg data download "
+                f"{'twitter-mner' if a.dataset == 'twitter-mner' else 'twitter-gmner'}` (or set RIVEG_DATA to the "
+                "folder that holds it), or pass --raw DIR."
+            )
+    result = build(raw, a.out, **kwargs)
     print(result.summary())
     if a.strict:
         bad = {
@@ -65,6 +76,14 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_download(a: argparse.Namespace) -> int:
+    from riveg_hf.data.download import download_release
+
+    for name in a.datasets:
+        download_release(name, a.dest, force=a.force)
+    return 0
+
+
 def _cmd_data_push(a: argparse.Namespace) -> int:
     from riveg_hf.data import push_dataset_folder
 
@@ -75,7 +94,21 @@ def _cmd_data_push(a: argparse.Namespace) -> int:
 
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="build Hugging Face datasets from the raw releases, push them to the Hub")
-    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{build,push}")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{download,build,push}")
+    d = dsub.add_parser(
+        "download",
+        help="download the public releases (text + boxes) into the data folder that `data build` reads",
+        description="Download Twitter-GMNER v2.0 (NUSTM/GMNER) and/or Twitter-2015/2017 (jefferyYu/UMT) from the "
+        "authors' GitHub repositories, resumably, with SHA-256 checksums recorded on the first download and "
+        "verified after. Default folder: $RIVEG_DATA, else ~/.cache/riveg-hf/data. Images are not included: "
+        "see the README, Datasets.",
+    )
+    d.add_argument("datasets", nargs="+", choices=["twitter-gmner", "twitter-mner"])
+    d.add_argument(
+        "--dest", default=None, help="data folder (default: $RIVEG_DATA or ~/.cache/riveg-hf/data)"
+    )
+    d.add_argument("--force", action="store_true", help="download again and accept a changed release")
+    d.set_defaults(func=_cmd_data_download)
     b = dsub.add_parser(
         "build",
         help="raw release -> parquet shards + dataset card that load_dataset(DIR, config) reads",
@@ -88,7 +121,11 @@ def _add_data(sub) -> None:
     )
     b.add_argument("dataset", choices=["twitter-gmner", "twitter-smner", "twitter-mner"])
     b.add_argument(
-        "--raw", required=True, help="the raw release folder (txt/ + xml/, or twitter2015/ + twitter2017/)"
+        "--raw",
+        default=None,
+        help="the raw release folder: txt/{train,dev,test}.txt + xml/<id>.xml (twitter-gmner, twitter-smner), or "
+        "twitter2015/ + twitter2017/ with {train,valid,test}.txt (twitter-mner). Default: the release "
+        "`riveg data download` put in $RIVEG_DATA (~/.cache/riveg-hf/data)",
     )
     b.add_argument("--out", required=True, help="output folder (parquet shards + README.md dataset card)")
     b.add_argument("--images", help="folder of <IMGID>.jpg; without it image=None")

@@ -55,8 +55,10 @@ class RawRelease:
         self.root = Path(self.root)
         if not (self.root / "txt").is_dir():
             raise FileNotFoundError(
-                f"{self.root} is not a Twitter-GMNER release: expected {self.root / 'txt'} with train/dev/test.txt "
-                "(and xml/ with the boxes). Point --raw at e.g. ../shared/data/twitter-gmner/v2.0."
+                f"--raw {self.root} is not a Twitter-GMNER release: a release folder holds txt/train.txt, "
+                "txt/dev.txt, txt/test.txt (CoNLL: IMGID:<id> lines, then token<TAB>tag) and xml/<id>.xml "
+                "(Pascal-VOC boxes). Get one with `riveg data download twitter-gmner` (then leave out --raw), "
+                "or point --raw at such a folder."
             )
 
     def txt(self, split: str) -> Path:
