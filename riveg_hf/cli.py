@@ -87,9 +87,22 @@ def _cmd_data_download(a: argparse.Namespace) -> int:
 def _cmd_data_push(a: argparse.Namespace) -> int:
     from riveg_hf.data import push_dataset_folder
 
-    info = push_dataset_folder(a.folder, a.repo_id, private=a.private)
+    try:
+        info = push_dataset_folder(a.folder, a.repo_id, private=a.private)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # network, auth, offline mode: one line, no traceback
+        raise CLIError(_upload_failed(a.repo_id, a.folder, err)) from None
     print(f"pushed {a.folder} to https://huggingface.co/datasets/{a.repo_id} ({info})")
     return 0
+
+
+def _upload_failed(repo_id: str, folder: str, err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return (
+        f"could not upload {folder} to the Hub repo {repo_id} ({type(err).__name__}: {first}). Check the network "
+        f"(HF_HUB_OFFLINE must be unset) and your token (`hf auth login` or HF_TOKEN); {folder} was not changed."
+    )
 
 
 def _add_data(sub) -> None:
@@ -225,8 +238,9 @@ def _add_evaluate(sub) -> None:
 # --------------------------------------------------------------------------- predict / segment
 HUB_HELP = (
     "The model weights could not be loaded. Without access to the Hugging Face Hub, point --model at a local "
-    "composite folder (written by `pipe.save_pretrained(DIR)` or `riveg train`), or download the checkpoints "
-    "elsewhere (`hf download ID --local-dir DIR`) and build the composite from those folders."
+    "composite folder (written by `pipe.save_pretrained(DIR)` or `riveg train`); for the main job "
+    "(examples/run.sh) set RIVEG_MODEL=DIR. Or download the checkpoints elsewhere (`hf download ID --local-dir "
+    "DIR`) and build the composite from those folders."
 )
 
 
@@ -359,6 +373,7 @@ def _cmd_segment(a: argparse.Namespace) -> int:
             f"riveg segment: {n_err} line(s) could not be segmented (see their 'error' field)",
             file=sys.stderr,
         )
+        return 1
     return 0
 
 
@@ -547,7 +562,12 @@ def _cmd_push(a: argparse.Namespace) -> int:
     from riveg_hf.hub import push_composite
 
     results = json.loads(Path(a.results).read_text()) if a.results else None
-    info = push_composite(a.folder, a.repo_id, private=a.private, results=results)
+    try:
+        info = push_composite(a.folder, a.repo_id, private=a.private, results=results)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # network, auth, offline mode: one line, no traceback
+        raise CLIError(_upload_failed(a.repo_id, a.folder, err)) from None
     print(f"pushed {a.folder} to https://huggingface.co/{a.repo_id} ({info})")
     return 0
 

@@ -242,21 +242,51 @@ def push_composite(
     commit_message: str = "Upload RiVEG composite checkpoint",
     upload: Callable[..., Any] | None = None,
 ) -> Any:
-    """Prepare ``folder`` (card, handler) and upload it to ``repo_id`` with ``HfApi.upload_folder``.
+    """Prepare a staging copy of ``folder`` (card, handler) and upload it to ``repo_id`` with ``HfApi.upload_folder``.
 
-    ``upload`` replaces the upload call (used by tests; the default is the real Hub upload).
+    Nothing is written into ``folder`` until the upload succeeds; then its card, ``handler.py`` and
+    ``requirements.txt`` are copied back, so the local folder matches what was pushed. A failed upload (no
+    network, no token) leaves ``folder`` exactly as it was. ``upload`` replaces the upload call (tests).
     """
-    prepare_for_push(folder, repo_id, results=results)
-    if upload is None:
-        from huggingface_hub import HfApi
+    import tempfile
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        upload = api.upload_folder
-    return upload(
-        folder_path=str(folder),
-        repo_id=repo_id,
-        repo_type="model",
-        commit_message=commit_message,
-        ignore_patterns=["checkpoint-*", "*.part-*", "__pycache__"],
-    )
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="riveg-push-") as tmp:
+        stage = Path(tmp) / folder.name
+
+        def link_or_copy(src, dst):
+            try:
+                os.link(src, dst)  # no second copy of the weights
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(
+            folder,
+            stage,
+            copy_function=link_or_copy,
+            ignore=shutil.ignore_patterns("checkpoint-*", "*.part-*", "__pycache__"),
+        )
+        for name in _PUSH_FILES:  # fresh files, never written through a hard link into the original
+            (stage / name).unlink(missing_ok=True)
+        prepare_for_push(stage, repo_id, results=results)
+        if upload is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            upload = api.upload_folder
+        info = upload(
+            folder_path=str(stage),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message,
+            ignore_patterns=["checkpoint-*", "*.part-*", "__pycache__"],
+        )
+        for name in _PUSH_FILES:
+            tmp_file = folder / f".{name}.tmp"
+            shutil.copyfile(stage / name, tmp_file)
+            os.replace(tmp_file, folder / name)
+    return info
+
+
+_PUSH_FILES = ("README.md", "handler.py", "requirements.txt")

@@ -1,8 +1,9 @@
 """Batch prediction to JSON lines: files of tweets, whole datasets, several processes, resumable.
 
 ``riveg predict`` is a thin wrapper over :func:`predict_to_jsonl`. Each output line is
-``{"id", "text", "entities": [...]}`` (or ``{"id", "error"}`` for an input that could not be
-processed). Work is resumable: ids already written to the output are skipped. Under
+``{"id", "text", "image"?, "entities": [...]}`` (or ``{"id", "text", "image"?, "error"}`` for an input
+that could not be processed); ``image`` is the input's image reference (its path or URL) when it had
+one, so ``riveg segment --predictions`` finds the image again. Work is resumable: ids already written to the output are skipped. Under
 ``accelerate launch`` each process takes its share of the inputs (round-robin by position),
 writes ``<output>.part-<rank>-of-<n>``, and the main process merges the parts in input order.
 """
@@ -142,11 +143,15 @@ def predict_to_jsonl(
         for i, result in zip(mine, results):
             row = rows[i]
             text = row.get("text") if row.get("text") is not None else " ".join(row.get("tokens") or [])
+            line = {"id": ids[i], "text": text}
+            ref = _image_ref(row.get("image") if isinstance(row, dict) else None)
+            if ref is not None:
+                line["image"] = ref
             if isinstance(result, dict) and "error" in result:
-                line = {"id": ids[i], "text": text, "error": result["error"]}
+                line["error"] = result["error"]
                 counts["errors"] += 1
             else:
-                line = {"id": ids[i], "text": text, "entities": result}
+                line["entities"] = result
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
             fh.flush()
             counts["written"] += 1
@@ -160,6 +165,15 @@ def predict_to_jsonl(
             _merge(output, parts, ids)
         state.wait_for_everyone()
     return counts
+
+
+def _image_ref(image: Any) -> str | None:
+    """A JSON-safe reference to an input image: its path or URL (None for in-memory images)."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, dict) and isinstance(image.get("path"), str):
+        return image["path"]
+    return None
 
 
 def _merge(output: Path, parts: Sequence[Path], ids: Sequence[str]) -> None:

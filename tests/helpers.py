@@ -12,17 +12,34 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+GET_DATA = (
+    "the real data was not found: get it with `riveg data download twitter-gmner twitter-mner` (into $RIVEG_DATA "
+    "or ~/.cache/riveg-hf/data), or set RIVEG_DATA to a folder laid out like shared/data"
+)
+
+
 def find_shared_data() -> Path | None:
-    """``$RIVEG_DATA``, else ``../shared/data`` beside the checkout (or above it), else ``/work/shared/data``."""
+    """The real releases: ``$RIVEG_DATA``, then ``shared/data`` beside the checkout (or above it), then the
+    download cache of ``riveg data download`` (``~/.cache/riveg-hf/data``). None when none holds Twitter-GMNER."""
+    from riveg_hf.data.download import default_data_dir
+
     env = os.environ.get("RIVEG_DATA")
-    if env:
-        return Path(env)
-    for parent in [REPO, *REPO.parents]:
-        cand = parent / "shared" / "data"
-        if (cand / "twitter-gmner").is_dir():
+    candidates = [Path(env)] if env else []
+    candidates += [parent / "shared" / "data" for parent in [REPO, *REPO.parents]]
+    candidates.append(default_data_dir())
+    for cand in candidates:
+        if (cand / "twitter-gmner" / "v2.0" / "txt").is_dir():
             return cand
-    cand = Path("/work/shared/data")
-    return cand if cand.is_dir() else None
+    return None
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with a loud reason on a user's machine; fail under CI (``CI=true``), where everything must run."""
+    import pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: this test must run here, so a missing prerequisite is a failure)")
+    pytest.skip(reason)
 
 
 def voc_xml(width: int, height: int, objects: list[tuple[str, list[float]]]) -> str:

@@ -6,6 +6,20 @@ from datasets import load_dataset
 from datasets_scripts import twitter_gmner, twitter_mner
 from riveg_hf.data import Report, gmner_records
 
+from .helpers import skip_or_fail
+
+
+def need(path, what):
+    """``path`` when present; else skip (user machine) / fail (CI) naming where it comes from."""
+    if not path.exists():
+        skip_or_fail(f"{path} is missing: {what}")
+    return path
+
+
+V1_HOW = "Twitter-GMNER v1 (the 2023 release before the 07-21 corrections; NUSTM/GMNER's history), as in shared/data"
+AUX_HOW = "RiVEG's llm-knowledge and captions (JinYuanLi0012/RiVEG), laid out as shared/data/riveg-aux"
+MNER_HOW = "get it with `riveg data download twitter-mner`"
+
 V2 = {
     "tweets": (7000, 1500, 1500),
     "entities": (11779, 2450, 2543),
@@ -50,7 +64,7 @@ def test_v1_counts_and_reported_objects(shared_data):
     not_exact = (45, 5, 10)
     for i, split in enumerate(SPLITS):
         rep = Report()
-        recs = gmner_records(shared_data / "twitter-gmner" / "v1", split, report=rep)
+        recs = gmner_records(need(shared_data / "twitter-gmner" / "v1", V1_HOW), split, report=rep)
         assert sum(len(r["entities"]) for r in recs) == expected_entities[i]
         recovered = rep["aligned_normalized"] + rep["aligned_fuzzy"]
         assert recovered + rep["unmatched_object"] == not_exact[i]
@@ -68,7 +82,7 @@ def test_v1_counts_and_reported_objects(shared_data):
 
 
 def test_twitter_mner_counts(shared_data, tmp_path):
-    res = twitter_mner.build(shared_data / "twitter-mner", tmp_path / "mner")
+    res = twitter_mner.build(need(shared_data / "twitter-mner", MNER_HOW), tmp_path / "mner")
     assert res.counts == {
         "twitter2015": {"train": 4000, "validation": 1000, "test": 3257},
         "twitter2017": {"train": 3373, "validation": 723, "test": 723},
@@ -84,8 +98,8 @@ def test_build_round_trip(shared_data, tmp_path):
     res = twitter_gmner.build(
         root,
         tmp_path / "gm",
-        knowledge=shared_data / "riveg-aux" / "llm-knowledge",
-        captions=shared_data / "riveg-aux" / "captions",
+        knowledge=need(shared_data / "riveg-aux" / "llm-knowledge", AUX_HOW),
+        captions=need(shared_data / "riveg-aux" / "captions", AUX_HOW),
     )
     assert res.counts["gmner"] == {"train": 7000, "validation": 1500, "test": 1500}
     ds = load_dataset(str(tmp_path / "gm"), "gmner")

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from riveg_hf.hub import component_card, composite_card, push_composite
 from riveg_hf.masks import encode_rle
 from riveg_hf.visualize import draw_entities, entity_colors, highlight_spans
 
-from .helpers import save_composite, skimage_photo
+from .helpers import save_composite, skimage_photo, skip_or_fail
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +79,24 @@ def test_draw_entities_boxes_masks_and_shared_colours():
 def test_composite_card_and_push_with_upload_replaced(composite, tmp_path):
     folder = tmp_path / "push"
     shutil.copytree(composite, folder)
-    calls = []
-    push_composite(
-        folder, "org/riveg-tiny", results={"gmner_f1": 0.5}, upload=lambda **kw: calls.append(kw) or "ok"
-    )
-    assert calls == [
-        {
-            "folder_path": str(folder),
-            "repo_id": "org/riveg-tiny",
-            "repo_type": "model",
-            "commit_message": "Upload RiVEG composite checkpoint",
-            "ignore_patterns": ["checkpoint-*", "*.part-*", "__pycache__"],
-        }
-    ]
+    calls, staged = [], []
+
+    def upload(**kw):
+        calls.append(kw)
+        staged.append(sorted(p.name for p in Path(kw["folder_path"]).iterdir()))
+        assert not (folder / "README.md").exists()  # nothing written into the checkpoint before the upload
+        return "ok"
+
+    push_composite(folder, "org/riveg-tiny", results={"gmner_f1": 0.5}, upload=upload)
+    (call,) = calls
+    assert call["folder_path"] != str(folder) and Path(call["folder_path"]).name == folder.name
+    assert {k: v for k, v in call.items() if k != "folder_path"} == {
+        "repo_id": "org/riveg-tiny",
+        "repo_type": "model",
+        "commit_message": "Upload RiVEG composite checkpoint",
+        "ignore_patterns": ["checkpoint-*", "*.part-*", "__pycache__"],
+    }
+    assert {"README.md", "handler.py", "requirements.txt", "config.json"} <= set(staged[0])
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "riveg-hf" and "grounded-mner" in card.data.tags
     assert card.data.eval_results[0].metric_value == 0.5
@@ -160,6 +166,20 @@ def test_riveg_push_cli_reaches_the_upload(composite, tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.HfApi", FakeApi)
     assert cli(["push", str(folder), "org/name"]) == 0
     assert seen == {"create": "org/name", "upload": "org/name"}
+
+
+def test_push_without_network_is_one_line_and_changes_nothing(composite, tmp_path, monkeypatch, capsys):
+    """HF_HUB_OFFLINE=1 (as in the tests) makes the real HfApi refuse: one clear line, the folder untouched."""
+    folder = tmp_path / "p"
+    shutil.copytree(composite, folder)
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli(["push", str(folder), "org/name"]) == 2
+    err = capsys.readouterr().err
+    assert "could not upload" in err and "was not changed" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    assert not (folder / "README.md").exists() and not (folder / "handler.py").exists()
 
 
 # ---------------------------------------------------------------------- endpoint handler
@@ -311,12 +331,19 @@ def test_demo_through_gradio_client(demo_server):
 def test_demo_renders_and_round_trips_in_headless_chromium(demo_server, tmp_path):
     from playwright.sync_api import sync_playwright  # a dev dependency
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, (
-        "Debian chromium is needed for this test (tests/run.sh installs it: apt-get install chromium)"
-    )
     url, _ = demo_server
     with sync_playwright() as p:
+        chromium = next(
+            (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+            None,
+        )
+        if chromium is None and os.path.exists(p.chromium.executable_path):
+            chromium = p.chromium.executable_path  # `playwright install chromium`
+        if chromium is None:
+            skip_or_fail(
+                "no Chromium for the browser test: install Debian's chromium (tests/run.sh does under CI=true) "
+                "or run `playwright install chromium`"
+            )
         browser = p.chromium.launch(
             executable_path=chromium,
             args=[

@@ -179,3 +179,12 @@ def accelerate_loop(
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
     return cfg
+
+
+def base_model_error(base_model: str, err: BaseException) -> OSError:
+    """One error that names the checkpoint that could not be loaded and how to point at a local one."""
+    return OSError(
+        f"--base-model {base_model!r} could not be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
+        "Give a Hub id you can download, or a local folder with config.json, *.safetensors and the tokenizer / "
+        "processor files (`hf download ID --local-dir DIR`); offline, only local folders work."
+    )

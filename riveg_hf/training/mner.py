@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import dataset_provenance, peak_memory_mb, write_run_record
+from .common import base_model_error, dataset_provenance, peak_memory_mb, write_run_record
 
 __all__ = ["MNERTrainingArguments", "evaluate_recognizer", "train_mner"]
 
@@ -174,19 +174,22 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     if args.max_eval_samples:
         dev = dev.select(range(min(args.max_eval_samples, len(dev))))
 
-    tokenizer = AutoTokenizer.from_pretrained(args.base_model, local_files_only=args.local_files_only)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.base_model, local_files_only=args.local_files_only)
+        model = AutoModelForTokenClassification.from_pretrained(
+            args.base_model,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            use_safetensors=True,
+            local_files_only=args.local_files_only,
+        )
+    except (OSError, ValueError) as err:
+        raise base_model_error(args.base_model, err) from None
     if not getattr(tokenizer, "is_fast", True):
         raise ValueError(
             f"{args.base_model}: a fast tokenizer is needed (word_ids); use a model that ships tokenizer.json"
         )
-    model = AutoModelForTokenClassification.from_pretrained(
-        args.base_model,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)},
-        use_safetensors=True,
-        local_files_only=args.local_files_only,
-    )
     model.config.riveg_knowledge = with_knowledge
 
     cols = train.column_names

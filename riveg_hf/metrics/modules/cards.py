@@ -59,16 +59,20 @@ _BOX = List(Value("float64"))
 _RLE = {"size": List(_INT), "counts": _STR}
 
 
-def _options(pred_region: dict, ref_region: dict) -> list[Features]:
-    """``evaluate`` needs the exact keys (extra keys raise inside evaluate), so the options differ only in
-    types: entity types as names or as ClassLabel indices, on either side."""
+def _options(pred_region: dict, ref_region: dict, dataset_region: dict | None = None) -> list[Features]:
+    """``evaluate`` needs the exact keys (extra keys raise inside evaluate), so the options differ in types
+    (entity types as names or as ClassLabel indices, on either side) and in the reference keys: the minimal
+    ``{start, end, type, <region>}``, or a riveg-hf dataset's ``entities`` column exactly as ``load_dataset``
+    returns it (``text`` and ``groundable`` too)."""
+    dataset_keys = {"text": _STR, "groundable": Value("bool"), **(dataset_region or {})}
     return [
         Features(
             {
                 "predictions": List({"start": _INT, "end": _INT, "type": pt, **pred_region}),
-                "references": List({"start": _INT, "end": _INT, "type": rt, **ref_region}),
+                "references": List({**extra, "start": _INT, "end": _INT, "type": rt, **ref_region}),
             }
         )
+        for extra in ({}, dataset_keys)
         for pt in (_STR, _INT)
         for rt in (_STR, _INT)
     ]
@@ -79,4 +83,25 @@ def gmner_features() -> list[Features]:
 
 
 def smner_features() -> list[Features]:
-    return _options({"mask": _RLE}, {"masks": List(_RLE)})
+    return _options({"mask": _RLE}, {"masks": List(_RLE)}, {"boxes": List(_BOX)})
+
+
+def infer_features(metric, example) -> Features:
+    """``evaluate.Metric._infer_feature_from_example`` for our options: evaluate 0.4 tries each option and lets
+    a ``KeyError`` escape when the references carry keys an option lacks, so options are first narrowed to
+    those whose reference keys are the example's (a dataset's ``entities`` column, or the minimal form)."""
+    refs = example.get("references") or []
+    keys = set(refs[0]) if refs and isinstance(refs[0], dict) else None
+    options = [f for f in metric.features if keys is None or set(f["references"].feature) == keys]
+    for features in options or metric.features:
+        try:
+            metric._enforce_nested_string_type(features, example)
+            features.encode_example(example)
+            return features
+        except (ValueError, TypeError, KeyError):
+            continue
+    raise ValueError(
+        "predictions / references do not match the expected format: predictions are lists of "
+        f"{{start, end, type, <region>}}, references lists of {{start, end, type, <regions>}} or a riveg-hf dataset's "
+        f"`entities` column as load_dataset returns it; got reference keys {sorted(keys or [])}."
+    )

@@ -2,7 +2,13 @@
 
 import evaluate
 from riveg_hf.metrics.core import compute_gmner
-from riveg_hf.metrics.modules.cards import GMNER_CITATION, GMNER_DESCRIPTION, GMNER_INPUTS, gmner_features
+from riveg_hf.metrics.modules.cards import (
+    GMNER_CITATION,
+    GMNER_DESCRIPTION,
+    GMNER_INPUTS,
+    gmner_features,
+    infer_features,
+)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(GMNER_DESCRIPTION, GMNER_INPUTS)
@@ -15,6 +21,9 @@ class Gmner(evaluate.Metric):
             features=gmner_features(),
             reference_urls=["https://aclanthology.org/2023.acl-long.508/"],
         )
+
+    def _infer_feature_from_example(self, example):
+        return infer_features(self, example)
 
     def _compute(self, predictions, references):
         return compute_gmner(predictions, references)
