@@ -279,7 +279,8 @@ class RiVEGPipeline(Pipeline):
                 "pass either one input (dict, list, dataset) or text=/tokens=/image=, not both"
             )
         if _is_hf_dataset(inputs):
-            inputs = (row for row in inputs)  # lazily, row by row
+            # row by row; a map-style dataset keeps its length (progress bars), a streaming one is a generator
+            inputs = _LazyRows(inputs) if hasattr(inputs, "__len__") else (row for row in inputs)
         elif isinstance(inputs, tuple):
             inputs = list(inputs)
         if isinstance(inputs, list) and not inputs:
@@ -295,7 +296,8 @@ class RiVEGPipeline(Pipeline):
         self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params
     ):
         """Our own batching: preprocess ``batch_size`` inputs, run the stages once over them, postprocess each."""
-        return _BatchIterator(
+        cls = _SizedBatchIterator if hasattr(inputs, "__len__") else _BatchIterator
+        return cls(
             self, inputs, max(1, int(batch_size or 1)), preprocess_params, forward_params, postprocess_params
         )
 
@@ -547,9 +549,7 @@ class _BatchIterator(Iterator):
         self.errors = fwd.get("errors", "return")
         self.pending: list[Any] = []
         self.index = 0
-
-    def __len__(self):  # pragma: no cover - only for progress bars on sized inputs
-        raise TypeError("length unknown")
+        self.total = len(inputs) if hasattr(inputs, "__len__") else None
 
     def __next__(self):
         if not self.pending:
@@ -581,9 +581,32 @@ class _BatchIterator(Iterator):
 
 
 # ---------------------------------------------------------------------- helpers
+class _SizedBatchIterator(_BatchIterator):
+    """The iterator of a sized input (list, dataset): ``len()`` is the number of outputs still to come."""
+
+    def __len__(self) -> int:
+        return self.total - self.index + len(self.pending)
+
+
 def _check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+
+
+class _LazyRows(torch.utils.data.Dataset):
+    """A ``datasets.Dataset`` read row by row, with its length (transformers streams a torch Dataset lazily)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __getitem__(self, i):
+        return self.ds[i]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __iter__(self):
+        return iter(self.ds)
 
 
 def _is_unit_number(x: Any) -> bool:

@@ -21,7 +21,7 @@ from .boxes import as_xyxy
 from .images import load_image
 from .masks import decode_rle
 
-__all__ = ["draw_entities", "entity_colors", "highlight_spans", "save_drawing"]
+__all__ = ["draw_entities", "entity_colors", "highlight_spans", "label_boxes", "save_drawing"]
 
 
 def entity_colors(n: int) -> list[tuple[int, int, int]]:
@@ -68,6 +68,49 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _label_text(e: dict[str, Any]) -> str:
+    score = e.get("box_score") if e.get("box_score") is not None else e.get("groundable_score")
+    return label_of(e) + (f" {score:.2f}" if score is not None else "")
+
+
+def label_boxes(image: Image.Image, entities: list[dict[str, Any]], font=None) -> list[tuple | None]:
+    """Where each boxed entity's label goes: ``(x0, y0, x1, y1)`` pixels (None without a box).
+
+    A label sits just above its box (inside it at the top edge of the image); a label that would
+    overlap one already placed moves down by its height until it is free, so coinciding boxes get
+    stacked, readable labels. Rectangles stay inside the image.
+    """
+    w, h = image.size
+    font = font or _font(max(11, round(min(w, h) / 40)))
+    draw = ImageDraw.Draw(image)
+    placed: list[tuple] = []
+    out: list[tuple | None] = []
+    for e in entities:
+        if e.get("box") is None:
+            out.append(None)
+            continue
+        x0, y0, _x1, _y1 = as_xyxy(e["box"])
+        tb = draw.textbbox((0, 0), _label_text(e), font=font)
+        tw, th = tb[2] - tb[0] + 6, tb[3] - tb[1] + 4
+        x = min(max(0.0, x0), max(0.0, w - tw))
+        y = y0 - th if y0 - th >= 0 else y0
+        for _ in range(len(placed) + 1):
+            rect = (x, y, x + tw, y + th)
+            clash = [
+                r
+                for r in placed
+                if min(r[2], rect[2]) > max(r[0], rect[0]) and min(r[3], rect[3]) > max(r[1], rect[1])
+            ]
+            if not clash:
+                break
+            y = max(r[3] for r in clash)
+        y = min(max(0.0, y), max(0.0, h - th))
+        rect = (x, y, x + tw, y + th)
+        placed.append(rect)
+        out.append(rect)
+    return out
+
+
 def draw_entities(
     image: Any,
     entities: list[dict[str, Any]],
@@ -102,15 +145,11 @@ def draw_entities(
         if e.get("box") is None:
             missing.append((e, c))
             continue
-        x0, y0, x1, y1 = as_xyxy(e["box"])
-        draw.rectangle([x0, y0, x1, y1], outline=c, width=lw)
-        score = e.get("box_score") if e.get("box_score") is not None else e.get("groundable_score")
-        label = label_of(e) + (f" {score:.2f}" if score is not None else "")
-        tb = draw.textbbox((x0, y0), label, font=font)
-        th = tb[3] - tb[1] + 4
-        ty = y0 - th if y0 - th >= 0 else y0
-        draw.rectangle([x0, ty, x0 + (tb[2] - tb[0]) + 6, ty + th], fill=c)
-        draw.text((x0 + 3, ty + 1), label, fill=(0, 0, 0), font=font)
+        draw.rectangle(as_xyxy(e["box"]), outline=c, width=lw)
+    for e, c, rect in zip(entities, colors, label_boxes(img, entities, font)):
+        if rect is not None:  # labels after all boxes, so no box line crosses a label
+            draw.rectangle(list(rect), fill=c)
+            draw.text((rect[0] + 3, rect[1] + 1), _label_text(e), fill=(0, 0, 0), font=font)
     if show_not_visible and missing:
         y = 4
         for e, c in missing:

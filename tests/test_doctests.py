@@ -10,6 +10,7 @@ import riveg_hf.data.conll
 import riveg_hf.data.report
 import riveg_hf.masks
 import riveg_hf.metrics.core
+import riveg_hf.net
 import riveg_hf.stages.expander
 import riveg_hf.text
 
@@ -24,6 +25,7 @@ import riveg_hf.text
         riveg_hf.data.conll,
         riveg_hf.data.report,
         riveg_hf.metrics.core,
+        riveg_hf.net,
         riveg_hf.stages.expander,
     ],
     ids=lambda m: m.__name__,

@@ -12,6 +12,7 @@ def test_template_only():
     exp = Expander()
     assert exp.describe([REQ]) == [("Golden Gate Bridge, a location", "template")]
     assert template_description("Obama", "PER") == "Obama, a person"
+    assert template_description("NASA", "ORG") == "NASA, an organization"  # the article by sound
     assert template_description("X", "OTHER", "{entity} ({type_word})") == "X (named entity)"
 
 

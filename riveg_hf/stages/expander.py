@@ -36,9 +36,10 @@ __all__ = [
     "ExpansionRequest",
     "clean_description",
     "template_description",
+    "with_article",
 ]
 
-DEFAULT_TEMPLATE = "{entity}, a {type_word}"
+DEFAULT_TEMPLATE = "{entity}, {a_type_word}"
 
 #: RiVEG's entity-expansion prompt (few-shot), with {text}, {caption}, {entity}, {type}, {type_word}.
 DEFAULT_PROMPT = (
@@ -79,9 +80,34 @@ class ExpansionRequest:
     caption: str | None = None
 
 
+def with_article(word: str) -> str:
+    """``word`` with its indefinite article, chosen by sound: ``"an organization"``, ``"a person"``.
+
+    >>> [with_article(w) for w in ("organization", "location", "named entity", "university", "hour")]
+    ['an organization', 'a location', 'a named entity', 'a university', 'an hour']
+    """
+    w = word.strip().lower()
+    vowel_sound = w[:1] in ("a", "e", "i", "o", "u") and not w.startswith(
+        ("uni", "use", "usu", "eu", "one", "once")
+    )
+    vowel_sound = vowel_sound or w.startswith(("hour", "honest", "honor", "honour", "heir"))
+    return f"{'an' if vowel_sound else 'a'} {word.strip()}"
+
+
 def template_description(entity: str, type_: str, template: str = DEFAULT_TEMPLATE) -> str:
-    """The fallback description: ``"Golden Gate Bridge, a location"``."""
-    return template.format(entity=entity, type=type_, type_word=TYPE_WORDS.get(type_, "named entity"))
+    """The fallback description: ``"Golden Gate Bridge, a location"``, ``"NASA, an organization"``.
+
+    Placeholders: ``{entity}``, ``{type}``, ``{type_word}`` and ``{a_type_word}`` (the type word with its
+    article by sound). Templates saved by older versions (``"... a {type_word}"``) get the right article too.
+
+    >>> template_description("NASA", "ORG")
+    'NASA, an organization'
+    >>> template_description("NASA", "ORG", "{entity}, a {type_word}")
+    'NASA, an organization'
+    """
+    word = TYPE_WORDS.get(type_, "named entity")
+    template = template.replace("a {type_word}", "{a_type_word}")
+    return template.format(entity=entity, type=type_, type_word=word, a_type_word=with_article(word))
 
 
 _PREFIX_RE = re.compile(r"^\s*(?:description|answer|output)\s*[:\-]\s*", re.I)
@@ -276,6 +302,7 @@ class Expander(_Generator):
                 entity=r.entity,
                 type=r.type,
                 type_word=TYPE_WORDS.get(r.type, "named entity"),
+                a_type_word=with_article(TYPE_WORDS.get(r.type, "named entity")),
             )
             key = (self._model_key(), prompt)
             if key in self._cache:
