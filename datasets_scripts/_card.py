@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from model_cards import INSTALL_COMMAND, REPOSITORY
+
+#: "Built by riveg-hf" with the project's link, the same in every dataset card.
+BUILT_BY = f"[riveg-hf]({REPOSITORY})"
+
 LICENSE_NOTE = (
     "**License and terms.** The annotations are redistributed from the dataset authors' public release for "
     "research use. The tweets and images remain subject to Twitter's (X's) terms and to the copyrights of "
@@ -68,7 +73,11 @@ matches exactly, so the groundable flags equal the test gold that the field publ
 
 
 def usage(repo: str, config: str) -> str:
-    return f"""```python
+    return f"""```bash
+{INSTALL_COMMAND}
+```
+
+```python
 from datasets import load_dataset
 
 ds = load_dataset("{repo}", "{config}")          # or load_dataset("path/to/this/folder", "{config}")

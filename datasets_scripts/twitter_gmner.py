@@ -41,7 +41,7 @@ def _card_body(version: str, counts: dict, have_images: bool) -> str:
 
 Grounded Multimodal Named Entity Recognition on tweets (Yu et al., ACL 2023): find each named entity of a
 tweet, its type (PER, LOC, ORG, OTHER) and the box of its image that shows it, or "not visible".
-Built by [riveg-hf](https://github.com/) from the authors' release `{version}`{"" if have_images else " (text and boxes; images not included)"}.
+Built by {_card.BUILT_BY} from the authors' release `{version}`{"" if have_images else " (text and boxes; images not included)"}.
 
 | config | train | validation | test |
 |---|---|---|---|

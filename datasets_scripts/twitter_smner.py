@@ -32,7 +32,7 @@ def _card_body(version: str, counts: dict) -> str:
 # Twitter-SMNER
 
 Segmented Multimodal Named Entity Recognition on tweets: Twitter-GMNER's entities, types and boxes, plus a
-segmentation mask for each box. Built by riveg-hf from the GMNER release `{version}` and the SMNER mask files.
+segmentation mask for each box. Built by {_card.BUILT_BY} from the GMNER release `{version}` and the SMNER mask files.
 
 | config | train | validation | test |
 |---|---|---|---|

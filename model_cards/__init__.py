@@ -4,6 +4,13 @@ from pathlib import Path
 
 TEMPLATES = Path(__file__).resolve().parent
 
+#: The project's source repository, used consistently by every card until riveg-hf is published on PyPI.
+REPOSITORY = "https://github.com/riveg-hf/riveg-hf"
+#: How a card tells its reader to install the package.
+INSTALL_COMMAND = (
+    f'pip install "riveg-hf @ git+{REPOSITORY}"   # not on PyPI yet; or `pip install -e .` in a clone'
+)
+
 
 def template(name: str) -> Path:
     """Path of ``<name>.md`` in this folder."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from model_cards import template
+from model_cards import INSTALL_COMMAND, template
 
 __all__ = ["HANDLER_TEMPLATE", "component_card", "composite_card", "prepare_for_push", "push_composite"]
 
@@ -88,6 +88,7 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
         )
         return ModelCard.from_template(
             data,
+            install=INSTALL_COMMAND,
             template_path=str(template("mner")),
             result_rows=rows,
             uses_knowledge=record.get("uses_knowledge"),
@@ -138,6 +139,7 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
         )
         return ModelCard.from_template(
             data,
+            install=INSTALL_COMMAND,
             template_path=str(template(kind)),
             results=results,
             threshold=record.get("threshold"),
@@ -199,6 +201,7 @@ def composite_card(
     )
     return ModelCard.from_template(
         data,
+        install=INSTALL_COMMAND,
         template_path=str(template("riveg_composite")),
         components=comps,
         task=task,

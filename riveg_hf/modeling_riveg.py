@@ -28,6 +28,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from .stages import STAGES, ComponentLoadError, Expander, Stage
+from .stages.base import quiet_progress
 
 __all__ = ["RiVEGConfig", "RiVEGModel"]
 
@@ -93,6 +94,7 @@ class RiVEGModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ loading
     @classmethod
+    @quiet_progress
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str | os.PathLike,
@@ -172,6 +174,7 @@ class RiVEGModel(PreTrainedModel):
         return cls(config, stages)
 
     # ------------------------------------------------------------------ saving
+    @quiet_progress
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,

@@ -207,11 +207,13 @@ def tiny_grounding_dino(seed: int = 0):
     return model, proc
 
 
-def _dual_encoder_configs(vocab_size: int, image_size: int) -> dict:
-    """Tiny text/vision sub-configs shared by the CLIP-like models (CLIP, OWLv2, SigLIP)."""
+def _dual_encoder_configs(tok, image_size: int) -> dict:
+    """Tiny text/vision sub-configs shared by the CLIP-like models (CLIP, OWLv2, SigLIP); the special token ids
+    are the tiny tokenizer's (the defaults of the full-size configs lie outside its vocabulary)."""
     common = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    special = {f"{k}_token_id": getattr(tok, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
     return {
-        "text_config": {**common, "vocab_size": vocab_size, "max_position_embeddings": 16},
+        "text_config": {**common, **special, "vocab_size": len(tok), "max_position_embeddings": 16},
         "vision_config": {**common, "image_size": image_size, "patch_size": 16},
     }
 
@@ -219,17 +221,20 @@ def _dual_encoder_configs(vocab_size: int, image_size: int) -> dict:
 def tiny_owlv2(seed: int = 0):
     tok = tiny_clip_tokenizer()
     with _seeded(seed):
-        cfg = Owlv2Config(**_dual_encoder_configs(len(tok), 64), projection_dim=32)
+        cfg = Owlv2Config(**_dual_encoder_configs(tok, 64), projection_dim=32)
         model = Owlv2ForObjectDetection(cfg).eval()
     return model, Owlv2Processor(
         image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tok
     )
 
 
-def _blip_config(vocab_size: int) -> BlipConfig:
+def _blip_config(tok) -> BlipConfig:
     return BlipConfig(
         text_config={
-            "vocab_size": vocab_size,
+            "vocab_size": len(tok),
+            "bos_token_id": tok.cls_token_id,
+            "sep_token_id": tok.sep_token_id,
+            "pad_token_id": tok.pad_token_id,
             "hidden_size": 32,
             "intermediate_size": 37,
             "num_hidden_layers": 1,
@@ -260,14 +265,14 @@ def _blip_processor() -> BlipProcessor:
 def tiny_blip_itm(seed: int = 0):
     proc = _blip_processor()
     with _seeded(seed):
-        model = BlipForImageTextRetrieval(_blip_config(len(proc.tokenizer))).eval()
+        model = BlipForImageTextRetrieval(_blip_config(proc.tokenizer)).eval()
     return model, proc
 
 
 def tiny_blip_captioner(seed: int = 0):
     proc = _blip_processor()
     with _seeded(seed):
-        cfg = _blip_config(len(proc.tokenizer))
+        cfg = _blip_config(proc.tokenizer)
         cfg.text_config.bos_token_id = proc.tokenizer.cls_token_id
         cfg.text_config.sep_token_id = proc.tokenizer.sep_token_id
         cfg.text_config.pad_token_id = proc.tokenizer.pad_token_id
@@ -278,7 +283,7 @@ def tiny_blip_captioner(seed: int = 0):
 def tiny_clip(seed: int = 0):
     tok = tiny_clip_tokenizer()
     with _seeded(seed):
-        cfg = CLIPConfig(**_dual_encoder_configs(len(tok), 32), projection_dim=16)
+        cfg = CLIPConfig(**_dual_encoder_configs(tok, 32), projection_dim=16)
         model = CLIPModel(cfg).eval()
     ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
@@ -287,7 +292,7 @@ def tiny_clip(seed: int = 0):
 def tiny_siglip(seed: int = 0):
     tok = tiny_clip_tokenizer()
     with _seeded(seed):
-        model = SiglipModel(SiglipConfig(**_dual_encoder_configs(len(tok), 32))).eval()
+        model = SiglipModel(SiglipConfig(**_dual_encoder_configs(tok, 32))).eval()
     ip = SiglipImageProcessor(size={"height": 32, "width": 32})
     return model, SiglipProcessor(image_processor=ip, tokenizer=tok)
 

@@ -148,7 +148,9 @@ def test_predict_segment_evaluate_chain_on_the_examples(dummy_dir, tmp_path, cap
     assert cli(["predict", "--input", str(REPO / "examples" / "tweets.jsonl"), "--images", str(images),
                 "--model", str(comp), "--output", str(preds)]) == 0  # fmt: skip
     lines = [json.loads(x) for x in preds.read_text().splitlines()]
-    assert lines and all(Path(x["image"]).is_file() for x in lines)  # each line says which image it used
+    with_image = [x for x in lines if x["id"] != "no-image"]
+    assert with_image and all(Path(x["image"]).is_file() for x in with_image)  # which image each line used
+    assert "image" not in next(x for x in lines if x["id"] == "no-image")
     seg = tmp_path / "seg.jsonl"
     assert cli(["segment", "--predictions", str(preds), "--segmenter", dummy_dir["segmenter"],
                 "--output", str(seg)]) == 0  # fmt: skip
@@ -189,7 +191,7 @@ def test_evaluate_module_takes_a_dataset_entities_column_as_is(tmp_path):
 def test_cli_help_and_version_do_not_import_torch():
     code = (
         "import sys, runpy; sys.argv = ['riveg', '--help']\n"
-        "try:\n    runpy.run_module('riveg_hf.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "try:\n    runpy.run_module('riveg_cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'gradio') if m in sys.modules)\n"
         "print('HEAVY', heavy)"
     )

@@ -14,6 +14,7 @@ stage's settings (thresholds, prompts...) as JSON-safe data for the composite co
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, ClassVar
 
@@ -22,7 +23,27 @@ import transformers
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel
 from transformers.utils.hub import resolve_revision
 
-__all__ = ["ComponentLoadError", "Stage", "resolve_model_class"]
+__all__ = ["ComponentLoadError", "Stage", "quiet_progress", "resolve_model_class"]
+
+
+def quiet_progress(fn):
+    """Hide transformers' per-component "Loading weights" / "Writing model shards" bars while ``fn`` runs
+    (restored afterwards); ``RIVEG_VERBOSE=1`` (CLI: ``--verbose``) shows them. Long work (datasets, predict,
+    train) keeps its own single progress bar."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        from transformers.utils import logging as hf_logging
+
+        if os.environ.get("RIVEG_VERBOSE") == "1" or not hf_logging.is_progress_bar_enabled():
+            return fn(*args, **kwargs)
+        hf_logging.disable_progress_bar()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            hf_logging.enable_progress_bar()
+
+    return wrapper
 
 
 class ComponentLoadError(OSError):
@@ -71,6 +92,7 @@ class Stage:
 
     # ------------------------------------------------------------------ loading
     @classmethod
+    @quiet_progress
     def load_model_and_processor(
         cls,
         location: str | os.PathLike,
@@ -168,6 +190,7 @@ class Stage:
             stage.source["subfolder"] = load["subfolder"]
         return stage
 
+    @quiet_progress
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the model (safetensors) and its processor into ``directory``."""
         os.makedirs(directory, exist_ok=True)

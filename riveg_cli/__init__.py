@@ -1,0 +1,278 @@
+"""The ``riveg`` command line, light to start: argument parsing only; each subcommand's implementation
+(in :mod:`riveg_hf.cli`) and with it torch / transformers is imported only when that subcommand runs, so
+``riveg --help`` and ``riveg --version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("riveg-hf")
+    except PackageNotFoundError:  # running from a checkout that is not installed
+        import re
+        from pathlib import Path
+
+        init = Path(__file__).resolve().parents[1] / "riveg_hf" / "__init__.py"
+        found = re.search(r'__version__ = "([^"]+)"', init.read_text(encoding="utf-8"))
+        return found.group(1) if found else "unknown"
+
+
+class CLIError(Exception):
+    """An error shown to the user as one line, without a traceback."""
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="build Hugging Face datasets from the raw releases, push them to the Hub")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="{download,build,push}")
+    d = dsub.add_parser(
+        "download",
+        help="download the public releases (text + boxes) into the data folder that `data build` reads",
+        description="Download Twitter-GMNER v2.0 (NUSTM/GMNER) and/or Twitter-2015/2017 (jefferyYu/UMT) from the "
+        "authors' GitHub repositories, resumably, with SHA-256 checksums recorded on the first download and "
+        "verified after. Default folder: $RIVEG_DATA, else ~/.cache/riveg-hf/data. Images are not included: "
+        "see the README, Datasets.",
+    )
+    d.add_argument("datasets", nargs="+", choices=["twitter-gmner", "twitter-mner"])
+    d.add_argument(
+        "--dest", default=None, help="data folder (default: $RIVEG_DATA or ~/.cache/riveg-hf/data)"
+    )
+    d.add_argument("--force", action="store_true", help="download again and accept a changed release")
+    d.set_defaults(func="_cmd_data_download")
+    b = dsub.add_parser(
+        "build",
+        help="raw release -> parquet shards + dataset card that load_dataset(DIR, config) reads",
+        description="Build a dataset folder. Examples:\n"
+        "  riveg data build twitter-gmner --raw ../shared/data/twitter-gmner/v2.0 --out twitter-gmner \\\n"
+        "      --knowledge ../shared/data/riveg-aux/llm-knowledge --captions ../shared/data/riveg-aux/captions\n"
+        "  riveg data build twitter-smner --raw ../shared/data/twitter-gmner/v2.0 --masks MASKS --out twitter-smner\n"
+        "  riveg data build twitter-mner --raw ../shared/data/twitter-mner --out twitter-mner",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("dataset", choices=["twitter-gmner", "twitter-smner", "twitter-mner"])
+    b.add_argument(
+        "--raw",
+        default=None,
+        help="the raw release folder: txt/{train,dev,test}.txt + xml/<id>.xml (twitter-gmner, twitter-smner), or "
+        "twitter2015/ + twitter2017/ with {train,valid,test}.txt (twitter-mner). Default: the release "
+        "`riveg data download` put in $RIVEG_DATA (~/.cache/riveg-hf/data)",
+    )
+    b.add_argument("--out", required=True, help="output folder (parquet shards + README.md dataset card)")
+    b.add_argument("--images", help="folder of <IMGID>.jpg; without it image=None")
+    b.add_argument(
+        "--knowledge", help="RiVEG llm-knowledge folder (train/valid/test.txt): adds mner_llm_knowledge"
+    )
+    b.add_argument("--captions", help="RiVEG captions folder (mplug-owl-{train,dev,test}.txt)")
+    b.add_argument("--masks", help="twitter-smner: folder of per-image <IMGID>.json mask files")
+    b.add_argument("--configs", help="comma-separated subset of configs to build")
+    b.add_argument(
+        "--max-image-pixels", type=int, default=None, help="refuse larger images (default 40M pixels)"
+    )
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    b.add_argument(
+        "--strict", action="store_true", help="exit with code 2 if anything was skipped or unmatched"
+    )
+    b.set_defaults(func="_cmd_data_build")
+    ps = dsub.add_parser("push", help="upload a built dataset folder to the Hub (needs a token)")
+    ps.add_argument("folder")
+    ps.add_argument("repo_id", help="org/name")
+    ps.add_argument("--private", action="store_true")
+    ps.set_defaults(func="_cmd_data_push")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions (jsonl) against a dataset: MNER, EEG, GMNER/SMNER",
+        description='Score a predictions file: one JSON line per example {"id", "entities": '
+        '[{"start", "end", "type", "box"}]} (pipeline outputs work as they are).',
+    )
+    p.add_argument("--predictions", required=True, help="jsonl with one {id, entities} line per example")
+    p.add_argument(
+        "--dataset", required=True, help="a dataset folder or Hub id (built by `riveg data build`)"
+    )
+    p.add_argument("--config", default=None, help="dataset config (default: the dataset's default)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--smner", action="store_true", help="score masks (automatic for SMNER datasets)")
+    p.add_argument("--output", help="also write the scores as JSON")
+    p.set_defaults(func="_cmd_evaluate")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="grounded / segmented MNER on tweets (jsonl, --text, or a whole dataset)",
+        description="Run the grounded-mner (or segmented-mner) pipeline and write JSON lines "
+        "{id, text, entities}. Examples:\n"
+        "  riveg predict --input examples/tweets.jsonl --output predictions.jsonl\n"
+        "  riveg predict --text 'Obama in Paris' --image photo.jpg\n"
+        "  accelerate launch -m riveg_hf.cli predict --dataset twitter-gmner --split test --output preds.jsonl\n"
+        "Without --model the task's zero-shot default downloads public checkpoints from the Hub; "
+        "--model also takes a local composite folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", help="jsonl with one {id?, text | tokens, image?} per line")
+    p.add_argument(
+        "--images", help="folder that relative image paths in --input resolve against (default: its folder)"
+    )
+    p.add_argument("--text", help="one tweet")
+    p.add_argument("--image", help="its image (with --text)")
+    p.add_argument(
+        "--dataset", help="a dataset folder / hub id built by `riveg data build` (rows with tokens, image)"
+    )
+    p.add_argument("--config", default=None, help="dataset config (default: its default)")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--output", help="output jsonl (default: stdout); resumable: ids already there are skipped"
+    )
+    p.add_argument(
+        "--model", default=None, help="composite checkpoint: hub id or local folder (default: task default)"
+    )
+    p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
+    p.add_argument("--revision", default=None)
+    p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: GPU if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--box-threshold", type=float, default=None)
+    p.add_argument("--entailment-threshold", type=float, default=None)
+    p.add_argument(
+        "--no-descriptions", action="store_true", help="ground the entity names, not the LLM descriptions"
+    )
+    p.add_argument("--mask-format", default="rle", choices=["rle", "none"])
+    p.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    p.add_argument(
+        "--allow-url-images",
+        action="store_true",
+        help="fetch http(s) image URLs (public addresses only, every redirect checked; off by default)",
+    )
+    p.add_argument(
+        "--max-entities-per-image",
+        type=int,
+        default=100,
+        help="ground at most this many entities per image; the others are kept with box=None and a note",
+    )
+    p.add_argument("--draw", help="also save one annotated image per input into this folder")
+    p.set_defaults(func="_cmd_predict")
+
+    s = sub.add_parser(
+        "segment",
+        help="add SAM 2 masks to GMNER predictions from any model (box-prompted)",
+        description="Read predictions jsonl ({id, entities: [{..., box}], image?}) and add a COCO RLE mask to every "
+        "entity with a box, prompting the segmenter with the boxes of each image in one call.",
+    )
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--images", help="folder with <id>.jpg (or relative 'image' paths)")
+    s.add_argument(
+        "--segmenter", default="facebook/sam2.1-hiera-tiny", help="SAM 2 / SAM checkpoint (hub id or folder)"
+    )
+    s.add_argument("--output", help="output jsonl (default: stdout)")
+    s.add_argument("--local-files-only", action="store_true")
+    s.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    s.set_defaults(func="_cmd_segment")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a stage: mner (Trainer), entailment or grounder (accelerate)",
+        description="Train one stage on a dataset folder built by `riveg data build`; the output folder loads "
+        "as that stage of the pipeline. Runs unchanged under `accelerate launch -m riveg_hf.cli train ...`.\n"
+        "  riveg train mner --dataset twitter-gmner --config mner_llm_knowledge --base-model bert-base-cased "
+        "--output mner\n"
+        "  riveg train entailment --dataset twitter-gmner --base-model Salesforce/blip-itm-base-coco --output ent\n"
+        "  riveg train grounder --dataset twitter-gmner --base-model IDEA-Research/grounding-dino-tiny --output gd",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=["mner", "entailment", "grounder"])
+    p.add_argument("--dataset", required=True, help="dataset folder or hub id")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="mner: gmner | mner | mner_llm_knowledge | twitter2015 | twitter2017; others: gmner",
+    )
+    p.add_argument("--base-model", required=True, help="hub id or local folder of the model to fine-tune")
+    p.add_argument("--output", required=True)
+    p.add_argument(
+        "--descriptions", help="entailment/grounder: jsonl {id, start, end, description} per entity"
+    )
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many optimizer steps (quick runs)"
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="mner: tokens per example")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument(
+        "--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'auto' for the latest"
+    )
+    p.add_argument("--local-files-only", action="store_true")
+    p.set_defaults(func="_cmd_train")
+
+
+def _add_demo_push(sub) -> None:
+    d = sub.add_parser("demo", help="serve the Gradio demo (binds 127.0.0.1 unless --host says otherwise)")
+    d.add_argument(
+        "--model", default=None, help="composite checkpoint (hub id or folder); default: task default"
+    )
+    d.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=7860)
+    d.add_argument("--local-files-only", action="store_true")
+    d.set_defaults(func="_cmd_demo")
+    p = sub.add_parser("push", help="upload a composite checkpoint with its model card and endpoint handler")
+    p.add_argument("folder", help="a folder written by pipe.save_pretrained(...)")
+    p.add_argument("repo_id", help="org/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--results", help="JSON file of scores (e.g. from `riveg evaluate --output`) for the card")
+    p.set_defaults(func="_cmd_push")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="riveg",
+        description="riveg-hf: grounded (GMNER) and segmented (SMNER) multimodal NER with Hugging Face models.",
+    )
+    parser.add_argument("--version", action="version", version=f"riveg-hf {_version()}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show per-component loading / saving progress bars and warnings",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for adder in (_add_data, _add_predict, _add_evaluate, _add_train, _add_demo_push):
+        adder(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import importlib
+    import os
+
+    if args.verbose:
+        os.environ["RIVEG_VERBOSE"] = "1"
+    func = getattr(importlib.import_module("riveg_hf.cli"), args.func)  # torch & co. load only now
+    try:
+        return int(func(args) or 0)
+    except CLIError as err:
+        print(f"riveg: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+        print(f"riveg {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from riveg_cli import main
+
+sys.exit(main())
