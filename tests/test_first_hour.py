@@ -254,3 +254,20 @@ def test_labels_of_coinciding_boxes_do_not_overlap():
             assert overlap_x <= 0 or overlap_y <= 0, (a, b)
     assert all(r[0] >= 0 and r[1] >= 0 and r[2] <= 200 and r[3] <= 150 for r in rects)
     assert np.asarray(img).shape == (150, 200, 3)
+
+
+def test_failed_loads_name_the_model_and_the_fix(tmp_path, capsys):
+    from datasets_scripts import twitter_gmner
+
+    from .helpers import write_release
+    from .test_download import TWEETS
+
+    twitter_gmner.build(write_release(tmp_path / "raw", TWEETS), tmp_path / "ds")
+    missing = str(tmp_path / "no-such-model")
+    code = cli(["train", "mner", "--dataset", str(tmp_path / "ds"), "--base-model", missing,
+                "--output", str(tmp_path / "out"), "--local-files-only"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and f"--base-model {missing!r} could not be loaded" in err and "local folder" in err
+    assert cli(["predict", "--text", "Obama", "--model", missing, "--local-files-only"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "RIVEG_MODEL" in err and "--model" in err

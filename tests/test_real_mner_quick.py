@@ -18,10 +18,7 @@ def test_quick_real_mner_run(shared_data, tmp_path):
         str(tmp_path),
         "--data",
         str(shared_data),
-        "--max-steps",
-        "20",
-        "--only",
-        "gmner",
+        "--quick",
     ]
     subprocess.run(cmd, check=True, timeout=1800)
     [row] = json.loads((tmp_path / "results.json").read_text())
@@ -30,6 +27,6 @@ def test_quick_real_mner_run(shared_data, tmp_path):
         and row["test"]["n_examples"] == 1500
         and row["test"]["n_gold_entities"] == 2543
     )
-    assert 0.0 <= row["test"]["f1"] <= 1.0 and row["peak_rss_mb"] > 0
+    assert row["test"]["f1"] > 0.3 and row["peak_rss_mb"] > 0  # a real score, not the zeros of 20 steps
     card = (tmp_path / "minilm-gmner" / "README.md").read_text()
     assert "model-index" in card
