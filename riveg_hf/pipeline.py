@@ -61,6 +61,8 @@ MASK_FORMATS = ("rle", "array", "none")
 #: Default cap on the entities one image is grounded for (entailment, grounder, segmenter); entities past
 #: it are kept in the output with ``box=None`` and ``"grounding": "skipped: ..."``, never dropped.
 DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
+#: Default number of images per vision-model forward (entailment, grounder, segmenter); bounds memory.
+DEFAULT_VISION_BATCH_SIZE = 8
 ERROR_MODES = ("return", "raise")
 
 #: options of from_components that configure a stage, and the stage/option they go to
@@ -81,6 +83,7 @@ _CALL_OPTIONS = {
     "preprocess": ("max_image_pixels", "allow_url_images"),
     "forward": (
         "max_entities_per_image",
+        "vision_batch_size",
         "box_threshold",
         "entailment_threshold",
         "use_descriptions",
@@ -250,6 +253,9 @@ class RiVEGPipeline(Pipeline):
         cap = fwd.get("max_entities_per_image")
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise ValueError(f"max_entities_per_image must be a positive integer or None, got {cap!r}")
+        vbs = fwd.get("vision_batch_size")
+        if vbs is not None and (not isinstance(vbs, int) or isinstance(vbs, bool) or vbs < 1):
+            raise ValueError(f"vision_batch_size must be a positive integer, got {vbs!r}")
         for key, where in (("allow_url_images", pre), ("use_descriptions", fwd), ("return_masks", fwd)):
             if key in where and where[key] is not None and not isinstance(where[key], bool):
                 raise ValueError(f"{key} must be True or False, got {where[key]!r}")
@@ -355,6 +361,7 @@ class RiVEGPipeline(Pipeline):
         return_masks: bool | None = None,
         errors: str = "return",
         max_entities_per_image: int | None = DEFAULT_MAX_ENTITIES_PER_IMAGE,
+        vision_batch_size: int = DEFAULT_VISION_BATCH_SIZE,
     ) -> list[dict[str, Any]]:
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
@@ -422,93 +429,116 @@ class RiVEGPipeline(Pipeline):
             for ent in ents:
                 ent["description"], ent["description_source"] = next(descriptions)
 
-        # 4-6. per image: entailment, grounding, segmentation (each vision model encodes the image once)
-        out = []
-        for b, ents in zip(batch, entities):
-            try:
-                if b["image"] is not None and ents and grounder is not None:
-                    cap = len(ents) if max_entities_per_image is None else max_entities_per_image
-                    for ent in ents[cap:]:
-                        ent.update(
-                            groundable=False,
-                            groundable_score=None,
-                            box=None,
-                            box_score=None,
-                            mask=None,
-                            grounding=f"skipped: the image has {len(ents)} entities, above "
-                            f"max_entities_per_image={cap}; raise it to ground them",
-                        )
-                    self._ground(
-                        b["image"],
-                        ents[:cap],
-                        entailment,
-                        grounder,
-                        segmenter if return_masks else None,
-                        box_threshold,
-                        entailment_threshold,
-                        use_descriptions,
+        # 4-6. over the whole batch, stage by stage: entailment, grounding, segmentation (each vision model
+        # encodes each image once, `vision_batch_size` images per forward)
+        jobs: list[tuple[int, Any, list[dict[str, Any]]]] = []
+        for k, (b, ents) in enumerate(zip(batch, entities)):
+            if b["image"] is not None and ents and grounder is not None:
+                cap = len(ents) if max_entities_per_image is None else max_entities_per_image
+                for ent in ents[cap:]:
+                    ent.update(
+                        groundable=False,
+                        groundable_score=None,
+                        box=None,
+                        box_score=None,
+                        mask=None,
+                        grounding=f"skipped: the image has {len(ents)} entities, above "
+                        f"max_entities_per_image={cap}; raise it to ground them",
                     )
-                else:
-                    for ent in ents:
-                        ent.update(
-                            groundable=False, groundable_score=None, box=None, box_score=None, mask=None
-                        )
-                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
-            except (RuntimeError, ValueError, BoxError) as err:
+                jobs.append((k, b["image"], ents[:cap]))
+            else:
+                for ent in ents:
+                    ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
+        stages = (entailment, grounder, segmenter if return_masks else None)
+        options = (box_threshold, entailment_threshold, use_descriptions, vision_batch_size)
+        failed: dict[int, BaseException] = {}
+        try:
+            self._ground(jobs, *stages, *options)
+        except (RuntimeError, ValueError, BoxError):
+            # one input broke the batched call: run each alone, so that it never loses the others
+            for job in jobs:
+                try:
+                    self._ground([job], *stages, *options)
+                except (RuntimeError, ValueError, BoxError) as err:
+                    failed[job[0]] = err
+        out = []
+        for k, (b, ents) in enumerate(zip(batch, entities)):
+            if k in failed:
+                err = failed[k]
                 if errors == "raise":
                     raise RiVEGInputError(f"input {b['index']}: {err}") from err
                 out.append({"error": f"{type(err).__name__}: {err}", "index": b["index"]})
+            else:
+                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
         return out
 
     def _ground(
         self,
-        image,
-        ents,
+        jobs,
         entailment,
         grounder,
         segmenter,
         box_threshold,
         entailment_threshold,
         use_descriptions,
+        vision_batch_size,
     ) -> None:
+        """``jobs`` = ``[(index, image, entities)]``: visibility, box and mask of each entity, in place."""
+        vbs = vision_batch_size
         queries = [
-            e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents
+            [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
+            for _, _, ents in jobs
         ]
         if entailment is not None:
-            hyps = entailment.hypotheses(
-                [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
+            hyps = [
+                entailment.hypotheses(
+                    [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
+                )
+                for _, _, ents in jobs
+            ]
+            probs = entailment.score_many(
+                [(img, h) for (_, img, _), h in zip(jobs, hyps)], vision_batch_size=vbs
             )
-            probs = entailment.score(image, hyps)
             threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
-            visible = [bool(p >= threshold) for p in probs]
+            visible = [[bool(p >= threshold) for p in pr] for pr in probs]
         else:
-            probs = [None] * len(ents)
-            visible = [True] * len(ents)
-        to_ground = [i for i, v in enumerate(visible) if v]
-        found = dict(
-            zip(to_ground, grounder.ground(image, [queries[i] for i in to_ground]) if to_ground else [])
+            probs = [[None] * len(ents) for _, _, ents in jobs]
+            visible = [[True] * len(ents) for _, _, ents in jobs]
+        to_ground = [[i for i, v in enumerate(vis) if v] for vis in visible]
+        grounded = grounder.ground_many(
+            [(img, [qs[i] for i in tg]) for (_, img, _), qs, tg in zip(jobs, queries, to_ground)],
+            vision_batch_size=vbs,
         )
+        found = [dict(zip(tg, g)) for tg, g in zip(to_ground, grounded)]
         threshold = grounder.box_threshold if box_threshold is None else box_threshold
         # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
         # without one, the detector's score decides visibility.
-        keep = {
-            i
-            for i, (box, score) in found.items()
-            if box is not None and (entailment is not None or score >= threshold)
-        }
-        masks: dict[int, np.ndarray] = {}
-        if segmenter is not None and keep:
-            order = sorted(keep)
-            masks = dict(zip(order, segmenter.segment(image, [found[i][0] for i in order])))
-        for i, ent in enumerate(ents):
-            box, score = found.get(i, (None, None))
-            ent.update(
-                groundable=i in keep,
-                groundable_score=float(probs[i]) if probs[i] is not None else score,
-                box=box if i in keep else None,
-                box_score=score,
-                mask=masks.get(i),
+        keep = [
+            sorted(
+                i
+                for i, (box, score) in f.items()
+                if box is not None and (entailment is not None or score >= threshold)
             )
+            for f in found
+        ]
+        masks: list[dict[int, np.ndarray]] = [{} for _ in jobs]
+        if segmenter is not None and any(keep):
+            segmented = segmenter.segment_many(
+                [(img, [f[i][0] for i in kp]) for (_, img, _), f, kp in zip(jobs, found, keep)],
+                vision_batch_size=vbs,
+            )
+            masks = [dict(zip(kp, m)) for kp, m in zip(keep, segmented)]
+        for (_, _, ents), pr, f, kp, ms in zip(jobs, probs, found, keep, masks):
+            kept = set(kp)
+            for i, ent in enumerate(ents):
+                box, score = f.get(i, (None, None))
+                ent.update(
+                    groundable=i in kept,
+                    groundable_score=float(pr[i]) if pr[i] is not None else score,
+                    box=box if i in kept else None,
+                    box_score=score,
+                    mask=ms.get(i),
+                )
 
     def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
         if "error" in model_outputs:

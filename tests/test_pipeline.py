@@ -179,8 +179,14 @@ def test_each_vision_encoder_runs_once_per_image(every_word_pipe, photo):
         "segmenter": _count_calls(st["segmenter"].model.vision_encoder),
     }
     text = "one two three four five six seven eight"
-    out = every_word_pipe([{"text": text, "image": photo}, {"text": "a b", "image": photo}], batch_size=2)
+    inputs = [{"text": text, "image": photo}, {"text": "a b", "image": photo}]
+    out = every_word_pipe(inputs, batch_size=2)
     assert [len(o) for o in out] == [8, 2]
+    # both images in one forward of each vision model (same-size photos: Grounding DINO batches them too)
+    assert {k: c["n"] for k, c in counts.items()} == {"entailment": 1, "grounder": 1, "segmenter": 1}
+    for c in counts.values():
+        c["n"] = 0
+    assert every_word_pipe(inputs, batch_size=2, vision_batch_size=1) == out
     assert {k: c["n"] for k, c in counts.items()} == {"entailment": 2, "grounder": 2, "segmenter": 2}
 
 
@@ -320,11 +326,15 @@ def test_detector_boxes_outside_the_image_are_clipped_and_nan_scores_ignored(pip
     fake_scores = np.array([[np.nan, 0.9]])
     fake_boxes = np.array([[0.5, 0.5, 0.2, 0.2], [1.2, -0.3, 1.0, 0.8]])  # cxcywh, the 2nd far outside
     best = type(grounder)._best  # per query: its best box over the call's boxes, NaN scores as 0
-    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: best(fake_scores, fake_boxes))
+
+    def fake(scores, boxes):
+        return lambda items, keys, vbs: {k: best(scores, boxes) for k in keys}
+
+    monkeypatch.setattr(grounder, "_gdino_many", fake(fake_scores, fake_boxes))
     [(box, score)] = grounder.ground(photo, ["a thing"])
     assert score == pytest.approx(0.9)
     assert box == [pytest.approx(0.7 * 128), 0.0, 128.0, pytest.approx(0.1 * 128)]
-    monkeypatch.setattr(grounder, "_gdino", lambda image, queries: best(np.array([[np.nan]]), fake_boxes[:1]))
+    monkeypatch.setattr(grounder, "_gdino_many", fake(np.array([[np.nan]]), fake_boxes[:1]))
     assert grounder.ground(photo, ["x"])[0][1] == 0.0
 
 

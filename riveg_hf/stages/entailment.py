@@ -13,7 +13,8 @@ image-text model before grounding. Supported models, each giving a probability i
 decision; a fine-tuned checkpoint carries its calibrated threshold in its config
 (``riveg_entailment_threshold``), and :func:`calibrate_threshold` picks one on labelled data.
 
-The image is encoded **once** per call, however many hypotheses the tweet has.
+The image is encoded **once** per call, however many hypotheses the tweet has, and
+:meth:`Entailment.score_many` encodes several images in one vision forward.
 """
 
 from __future__ import annotations
@@ -134,16 +135,44 @@ class Entailment(Stage):
     @torch.no_grad()
     def score(self, image, hypotheses: Sequence[str]) -> np.ndarray:
         """Probabilities in [0, 1], one per hypothesis; the image goes through the vision encoder once."""
-        if not hypotheses:
-            return np.zeros(0)
-        pixels = self._pixels(image)
+        return self.score_many([(image, hypotheses)])[0]
+
+    @torch.no_grad()
+    def score_many(
+        self, items: Sequence[tuple[Any, Sequence[str]]], *, vision_batch_size: int = 8
+    ) -> list[np.ndarray]:
+        """``[(image, hypotheses)]`` -> one probability array per image.
+
+        The images go through the vision encoder ``vision_batch_size`` at a time (every image is
+        resized to the model's fixed input size, so batching needs no padding and changes no result),
+        then all (image, hypothesis) pairs of the batch through the text side in chunks of
+        ``batch_size``: one vision forward per image batch, not one per image.
+        """
+        out: list[np.ndarray] = [np.zeros(0) for _ in items]
+        todo = [i for i, (_, hyps) in enumerate(items) if len(hyps)]
+        step = max(1, int(vision_batch_size))
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            pixels = self._pixels([items[i][0] for i in chunk])
+            pairs = [(k, h) for k, i in enumerate(chunk) for h in items[i][1]]
+            probs = self._score_pairs(pixels, pairs)
+            pos = 0
+            for i in chunk:
+                n = len(items[i][1])
+                out[i] = probs[pos : pos + n]
+                pos += n
+        return out
+
+    def _score_pairs(self, pixels: torch.Tensor, pairs: Sequence[tuple[int, str]]) -> np.ndarray:
+        """``pairs`` of (index of the image in ``pixels``, hypothesis) -> probabilities."""
         out = []
         if self.kind == "itm":
             image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state  # once per image
-            for start in range(0, len(hypotheses), self.batch_size):
-                enc = self._tokenize(hypotheses[start : start + self.batch_size])
-                n = enc["input_ids"].shape[0]
-                emb = image_embeds.expand(n, -1, -1)
+            for start in range(0, len(pairs), self.batch_size):
+                part = pairs[start : start + self.batch_size]
+                enc = self._tokenize([h for _, h in part])
+                idx = torch.tensor([k for k, _ in part], device=image_embeds.device)
+                emb = image_embeds.index_select(0, idx)
                 att = torch.ones(emb.shape[:-1], dtype=torch.long, device=emb.device)
                 text = self.model.text_encoder(
                     input_ids=enc["input_ids"],
@@ -167,14 +196,15 @@ class Entailment(Stage):
                 bias = self.model.logit_bias.float().reshape(())
             else:
                 bias = -0.25 * scale
-            for start in range(0, len(hypotheses), self.batch_size):
-                enc = self._tokenize(hypotheses[start : start + self.batch_size])
+            for start in range(0, len(pairs), self.batch_size):
+                part = pairs[start : start + self.batch_size]
+                enc = self._tokenize([h for _, h in part])
                 enc.pop("token_type_ids", None)
                 txt = _features(self.model.get_text_features(**enc))
                 txt = txt / txt.norm(dim=-1, keepdim=True)
-                logits = (txt.float() @ img.float().T).squeeze(-1) * scale.to(txt.device) + bias.to(
-                    txt.device
-                )
+                idx = torch.tensor([k for k, _ in part], device=img.device)
+                cos = (txt.float() * img.float().index_select(0, idx)).sum(dim=-1)
+                logits = cos * scale.to(txt.device) + bias.to(txt.device)
                 out.append(torch.sigmoid(logits).cpu())
         probs = torch.cat(out).numpy().astype(np.float64)
         return np.nan_to_num(probs, nan=0.0)

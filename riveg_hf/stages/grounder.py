@@ -82,14 +82,44 @@ class Grounder(Stage):
         Cost is linear in the number of queries: each detector call keeps, per query, only its best
         box (never a queries x all-boxes matrix across calls).
         """
-        if not queries:
-            return []
-        queries = [self.clean_query(q) for q in queries]
-        w, h = image.size
+        return self.ground_many([(image, queries)])[0]
+
+    @torch.no_grad()
+    def ground_many(
+        self, items: Sequence[tuple[Any, Sequence[str]]], *, vision_batch_size: int = 8
+    ) -> list[list[tuple[list[float] | None, float]]]:
+        """``[(image, queries)]`` -> per image, ``[(box xyxy or None, score)]`` per query.
+
+        Several images go into one detector call (at most ``vision_batch_size``):
+
+        * OWL resizes every image to one square size: any images batch; each image's queries are
+          padded to the longest list with blank queries (queries are independent) and dropped;
+        * Grounding DINO pads images of different sizes to a common size, and that padding goes
+          through its Swin backbone and changes every feature (measured on a tiny model: logits
+          off by up to 8, boxes by 0.9 of the image). So only images whose processed size is the
+          same are batched (their prompts padded with an attention mask: scores within 1e-4);
+          others, and images whose queries need several text windows, get their own call.
+        """
+        out: list[list[tuple[list[float] | None, float]]] = [[] for _ in items]
+        todo = [i for i, (_, qs) in enumerate(items) if len(qs)]
+        cleaned = {i: [self.clean_query(q) for q in items[i][1]] for i in todo}
+        best: dict[int, list] = {}
         if self.family == "grounding-dino":
-            best = self._gdino(image, queries)
+            best = self._gdino_many([(items[i][0], cleaned[i]) for i in todo], todo, vision_batch_size)
         else:
-            best = self._owl(image, queries)
+            step = max(1, int(vision_batch_size))
+            for start in range(0, len(todo), step):
+                chunk = todo[start : start + step]
+                for i, found in zip(
+                    chunk, self._owl([items[i][0] for i in chunk], [cleaned[i] for i in chunk])
+                ):
+                    best[i] = found
+        for i in todo:
+            out[i] = self._to_boxes(items[i][0], best[i])
+        return out
+
+    def _to_boxes(self, image, best) -> list[tuple[list[float] | None, float]]:
+        w, h = image.size
         scale = [max(w, h)] * 2 if self.pad_to_square else [w, h]
         out = []
         for found in best:
@@ -115,9 +145,9 @@ class Grounder(Stage):
         ks = scores.argmax(axis=1)
         return [(float(scores[q, k]), boxes[k]) for q, k in enumerate(ks)]
 
-    def _gdino(self, image, queries: Sequence[str]) -> list[tuple[float, np.ndarray] | None]:
+    def _windows(self, queries: Sequence[str]) -> list[list[int]]:
+        """Split the queries into as few prompts as fit the text encoder; almost always one."""
         tok = self.processor.tokenizer
-        # Split the queries into as few prompts as fit the text encoder; almost always one.
         groups: list[list[int]] = [[]]
         length = 2
         for i, q in enumerate(queries):
@@ -127,63 +157,108 @@ class Grounder(Stage):
                 length = 2
             groups[-1].append(i)
             length += n
+        return groups
+
+    def _query_best(
+        self, probs: np.ndarray, boxes: np.ndarray, offsets: list, queries: Sequence[str], group: list[int]
+    ) -> list[tuple[float, np.ndarray] | None]:
+        """Per query of ``group``: the best box, scored by the best token probability over its tokens."""
+        spans, pos = [], 0
+        for i in group:  # character span of each query inside the prompt -> its token positions
+            spans.append((pos, pos + len(queries[i])))
+            pos += len(queries[i]) + 2  # ". "
+        toks: list[list[int]] = [[] for _ in group]
+        q = 0
+        for t, (a, b) in enumerate(offsets):
+            if b <= a or t >= probs.shape[1]:
+                continue
+            while q < len(spans) and a >= spans[q][1]:
+                q += 1
+            if q == len(spans):
+                break
+            if a >= spans[q][0] and b <= spans[q][1]:
+                toks[q].append(t)
+        scores = np.zeros((len(group), probs.shape[0]))
+        for g, tk in enumerate(toks):
+            if tk:
+                scores[g] = probs[:, tk].max(axis=1)
+        return self._best(scores, boxes)
+
+    def _gdino_call(self, pixel_inputs: dict, prompts: list[str]):
+        tok = self.processor.tokenizer
+        enc = tok(
+            prompts,
+            return_tensors="pt",
+            return_offsets_mapping=True,
+            truncation=True,
+            padding=True,
+            max_length=self.max_text_tokens,
+        )
+        offsets = enc.pop("offset_mapping").tolist()
+        out = self.model(**pixel_inputs, **{k: v.to(self.device) for k, v in enc.items()})
+        probs = torch.sigmoid(out.logits.float()).cpu().numpy()  # (batch, num_boxes, max_text_len)
+        return probs, out.pred_boxes.float().cpu().numpy(), offsets
+
+    def _gdino(self, image, queries: Sequence[str]) -> list[tuple[float, np.ndarray] | None]:
+        """One image, its queries over as many text windows as they need."""
         best: list[tuple[float, np.ndarray] | None] = [None] * len(queries)
-        pixel_inputs = None
-        for group in groups:
-            prompt = ". ".join(queries[i] for i in group) + "."
-            enc = tok(
-                prompt,
-                return_tensors="pt",
-                return_offsets_mapping=True,
-                truncation=True,
-                max_length=self.max_text_tokens,
+        pixel_inputs = self._inputs(self.processor.image_processor(images=image, return_tensors="pt"))
+        for group in self._windows(queries):
+            probs, boxes, offsets = self._gdino_call(
+                pixel_inputs, [". ".join(queries[i] for i in group) + "."]
             )
-            offsets = enc.pop("offset_mapping")[0].tolist()
-            if pixel_inputs is None:
-                pixel_inputs = self._inputs(self.processor.image_processor(images=image, return_tensors="pt"))
-            inputs = {**pixel_inputs, **{k: v.to(self.device) for k, v in enc.items()}}
-            out = self.model(**inputs)
-            probs = torch.sigmoid(out.logits[0].float()).cpu().numpy()  # (num_boxes, max_text_len)
-            boxes = out.pred_boxes[0].float().cpu().numpy()
-            # character span of each query inside the prompt -> its token positions (one pass over tokens)
-            spans, pos = [], 0
-            for i in group:
-                spans.append((pos, pos + len(queries[i])))
-                pos += len(queries[i]) + 2  # ". "
-            toks: list[list[int]] = [[] for _ in group]
-            q = 0
-            for t, (a, b) in enumerate(offsets):
-                if b <= a or t >= probs.shape[1]:
-                    continue
-                while q < len(spans) and a >= spans[q][1]:
-                    q += 1
-                if q == len(spans):
-                    break
-                if a >= spans[q][0] and b <= spans[q][1]:
-                    toks[q].append(t)
-            scores = np.zeros((len(group), probs.shape[0]))
-            for g, tk in enumerate(toks):
-                if tk:
-                    scores[g] = probs[:, tk].max(axis=1)
-            for i, found in zip(group, self._best(scores, boxes)):
+            for i, found in zip(group, self._query_best(probs[0], boxes[0], offsets[0], queries, group)):
                 best[i] = found
         return best
 
-    def _owl(self, image, queries: Sequence[str]) -> list[tuple[float, np.ndarray] | None]:
+    def _gdino_many(self, items, keys, vision_batch_size) -> dict[int, list]:
+        ip = self.processor.image_processor
+        best: dict[int, list] = {}
+        by_shape: dict[tuple, list] = {}
+        for key, (image, queries) in zip(keys, items):
+            windows = self._windows(queries)
+            if len(windows) > 1:
+                best[key] = self._gdino(image, queries)
+                continue
+            enc = ip(images=image, return_tensors="pt")
+            by_shape.setdefault(tuple(enc["pixel_values"].shape), []).append((key, queries, enc))
+        step = max(1, int(vision_batch_size))
+        for group in by_shape.values():
+            for start in range(0, len(group), step):
+                chunk = group[start : start + step]
+                pixel_inputs = self._inputs(
+                    {
+                        k: torch.cat([enc[k] for _, _, enc in chunk])
+                        for k in chunk[0][2]
+                        if k in ("pixel_values", "pixel_mask")
+                    }
+                )
+                prompts = [". ".join(queries) + "." for _, queries, _ in chunk]
+                probs, boxes, offsets = self._gdino_call(pixel_inputs, prompts)
+                for k, (key, queries, _) in enumerate(chunk):
+                    best[key] = self._query_best(
+                        probs[k], boxes[k], offsets[k], queries, list(range(len(queries)))
+                    )
+        return best
+
+    def _owl(self, images: list, queries: list[Sequence[str]]) -> list[list[tuple[float, np.ndarray] | None]]:
+        """Several images, each with its queries (padded with blank queries to the longest list)."""
         tok = self.processor.tokenizer
+        n_max = max(len(q) for q in queries)
+        flat = [q for qs in queries for q in [*qs, *([" "] * (n_max - len(qs)))]]
         enc = tok(
-            list(queries),
+            flat,
             return_tensors="pt",
             padding=True,
             truncation=True,
             max_length=min(self.max_text_tokens, getattr(tok, "model_max_length", 16) or 16),
         )
-        pixels = self._inputs(self.processor.image_processor(images=image, return_tensors="pt"))
+        pixels = self._inputs(self.processor.image_processor(images=images, return_tensors="pt"))
         out = self.model(
             input_ids=enc["input_ids"].to(self.device),
             attention_mask=enc["attention_mask"].to(self.device),
             pixel_values=pixels["pixel_values"],
         )
-        logits = out.logits[0].float()  # (num_boxes, num_queries)
-        scores = torch.sigmoid(logits).T.cpu().numpy()
-        return self._best(scores, out.pred_boxes[0].float().cpu().numpy())
+        scores = torch.sigmoid(out.logits.float()).cpu().numpy()  # (images, num_boxes, n_max)
+        boxes = out.pred_boxes.float().cpu().numpy()
+        return [self._best(scores[k].T[: len(qs)], boxes[k]) for k, qs in enumerate(queries)]

@@ -1,6 +1,7 @@
 """Stage 5 -- segmentation: SAM 2 (``Sam2Model``), prompted with boxes, gives one mask per box.
 
-All the boxes of an image go into **one** call, so the image is encoded once. ``SamModel``
+All the boxes of an image go into **one** call, so the image is encoded once, and
+:meth:`Segmenter.segment_many` puts several images (with their boxes) into one call. ``SamModel``
 (SAM 1) and the other ``AutoModelForMaskGeneration`` models with the same box-prompt interface
 are accepted too. SAM 2 comes through transformers rather than the PyPI package ``sam2``
 (a third-party repackaging with a CUDA build), so it runs wherever transformers runs.
@@ -46,26 +47,55 @@ class Segmenter(Stage):
     @torch.no_grad()
     def segment(self, image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
         """One boolean ``(H, W)`` mask per box (pixel xyxy), from a single model call."""
-        if not boxes:
-            return []
-        w, h = image.size
-        enc = self.processor(
-            images=image, input_boxes=[[list(map(float, b)) for b in boxes]], return_tensors="pt"
-        )
+        return self.segment_many([(image, boxes)])[0]
+
+    @torch.no_grad()
+    def segment_many(
+        self, items: Sequence[tuple[Any, Sequence[Sequence[float]]]], *, vision_batch_size: int = 8
+    ) -> list[list[np.ndarray]]:
+        """``[(image, boxes)]`` -> per image, one boolean ``(H, W)`` mask per box.
+
+        ``vision_batch_size`` images go into one model call: SAM and SAM 2 resize every image to the
+        same input size, so the batch needs no image padding; the box lists are padded to the longest
+        one by repeating a box (SAM decodes each box prompt independently) and the copies dropped.
+        """
+        out: list[list[np.ndarray]] = [[] for _ in items]
+        todo = [i for i, (_, boxes) in enumerate(items) if len(boxes)]
+        step = max(1, int(vision_batch_size))
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            for i, masks in zip(chunk, self._segment_batch([items[i] for i in chunk])):
+                out[i] = masks
+        return out
+
+    def _segment_batch(
+        self, items: Sequence[tuple[Any, Sequence[Sequence[float]]]]
+    ) -> list[list[np.ndarray]]:
+        n_max = max(len(boxes) for _, boxes in items)
+        padded = [[list(map(float, b)) for b in boxes] for _, boxes in items]
+        padded = [b + [b[-1]] * (n_max - len(b)) for b in padded]
+        enc = self.processor(images=[img for img, _ in items], input_boxes=padded, return_tensors="pt")
         sizes = {k: enc.pop(k) for k in ("original_sizes", "reshaped_input_sizes") if k in enc}
         out = self.model(**self._inputs(enc), multimask_output=self.multimask)
-        pred = out.pred_masks.float().cpu()  # (1, num_boxes, num_masks, h', w')
+        pred = out.pred_masks.float().cpu()  # (images, boxes, num_masks, h', w')
         kwargs: dict[str, Any] = {"binarize": False} if "binarize" in self._post_params else {}
         args = [pred, sizes["original_sizes"]]
         if "reshaped_input_sizes" in sizes:  # SAM 1 needs it, SAM 2's processor does not produce it
             args.append(sizes["reshaped_input_sizes"])
-        logits = self.processor.post_process_masks(*args, **kwargs)[0]  # (num_boxes, num_masks, H, W)
-        if logits.dtype == torch.bool:  # a processor that always binarises
-            logits = logits.float() * 2 - 1
-        scores = out.iou_scores[0].float().cpu()  # (num_boxes, num_masks)
-        best = scores.argmax(dim=-1) if logits.shape[1] > 1 else torch.zeros(len(boxes), dtype=torch.long)
-        masks = []
-        for i in range(len(boxes)):
-            m = logits[i, int(best[i])] > self.mask_threshold
-            masks.append(m.numpy().astype(bool).reshape(h, w))
-        return masks
+        per_image = self.processor.post_process_masks(*args, **kwargs)  # [(boxes, num_masks, H, W)]
+        all_scores = out.iou_scores.float().cpu()  # (images, boxes, num_masks)
+        results = []
+        for k, (image, boxes) in enumerate(items):
+            w, h = image.size
+            logits = per_image[k]
+            if logits.dtype == torch.bool:  # a processor that always binarises
+                logits = logits.float() * 2 - 1
+            scores = all_scores[k]
+            best = scores.argmax(dim=-1) if logits.shape[1] > 1 else torch.zeros(n_max, dtype=torch.long)
+            results.append(
+                [
+                    (logits[i, int(best[i])] > self.mask_threshold).numpy().astype(bool).reshape(h, w)
+                    for i in range(len(boxes))
+                ]
+            )
+        return results

@@ -1,0 +1,128 @@
+"""Vision stages batched across images give the results of one image at a time (every family)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from riveg_hf import RiVEGPipeline
+from riveg_hf.masks import mask_iou
+from riveg_hf.testing import NER_LABELS, tiny_recognizer, tiny_siglip
+
+
+def _every_word():
+    model, tok = tiny_recognizer()
+    with torch.no_grad():
+        model.classifier.bias.fill_(-20.0)
+        model.classifier.bias[NER_LABELS.index("B-LOC")] = 20.0
+    return model, tok
+
+
+def _inputs(photo):
+    rng = np.random.default_rng(0)
+    noise = lambda w, h: Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8))  # noqa: E731
+    return [
+        {"text": "Paris", "image": photo},
+        {"text": "Rome Oslo Lima", "image": noise(96, 64)},
+        {"text": "a b c d e", "image": noise(64, 96)},
+        {"text": "Nile Alps", "image": photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)},  # same size as 1st
+        {"text": "no image here", "image": None},
+    ]
+
+
+def _close(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert isinstance(x, list) and isinstance(y, list) and len(x) == len(y)
+        for e, f in zip(x, y):
+            assert (e["entity"], e["groundable"]) == (f["entity"], f["groundable"])
+            for k in ("groundable_score", "box_score"):
+                assert (e[k] is None) == (f[k] is None) and (e[k] is None or abs(e[k] - f[k]) <= 1e-4), k
+            assert (e["box"] is None) == (f["box"] is None)
+            if e["box"] is not None:
+                assert max(abs(e["box"][c] - f["box"][c]) for c in e["box"]) <= 1e-3
+            assert (e["mask"] is None) == (f["mask"] is None)
+            if e["mask"] is not None:
+                assert mask_iou(e["mask"], f["mask"]) >= 0.999
+
+
+@pytest.mark.parametrize("family", ["gdino-blip-sam2", "owlv2-clip-sam", "gdino-siglip"])
+def test_batched_vision_stages_equal_one_image_at_a_time(dummy_dir, photo, family, tmp_path):
+    if family == "gdino-blip-sam2":
+        parts = {k: dummy_dir[k] for k in ("grounder", "entailment", "segmenter")}
+    elif family == "owlv2-clip-sam":
+        parts = {k: dummy_dir[f"{k}_alt"] for k in ("grounder", "entailment", "segmenter")}
+    else:
+        parts = {"grounder": dummy_dir["grounder"], "entailment": tiny_siglip()}
+    pipe = RiVEGPipeline.from_components(
+        recognizer=_every_word(), **parts, entailment_threshold=0.0, box_threshold=0.0
+    )
+    inputs = _inputs(photo)
+    calls = {"n": 0}
+    enc = pipe.stages["entailment"].model
+    vision = getattr(enc, "vision_model", None) or enc
+    handle = vision.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        one = pipe(inputs, batch_size=5, vision_batch_size=1)
+        n_one = calls["n"]
+        calls["n"] = 0
+        batched = pipe(inputs, batch_size=5, vision_batch_size=8)
+        n_batched = calls["n"]
+    finally:
+        handle.remove()
+    assert [len(o) for o in batched] == [1, 3, 5, 2, 3]
+    assert sum(e["box"] is not None for o in batched[:4] for e in o) == 11
+    _close(batched, one)
+    if "siglip" not in family:  # SigLIP's get_image_features has no separate vision_model to count
+        assert n_one == 4 and n_batched == 1  # four images: four entailment vision forwards, then one
+    if "sam" in family:
+        assert all(e["mask"] is not None for o in batched[:4] for e in o)
+
+
+def test_grounding_dino_batches_only_images_of_one_processed_size(dummy_dir, photo):
+    """Padding an image changes Grounding DINO's features (Swin sees the padding), so differently sized
+    images get their own call; same-size images share one, with scores within 1e-4 of one-by-one."""
+    from riveg_hf.stages import Grounder
+
+    g = Grounder.from_pretrained(dummy_dir["grounder"])
+    calls = []
+    handle = g.model.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    rng = np.random.default_rng(1)
+    other = Image.fromarray((rng.random((40, 90, 3)) * 255).astype(np.uint8))
+    items = [
+        (photo, ["a woman", "a flag"]),
+        (photo.rotate(90), ["the big red thing over the water"]),
+        (other, ["a dog"]),
+    ]
+    try:
+        batched = g.ground_many(items, vision_batch_size=8)
+        assert len(calls) == 2  # the two 128x128 photos together, the 90x40 image alone
+        single = [g.ground(img, qs) for img, qs in items]
+    finally:
+        handle.remove()
+    for b, s in zip(batched, single):
+        for (bb, bs), (sb, ss) in zip(b, s):
+            assert abs(bs - ss) <= 1e-4 and max(abs(x - y) for x, y in zip(bb, sb)) <= 1e-3
+
+
+def test_one_bad_image_in_a_batch_does_not_lose_the_others(dummy_dir, photo, monkeypatch):
+    pipe = RiVEGPipeline.from_components(
+        recognizer=_every_word(), grounder=dummy_dir["grounder"], box_threshold=0.0
+    )
+    g = pipe.stages["grounder"]
+    real = g.ground_many
+
+    def flaky(items, **kw):
+        if any(img.size == (90, 40) for img, _ in items):
+            raise RuntimeError("the detector failed on this image")
+        return real(items, **kw)
+
+    monkeypatch.setattr(g, "ground_many", flaky)
+    bad = Image.new("RGB", (90, 40))
+    out = pipe(
+        [{"text": "Paris", "image": photo}, {"text": "Rome", "image": bad}, {"text": "Oslo", "image": photo}]
+    )
+    assert "the detector failed" in out[1]["error"]
+    assert out[0][0]["box"] is not None and out[2][0]["box"] is not None
