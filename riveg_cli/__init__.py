@@ -140,7 +140,16 @@ def _add_predict(sub) -> None:
     p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: GPU if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="tweets per pipeline batch")
+    p.add_argument(
+        "--vision-batch-size", type=int, default=8, help="images per vision-model forward (bounds memory)"
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes that read and decode images ahead of the models (output identical)",
+    )
     p.add_argument("--box-threshold", type=float, default=None)
     p.add_argument("--entailment-threshold", type=float, default=None)
     p.add_argument(

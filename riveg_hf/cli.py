@@ -194,6 +194,7 @@ def _call_options(a: argparse.Namespace) -> dict:
         "max_image_pixels": a.max_image_pixels,
         "allow_url_images": a.allow_url_images,
         "max_entities_per_image": a.max_entities_per_image,
+        "vision_batch_size": a.vision_batch_size,
     }
     if a.box_threshold is not None:
         opts["box_threshold"] = a.box_threshold
@@ -245,6 +246,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         call_kwargs=_call_options(a),
         on_result=on_result,
         progress=not to_stdout,
+        num_workers=a.num_workers,
     )
     if to_stdout:
         sys.stdout.write(Path(output).read_text(encoding="utf-8"))
