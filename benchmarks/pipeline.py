@@ -9,14 +9,16 @@ compute as trained ones), on CPU unless --device says otherwise:
 Prints (a benchmark: it measures and prints, it never fails on time):
 1. the cost of one tweet with 1, 2, 4, 8 entities (goal: 8 entities <= 1.5x one entity), with the number of
    vision-encoder calls per image;
-2. batched (batch_size=8) vs one-by-one throughput over N tweets (default 64);
+2. tweets/s per batch size (``--batch-sizes 1,8,32``; the vision models get the same number of images per forward),
+   with the model time per stage, and whether the results equal those of the first batch size;
 3. the pipeline's own overhead as a share of the models' forward time (goal <= 10%);
 4. peak memory;
 5. entity scaling: one image with 10 / 100 / 1000 entities through the grounder (tiny random Grounding DINO,
    every word an entity), with the per-image cap off and at its default (100): seconds per entity must stay
    flat (linear cost), and with the cap the entities past it are kept with a note.
 
-    python benchmarks/pipeline.py [--tweets 64] [--device cpu] [--no-segmenter]
+    python benchmarks/pipeline.py [--tweets 64] [--batch-sizes 1,8,32] [--device cpu|cuda] [--dtype bfloat16]
+                                  [--no-segmenter]
     python benchmarks/pipeline.py --scaling-only        # section 5 alone, about a minute on 2 CPU cores
 """
 
@@ -92,12 +94,13 @@ class ModelClock:
 
     def __init__(self, pipe: RiVEGPipeline):
         self.seconds = 0.0
+        self.by_stage: dict[str, float] = {}
         self.vision_calls = {"entailment": 0, "grounder": 0, "segmenter": 0}
         self._depth = 0
         st = pipe.stages
-        for stage in st.values():
+        for name, stage in st.items():
             if stage.model is not None:
-                stage.model.register_forward_pre_hook(self._start)
+                stage.model.register_forward_pre_hook(lambda *a, n=name: self._start(n))
                 stage.model.register_forward_hook(self._stop)
         encoders = {
             "entailment": st["entailment"].model.vision_model,
@@ -115,22 +118,25 @@ class ModelClock:
             st["entailment"].model.text_encoder,
             st["entailment"].model.itm_head,
         ):
-            mod.register_forward_pre_hook(self._start)
+            mod.register_forward_pre_hook(lambda *a: self._start("entailment"))
             mod.register_forward_hook(self._stop)
 
-    def _start(self, *args):
+    def _start(self, name):
         if self._depth == 0:
-            self._t = time.perf_counter()
+            self._t, self._name = time.perf_counter(), name
         self._depth += 1
 
     def _stop(self, *args):
         self._depth -= 1
         if self._depth == 0:
-            self.seconds += time.perf_counter() - self._t
+            dt = time.perf_counter() - self._t
+            self.seconds += dt
+            self.by_stage[self._name] = self.by_stage.get(self._name, 0.0) + dt
 
     @contextlib.contextmanager
     def measure(self):
         self.seconds = 0.0
+        self.by_stage = {}
         for k in self.vision_calls:
             self.vision_calls[k] = 0
         t = time.perf_counter()
@@ -145,6 +151,10 @@ def main() -> None:
     ap.add_argument("--no-segmenter", action="store_true")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scaling-only", action="store_true", help="only section 5 (entity scaling)")
+    ap.add_argument(
+        "--batch-sizes", default="1,8", help="section 2: comma-separated batch sizes, e.g. 1,8,32"
+    )
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
     a = ap.parse_args()
     if a.scaling_only:
         entity_scaling(a.device)
@@ -158,6 +168,8 @@ def main() -> None:
         for x in (data.astronaut(), data.rocket(), data.coffee(), data.chelsea())
     ]
     pipe = build(a.device, not a.no_segmenter)
+    if a.dtype:
+        pipe.model.to(getattr(torch, a.dtype))
     clock = ModelClock(pipe)
     print(
         f"device {a.device}; components: "
@@ -180,28 +192,52 @@ def main() -> None:
             f"{clock.vision_calls}"
         )
 
-    print(f"\n2. throughput over {a.tweets} tweets (4 entities each, 4 photos in turn)")
+    print(f"\n2. throughput over {a.tweets} tweets (4 entities each, 4 photos in turn) per batch size")
     inputs = [{"text": " ".join(WORDS[i % 6 : i % 6 + 4]), "image": photos[i % 4]} for i in range(a.tweets)]
-    with clock.measure():
-        one = [pipe(x) for x in inputs]
-    t_one, m_one = clock.total, clock.seconds
-    with clock.measure():
-        batched = pipe(inputs, batch_size=8)
-    t_batch, m_batch = clock.total, clock.seconds
-    assert batched == one
-    print(f"   one by one: {t_one:7.1f} s ({a.tweets / t_one:.2f} tweets/s)")
-    print(
-        f"   batch of 8: {t_batch:7.1f} s ({a.tweets / t_batch:.2f} tweets/s)  speed-up {t_one / t_batch:.2f}x"
-    )
+    sizes = [int(x) for x in a.batch_sizes.split(",")]
+    runs = {}
+    for bs in sizes:
+        with clock.measure():
+            out = pipe(inputs, batch_size=bs, vision_batch_size=bs)
+        runs[bs] = (clock.total, clock.seconds, dict(clock.by_stage), out)
+    t_one, m_one, _, ref = runs[sizes[0]]
+    print("   batch | tweets/s | speed-up | model time per stage (s)")
+    for bs, (t, _m, stages, out) in runs.items():
+        same = _close(out, ref)
+        per = ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items()))
+        print(
+            f"   {bs:5d} | {a.tweets / t:8.2f} | {t_one / t:7.2f}x | {per}   results equal to batch {sizes[0]}: {same}"
+        )
+    t_batch, m_batch = runs[sizes[-1]][0], runs[sizes[-1]][1]
 
     print("\n3. pipeline overhead (time outside model forwards) / model forward time")
-    print(f"   one by one: {(t_one - m_one) / m_one:6.1%}   batched: {(t_batch - m_batch) / m_batch:6.1%}")
+    print(
+        f"   batch {sizes[0]}: {(t_one - m_one) / m_one:6.1%}   batch {sizes[-1]}: {(t_batch - m_batch) / m_batch:6.1%}"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"\n4. peak memory: {rss:.0f} MiB resident"
         + (f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB CUDA" if torch.cuda.is_available() else "")
     )
     entity_scaling(a.device)
+
+
+def _close(a, b, tol=1e-3) -> bool:
+    """Same entities, boxes within ``tol`` px and scores within 1e-4 (batched vs one by one)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if len(x) != len(y):
+            return False
+        for e, f in zip(x, y):
+            if e["entity"] != f["entity"] or (e["box"] is None) != (f["box"] is None):
+                return False
+            if e["box"] is not None and max(abs(e["box"][k] - f["box"][k]) for k in e["box"]) > tol:
+                return False
+            for k in ("box_score", "groundable_score"):
+                if e[k] is not None and f[k] is not None and abs(e[k] - f[k]) > 1e-4:
+                    return False
+    return True
 
 
 def entity_scaling(device: str) -> None:

@@ -145,6 +145,11 @@ def _add_predict(sub) -> None:
         "--vision-batch-size", type=int, default=8, help="images per vision-model forward (bounds memory)"
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the vision encoders (GPU, long runs; first call slow)",
+    )
+    p.add_argument(
         "--num-workers",
         type=int,
         default=0,

@@ -224,6 +224,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     else:
         rows = [{"id": "0", "text": a.text, "image": a.image}]
     pipe = _load_pipeline(a)
+    if a.compile:
+        print(f"compiled: {', '.join(pipe.compile_vision_encoders()) or 'nothing'}", file=sys.stderr)
     output = a.output
     to_stdout = output is None or output == "-"
     if to_stdout:

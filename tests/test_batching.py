@@ -126,3 +126,18 @@ def test_one_bad_image_in_a_batch_does_not_lose_the_others(dummy_dir, photo, mon
     )
     assert "the detector failed" in out[1]["error"]
     assert out[0][0]["box"] is not None and out[2][0]["box"] is not None
+
+
+def test_compiled_vision_encoders_give_the_same_results(dummy_dir, photo):
+    """Opt-in torch.compile of the vision encoders (the eager backend here, to keep the test fast)."""
+    parts = {k: dummy_dir[k] for k in ("grounder", "entailment", "segmenter")}
+    pipe = RiVEGPipeline.from_components(
+        recognizer=_every_word(), **parts, entailment_threshold=0.0, box_threshold=0.0
+    )
+    inputs = _inputs(photo)[:2]
+    ref = pipe(inputs, batch_size=2)
+    names = pipe.compile_vision_encoders(("entailment", "segmenter"), backend="eager")
+    assert names == ["entailment.vision_model", "segmenter.vision_encoder"]
+    assert pipe.compile_vision_encoders(("entailment",), backend="eager") == []  # never wrapped twice
+    _close(pipe(inputs, batch_size=2), ref)
+    assert torch.get_default_dtype() == torch.float32
