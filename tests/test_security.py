@@ -61,6 +61,7 @@ class Recorder:
                 pass
 
         self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server.handle_error = lambda request, address: None  # clients that hang up (the byte cap)
         self.port = self.server.server_address[1]
         self.base = f"http://{host}:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
