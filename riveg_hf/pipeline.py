@@ -64,6 +64,9 @@ DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 #: Default number of images per vision-model forward (entailment, grounder, segmenter); bounds memory.
 DEFAULT_VISION_BATCH_SIZE = 8
 ERROR_MODES = ("return", "raise")
+#: Who decides "visible?": the entailment stage (RiVEG; the grounder then boxes what it passed), or the grounder
+#: itself (a vision-language grounder's null answer = not visible; the end-to-end style, no entailment call).
+VISIBILITY_MODES = ("entailment", "grounder")
 
 #: options of from_components that configure a stage, and the stage/option they go to
 _STAGE_OPTIONS = {
@@ -84,6 +87,7 @@ _CALL_OPTIONS = {
     "forward": (
         "max_entities_per_image",
         "vision_batch_size",
+        "visibility",
         "box_threshold",
         "entailment_threshold",
         "use_descriptions",
@@ -283,6 +287,8 @@ class RiVEGPipeline(Pipeline):
         cap = fwd.get("max_entities_per_image")
         if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
             raise ValueError(f"max_entities_per_image must be a positive integer or None, got {cap!r}")
+        if fwd.get("visibility", "entailment") not in VISIBILITY_MODES:
+            raise ValueError(f"visibility must be one of {VISIBILITY_MODES}, got {fwd['visibility']!r}")
         vbs = fwd.get("vision_batch_size")
         if vbs is not None and (not isinstance(vbs, int) or isinstance(vbs, bool) or vbs < 1):
             raise ValueError(f"vision_batch_size must be a positive integer, got {vbs!r}")
@@ -392,6 +398,7 @@ class RiVEGPipeline(Pipeline):
         errors: str = "return",
         max_entities_per_image: int | None = DEFAULT_MAX_ENTITIES_PER_IMAGE,
         vision_batch_size: int = DEFAULT_VISION_BATCH_SIZE,
+        visibility: str = "entailment",
     ) -> list[dict[str, Any]]:
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
@@ -461,7 +468,7 @@ class RiVEGPipeline(Pipeline):
 
         # 4-6. over the whole batch, stage by stage: entailment, grounding, segmentation (each vision model
         # encodes each image once, `vision_batch_size` images per forward)
-        jobs: list[tuple[int, Any, list[dict[str, Any]]]] = []
+        jobs: list[tuple[int, Any, list[dict[str, Any]], str]] = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
             if b["image"] is not None and ents and grounder is not None:
                 cap = len(ents) if max_entities_per_image is None else max_entities_per_image
@@ -475,11 +482,13 @@ class RiVEGPipeline(Pipeline):
                         grounding=f"skipped: the image has {len(ents)} entities, above "
                         f"max_entities_per_image={cap}; raise it to ground them",
                     )
-                jobs.append((k, b["image"], ents[:cap]))
+                jobs.append((k, b["image"], ents[:cap], b["text"]))
             else:
                 for ent in ents:
                     ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
         stages = (entailment, grounder, segmenter if return_masks else None)
+        if visibility == "grounder":  # the grounder's answer decides (a VLM's null = not visible)
+            stages = (None, *stages[1:])
         options = (box_threshold, entailment_threshold, use_descriptions, vision_batch_size)
         failed: dict[int, BaseException] = {}
         try:
@@ -514,32 +523,46 @@ class RiVEGPipeline(Pipeline):
         use_descriptions,
         vision_batch_size,
     ) -> None:
-        """``jobs`` = ``[(index, image, entities)]``: visibility, box and mask of each entity, in place."""
+        """``jobs`` = ``[(index, image, entities, text)]``: visibility, box and mask of each entity, in place."""
         vbs = vision_batch_size
         queries = [
             [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
-            for _, _, ents in jobs
+            for _, _, ents, _ in jobs
         ]
         if entailment is not None:
             hyps = [
                 entailment.hypotheses(
                     [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
                 )
-                for _, _, ents in jobs
+                for _, _, ents, _ in jobs
             ]
             probs = entailment.score_many(
-                [(img, h) for (_, img, _), h in zip(jobs, hyps)], vision_batch_size=vbs
+                [(img, h) for (_, img, _, _), h in zip(jobs, hyps)], vision_batch_size=vbs
             )
             threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
             visible = [[bool(p >= threshold) for p in pr] for pr in probs]
         else:
-            probs = [[None] * len(ents) for _, _, ents in jobs]
-            visible = [[True] * len(ents) for _, _, ents in jobs]
+            probs = [[None] * len(ents) for _, _, ents, _ in jobs]
+            visible = [[True] * len(ents) for _, _, ents, _ in jobs]
         to_ground = [[i for i, v in enumerate(vis) if v] for vis in visible]
+        contexts = [
+            {
+                "text": text,
+                "entities": [
+                    (ents[i]["entity"], ents[i]["type"], ents[i]["description"] or ents[i]["entity"])
+                    for i in tg
+                ],
+            }
+            for (_, _, ents, text), tg in zip(jobs, to_ground)
+        ]
+        diagnostics: list[dict[str, Any]] = []
         grounded = grounder.ground_many(
-            [(img, [qs[i] for i in tg]) for (_, img, _), qs, tg in zip(jobs, queries, to_ground)],
+            [(img, [qs[i] for i in tg]) for (_, img, _, _), qs, tg in zip(jobs, queries, to_ground)],
             vision_batch_size=vbs,
+            contexts=contexts,
+            diagnostics=diagnostics,
         )
+        unparsable = [{tg[j] for j in d.get("unparsable", [])} for tg, d in zip(to_ground, diagnostics)]
         found = [dict(zip(tg, g)) for tg, g in zip(to_ground, grounded)]
         threshold = grounder.box_threshold if box_threshold is None else box_threshold
         # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
@@ -548,18 +571,18 @@ class RiVEGPipeline(Pipeline):
             sorted(
                 i
                 for i, (box, score) in f.items()
-                if box is not None and (entailment is not None or score >= threshold)
+                if box is not None and (entailment is not None or score is None or score >= threshold)
             )
             for f in found
         ]
         masks: list[dict[int, np.ndarray]] = [{} for _ in jobs]
         if segmenter is not None and any(keep):
             segmented = segmenter.segment_many(
-                [(img, [f[i][0] for i in kp]) for (_, img, _), f, kp in zip(jobs, found, keep)],
+                [(img, [f[i][0] for i in kp]) for (_, img, _, _), f, kp in zip(jobs, found, keep)],
                 vision_batch_size=vbs,
             )
             masks = [dict(zip(kp, m)) for kp, m in zip(keep, segmented)]
-        for (_, _, ents), pr, f, kp, ms in zip(jobs, probs, found, keep, masks):
+        for (_, _, ents, _), pr, f, kp, ms, unparsable_i in zip(jobs, probs, found, keep, masks, unparsable):
             kept = set(kp)
             for i, ent in enumerate(ents):
                 box, score = f.get(i, (None, None))
@@ -570,6 +593,11 @@ class RiVEGPipeline(Pipeline):
                     box_score=score,
                     mask=ms.get(i),
                 )
+                if i in unparsable_i:
+                    ent["grounding"] = (
+                        "the grounder's answer had no usable entry for this entity (malformed, truncated or "
+                        "missing): reported as not visible"
+                    )
 
     def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
         if "error" in model_outputs:

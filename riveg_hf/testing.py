@@ -72,6 +72,7 @@ __all__ = [
     "tiny_grounding_dino",
     "tiny_llm",
     "tiny_owlv2",
+    "tiny_qwen2_5_vl",
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
@@ -414,3 +415,70 @@ def save_dummy_components(directory: str | Path, **kwargs: Any) -> dict[str, str
         proc.save_pretrained(path)
         out[name] = str(path)
     return out
+
+
+#: A Qwen-style chat template (image first, then the text) for the tiny vision-language models.
+_VLM_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_qwen2_5_vl(seed: int = 0):
+    """A tiny random Qwen2.5-VL (transformers' own classes) with a Qwen-style processor and chat template."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tok = tiny_bpe_tokenizer()
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+                "<|endoftext|>"]  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.pad_token, tok.eos_token = "<|endoftext|>", "<|im_end|>"
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    with _seeded(seed):
+        cfg = Qwen2_5_VLConfig(
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 4096,
+                "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+                "bos_token_id": ids["<|endoftext|>"],
+                "eos_token_id": ids["<|im_end|>"],
+                "pad_token_id": ids["<|endoftext|>"],
+            },
+            vision_config={
+                "depth": 1,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_heads": 4,
+                "out_hidden_size": 32,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "fullatt_block_indexes": [0],
+                "window_size": 112,
+            },
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+        )
+        model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    proc = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_VLM_CHAT_TEMPLATE,
+    )
+    return model, proc

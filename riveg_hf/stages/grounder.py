@@ -22,23 +22,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForZeroShotObjectDetection
+from transformers import AutoModelForImageTextToText, AutoModelForZeroShotObjectDetection
 
 from .base import Stage
+from .vlm_grounding import (
+    VLM_FAMILIES,
+    build_grounding_prompt,
+    max_new_tokens_for,
+    parse_grounding_answer,
+    to_original_xyxy,
+)
 
 __all__ = ["Grounder"]
 
 _GDINO = ("grounding-dino", "mm-grounding-dino")
 _OWL = ("owlvit", "owlv2")
 #: default box_threshold per family (Grounding DINO and OWL calibrate their scores differently)
-DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owl": 0.1}
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owl": 0.1, "vlm": 0.0}
 
 
 class Grounder(Stage):
     """Image + text queries -> best box and score per query (one detector call per image)."""
 
     name = "grounder"
-    auto_classes = (AutoModelForZeroShotObjectDetection,)
+    auto_classes = (AutoModelForZeroShotObjectDetection, AutoModelForImageTextToText)
 
     def __init__(
         self, model, processor, *, box_threshold: float | None = None, max_text_tokens: int | None = None
@@ -49,9 +56,13 @@ class Grounder(Stage):
             self.family = "grounding-dino"
         elif model_type in _OWL:
             self.family = "owl"
+        elif model_type in VLM_FAMILIES:
+            self.family = "vlm"  # a vision-language model answering in JSON (see vlm_grounding)
+            self.convention = VLM_FAMILIES[model_type]
+            processor.tokenizer.padding_side = "left"  # batched generation
         else:
             raise TypeError(
-                f"grounder: model type {model_type!r} is not supported; supported: {list(_GDINO + _OWL)} "
+                f"grounder: model type {model_type!r} is not supported; supported: {list(_GDINO + _OWL) + list(VLM_FAMILIES)} "
                 "(e.g. IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble)."
             )
         self.pad_to_square = model_type == "owlv2"  # OWLv2 pads the image to a square before predicting
@@ -86,8 +97,13 @@ class Grounder(Stage):
 
     @torch.no_grad()
     def ground_many(
-        self, items: Sequence[tuple[Any, Sequence[str]]], *, vision_batch_size: int = 8
-    ) -> list[list[tuple[list[float] | None, float]]]:
+        self,
+        items: Sequence[tuple[Any, Sequence[str]]],
+        *,
+        vision_batch_size: int = 8,
+        contexts: Sequence[dict[str, Any]] | None = None,
+        diagnostics: list[dict[str, Any]] | None = None,
+    ) -> list[list[tuple[list[float] | None, float | None]]]:
         """``[(image, queries)]`` -> per image, ``[(box xyxy or None, score)]`` per query.
 
         Several images go into one detector call (at most ``vision_batch_size``):
@@ -98,12 +114,20 @@ class Grounder(Stage):
           through its Swin backbone and changes every feature (measured on a tiny model: logits
           off by up to 8, boxes by 0.9 of the image). So only images whose processed size is the
           same are batched (their prompts padded with an attention mask: scores within 1e-4);
-          others, and images whose queries need several text windows, get their own call.
+          others, and images whose queries need several text windows, get their own call;
+        * a vision-language model (Qwen2.5-VL, Qwen3-VL) generates one JSON answer per image for all its
+          entities, ``vision_batch_size`` images per batched (left-padded) generation. ``contexts`` (one
+          ``{"text", "entities": [(name, type, description)]}`` per item) give it the tweet and the entities;
+          ``diagnostics``, when a list, receives one ``{"unparsable": [entity indices]}`` per item.
         """
         out: list[list[tuple[list[float] | None, float]]] = [[] for _ in items]
         todo = [i for i, (_, qs) in enumerate(items) if len(qs)]
         cleaned = {i: [self.clean_query(q) for q in items[i][1]] for i in todo}
         best: dict[int, list] = {}
+        if self.family == "vlm":
+            return self._vlm_many(items, contexts, diagnostics, vision_batch_size)
+        if diagnostics is not None:
+            diagnostics.extend({"unparsable": []} for _ in items)
         if self.family == "grounding-dino":
             best = self._gdino_many([(items[i][0], cleaned[i]) for i in todo], todo, vision_batch_size)
         else:
@@ -262,3 +286,78 @@ class Grounder(Stage):
         scores = torch.sigmoid(out.logits.float()).cpu().numpy()  # (images, num_boxes, n_max)
         boxes = out.pred_boxes.float().cpu().numpy()
         return [self._best(scores[k].T[: len(qs)], boxes[k]) for k, qs in enumerate(queries)]
+
+    def _vlm_many(self, items, contexts, diagnostics, vision_batch_size):
+        """One greedy generation per image (``vision_batch_size`` images per batch) -> boxes per entity."""
+        proc, tok = self.processor, self.processor.tokenizer
+        out: list[list[tuple[list[float] | None, float | None]]] = [[] for _ in items]
+        diag: list[dict[str, Any]] = [{"unparsable": []} for _ in items]
+        todo = [i for i, (_, qs) in enumerate(items) if len(qs)]
+        patch = int(getattr(proc.image_processor, "patch_size", 14) or 14)
+        step = max(1, int(vision_batch_size))
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            prompts, names = [], []
+            for i in chunk:
+                ctx = (contexts[i] if contexts is not None else None) or {}
+                ents = ctx.get("entities") or [(q, "", q) for q in items[i][1]]
+                names.append([e for e, _, _ in ents])
+                messages = [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image"},
+                            {
+                                "type": "text",
+                                "text": build_grounding_prompt(ctx.get("text", ""), ents, self.convention),
+                            },
+                        ],
+                    }
+                ]
+                prompts.append(proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+            enc = proc(text=prompts, images=[items[i][0] for i in chunk], return_tensors="pt", padding=True)
+            grids = enc["image_grid_thw"].tolist()
+            gen = self.model.generate(
+                **self._inputs(enc),
+                max_new_tokens=max_new_tokens_for(max(len(n) for n in names)),
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+            new = gen.sequences[:, enc["input_ids"].shape[1] :].cpu()
+            probs = torch.stack(
+                [torch.softmax(s.float(), dim=-1).gather(1, new[:, t : t + 1].to(s.device)).squeeze(1).cpu()
+                 for t, s in enumerate(gen.scores)],
+                dim=1,
+            )  # fmt: skip
+            stop = {tok.eos_token_id, tok.pad_token_id} - {None}
+            for k, i in enumerate(chunk):
+                ids = new[k].tolist()
+                n_tok = next((t for t, x in enumerate(ids) if x in stop), len(ids))
+                pieces = [tok.decode([x], skip_special_tokens=True) for x in ids[:n_tok]]
+                answer = "".join(pieces)
+                parsed = parse_grounding_answer(answer, names[k])
+                ends, pos = [], 0
+                for piece in pieces:  # character span of each generated token in the answer
+                    ends.append((pos, pos + len(piece)))
+                    pos += len(piece)
+                _, gh, gw = grids[k]
+                input_size = (gw * patch, gh * patch)
+                row = []
+                for box, span in zip(parsed.boxes, parsed.spans):
+                    xyxy = (
+                        None
+                        if box is None
+                        else to_original_xyxy(box, self.convention, items[i][0].size, input_size)
+                    )
+                    if xyxy is None or span is None:
+                        row.append((None, None))
+                        continue
+                    toks = [t for t, (a, b) in enumerate(ends) if a < span[1] and b > span[0]]
+                    score = float(probs[k, toks].mean()) if toks else None
+                    row.append((xyxy, score))
+                out[i] = row
+                diag[i] = {"unparsable": parsed.unparsable}
+        if diagnostics is not None:
+            diagnostics.extend(diag)
+        return out

@@ -1,0 +1,194 @@
+"""A vision-language model as the grounder (Qwen2.5-VL / Qwen3-VL): answer parser, coordinates, one
+generation per image, joint visibility, and a tiny random Qwen2.5-VL end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+from riveg_hf import RiVEGPipeline
+from riveg_hf.stages import Grounder
+from riveg_hf.stages.vlm_grounding import parse_grounding_answer, to_original_xyxy
+from riveg_hf.testing import NER_LABELS, tiny_qwen2_5_vl, tiny_recognizer
+
+NAMES = ["Obama", "Paris", "NASA"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "boxes", "unparsable"),
+    [
+        ('[{"entity": "Obama", "bbox_2d": [1, 2, 30, 40]}, {"entity": "Paris", "bbox_2d": null}, '
+         '{"entity": "NASA", "bbox_2d": [5, 5, 9, 9]}]', [[1, 2, 30, 40], None, [5, 5, 9, 9]], []),
+        # prose and a code fence around the JSON
+        ('Here you go:\n```json\n[{"entity": "Obama", "bbox_2d": [1, 2, 3, 4]}]\n```\nAnything else?',
+         [[1, 2, 3, 4], None, None], [1, 2]),
+        # truncated: the complete objects are kept
+        ('[{"entity": "Obama", "bbox_2d": [1, 2, 3, 4]}, {"entity": "Paris", "bbox_2d": [7, 8,',
+         [[1, 2, 3, 4], None, None], [1, 2]),
+        # inverted corners swapped; a box that is not 4 numbers is unusable
+        ('[{"entity": "Obama", "bbox_2d": [30, 40, 1, 2]}, {"entity": "Paris", "bbox_2d": [1, 2, 3]}, '
+         '{"entity": "NASA", "bbox_2d": ["a", 1, 2, 3]}]', [[1, 2, 30, 40], None, None], [1, 2]),
+        # repeated entity: the first answer wins; extra entities are ignored; order does not matter
+        ('[{"entity": "NASA", "bbox_2d": [1, 1, 2, 2]}, {"entity": "NASA", "bbox_2d": [9, 9, 10, 10]}, '
+         '{"entity": "Berlin", "bbox_2d": [0, 0, 1, 1]}, {"entity": "obama", "bbox_2d": null}]',
+         [None, None, [1, 1, 2, 2]], [1]),
+        # a misspelt name takes the entity at its position
+        ('[{"entity": "Obamma", "bbox_2d": [1, 2, 3, 4]}]', [[1, 2, 3, 4], None, None], [1, 2]),
+        ("I cannot see anything.", [None, None, None], [0, 1, 2]),
+        ("", [None, None, None], [0, 1, 2]),
+        ('[{"entity": "Obama", "bbox_2d": [NaN, 1, 2, 3]}]', [None, None, None], [0, 1, 2]),
+    ],
+)  # fmt: skip
+def test_parser_table(answer, boxes, unparsable):
+    p = parse_grounding_answer(answer, NAMES)
+    assert p.boxes == [None if b is None else [float(v) for v in b] for b in boxes]
+    assert p.unparsable == unparsable
+    assert all((s is None) == (b is None) for s, b in zip(p.spans, p.boxes))
+
+
+def test_coordinates_back_to_original_pixels_by_hand():
+    # Qwen2.5-VL: absolute pixels of the processor's resized image (here 640x480 resized to 616x462)
+    assert to_original_xyxy([0, 0, 308, 231], "absolute", (640, 480), (616, 462)) == pytest.approx(
+        [0, 0, 320, 240]
+    )
+    assert to_original_xyxy([154, 0, 616, 462], "absolute", (300, 900), (308, 896)) == pytest.approx(
+        [150.0, 0.0, 300.0, 900.0 * 462 / 896]
+    )
+    # Qwen3-VL: 0..1000 relative on each axis, whatever the resize
+    assert to_original_xyxy([250, 500, 750, 1000], "relative-1000", (800, 200), (812, 196)) == [
+        200.0,
+        100.0,
+        600.0,
+        200.0,
+    ]
+    # outside the image: clipped; nothing left: None
+    assert to_original_xyxy([-50, -50, 2000, 2000], "relative-1000", (100, 50), (0, 0)) == [
+        0.0,
+        0.0,
+        100.0,
+        50.0,
+    ]
+    assert to_original_xyxy([1100, 0, 1200, 10], "relative-1000", (100, 50), (0, 0)) is None
+    with pytest.raises(ValueError, match="unknown coordinate convention"):
+        to_original_xyxy([0, 0, 1, 1], "cxcywh", (1, 1), (1, 1))
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    model, proc = tiny_qwen2_5_vl()
+    d = tmp_path_factory.mktemp("qwen") / "qwen2_5_vl"
+    model.save_pretrained(d)
+    proc.save_pretrained(d)
+    return str(d)
+
+
+def _every_word():
+    model, tok = tiny_recognizer()
+    with torch.no_grad():
+        model.classifier.bias.fill_(-20.0)
+        model.classifier.bias[NER_LABELS.index("B-PER")] = 20.0
+    return model, tok
+
+
+def test_one_generation_per_image_equal_to_the_models_own_generate(vlm_dir):
+    g = Grounder.from_pretrained(vlm_dir)
+    assert g.family == "vlm" and g.convention == "absolute" and g.box_threshold == 0.0
+    calls, seqs = [], []
+    real = g.model.generate
+
+    def spy(**kw):
+        out = real(**kw)
+        calls.append(kw["input_ids"].shape[0])
+        seqs.append(out.sequences)
+        return out
+
+    g.model.generate = spy
+    img = Image.new("RGB", (120, 80), (200, 30, 30))
+    ents = [(f"Entity{i}", "PER", f"a person number {i}") for i in range(8)]
+    diag = []
+    [res] = g.ground_many(
+        [(img, [d for _, _, d in ents])], contexts=[{"text": "a tweet", "entities": ents}], diagnostics=diag
+    )
+    assert calls == [1]  # eight entities, one generation
+    assert len(res) == 8 and len(diag[0]["unparsable"]) + sum(b is not None for b, _ in res) <= 8
+    # the same inputs through transformers' own generate give the same tokens
+    from riveg_hf.stages.vlm_grounding import build_grounding_prompt, max_new_tokens_for
+
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": build_grounding_prompt("a tweet", ents, "absolute")},
+            ],
+        }
+    ]
+    text = g.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = g.processor(text=[text], images=[img], return_tensors="pt", padding=True)
+    own = real(**enc, max_new_tokens=max_new_tokens_for(8), do_sample=False)
+    assert torch.equal(own, seqs[0])
+
+
+def test_canned_answers_map_to_original_pixels_and_never_lose_entities(vlm_dir, monkeypatch):
+    """The tiny model answers garbage; replace its decoding with canned answers per image."""
+    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=vlm_dir)
+    g = pipe.stages["grounder"]
+    answers = iter(
+        [
+            '[{"entity": "Obama", "bbox_2d": [0, 0, 56, 42]}, {"entity": "Paris", "bbox_2d": null}]',
+            'Sorry, [{"entity": "Rome", "bbox_2d": [0, 0, 1000',  # truncated: nothing usable
+        ]
+    )
+    tok = g.processor.tokenizer
+    real_generate = g.model.generate
+
+    def fake_generate(**kw):
+        out = real_generate(**{**kw, "max_new_tokens": 1})
+        rows = [
+            tok(next(answers), add_special_tokens=False)["input_ids"] for _ in range(kw["input_ids"].shape[0])
+        ]
+        width = max(len(r) for r in rows) + 1
+        pad = tok.pad_token_id
+        new = torch.tensor([r + [tok.eos_token_id] + [pad] * (width - len(r) - 1) for r in rows])
+        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
+        out.scores = tuple(torch.full((len(rows), len(tok)), 0.0) for _ in range(width))
+        return out
+
+    monkeypatch.setattr(g.model, "generate", fake_generate)
+    a = Image.new("RGB", (120, 80))  # resized by the processor to 112x84
+    b = Image.new("RGB", (90, 60))
+    out = pipe(
+        [{"text": "Obama Paris", "image": a}, {"text": "Rome", "image": b}], batch_size=2, vision_batch_size=1
+    )
+    (obama, paris), (rome,) = out
+    assert obama["box"] == {"xmin": 0.0, "ymin": 0.0, "xmax": 60.0, "ymax": 40.0} and obama["groundable"]
+    assert obama["box_score"] == pytest.approx(1 / len(tok))  # uniform canned scores: mean token probability
+    assert paris["box"] is None and not paris["groundable"] and "grounding" not in paris
+    assert rome["box"] is None and "no usable entry" in rome["grounding"]
+
+
+def test_vlm_composite_round_trip_and_joint_visibility(vlm_dir, dummy_dir, tmp_path):
+    pipe = RiVEGPipeline.from_components(
+        recognizer=_every_word(),
+        grounder=vlm_dir,
+        entailment=dummy_dir["entailment"],
+        entailment_threshold=1.0,
+    )
+    img = Image.new("RGB", (120, 80), (10, 200, 10))
+    gated = pipe({"text": "Obama", "image": img})
+    assert gated[0]["box"] is None and gated[0]["groundable_score"] is not None  # entailment said no
+    calls = []
+    g = pipe.stages["grounder"]
+    real = g.model.generate
+    g.model.generate = lambda **kw: calls.append(1) or real(**kw)
+    joint = pipe({"text": "Obama", "image": img}, visibility="grounder")  # the VLM decides: one generation
+    assert calls == [1] and len(joint) == 1
+    with pytest.raises(ValueError, match="visibility must be one of"):
+        pipe({"text": "Obama", "image": img}, visibility="both")
+    g.model.generate = real
+    pipe.save_pretrained(tmp_path / "c")
+    again = pipeline("grounded-mner", model=str(tmp_path / "c"))
+    assert type(again.stages["grounder"].model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert again({"text": "Obama", "image": img}, visibility="grounder") == joint
