@@ -12,6 +12,7 @@ import riveg_hf.masks
 import riveg_hf.metrics.core
 import riveg_hf.net
 import riveg_hf.stages.expander
+import riveg_hf.stages.vlm_grounding
 import riveg_hf.text
 
 
@@ -27,6 +28,7 @@ import riveg_hf.text
         riveg_hf.metrics.core,
         riveg_hf.net,
         riveg_hf.stages.expander,
+        riveg_hf.stages.vlm_grounding,
     ],
     ids=lambda m: m.__name__,
 )
