@@ -73,6 +73,7 @@ __all__ = [
     "tiny_llm",
     "tiny_owlv2",
     "tiny_qwen2_5_vl",
+    "tiny_qwen3_vl",
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
@@ -425,6 +426,74 @@ _VLM_CHAT_TEMPLATE = (
 )
 
 
+def _vlm_tokenizer():
+    tok = tiny_bpe_tokenizer()
+    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+                "<|endoftext|>"]  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.pad_token, tok.eos_token = "<|endoftext|>", "<|im_end|>"
+    return tok, {t: tok.convert_tokens_to_ids(t) for t in specials}
+
+
+def tiny_qwen3_vl(seed: int = 0):
+    """A tiny random Qwen3-VL (relative 0-1000 box coordinates) with a Qwen-style processor."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+    )
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    tok, ids = _vlm_tokenizer()
+    with _seeded(seed):
+        cfg = Qwen3VLConfig(
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "head_dim": 8,
+                "max_position_embeddings": 4096,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 10000.0,
+                    "mrope_section": [1, 1, 2],
+                    "mrope_interleaved": True,
+                },
+                "pad_token_id": ids["<|endoftext|>"],
+            },
+            vision_config={
+                "depth": 2,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_heads": 4,
+                "out_hidden_size": 32,
+                "patch_size": 16,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "num_position_embeddings": 64,
+                "deepstack_visual_indexes": [1],
+            },
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+        )
+        model = Qwen3VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    proc = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=16, min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 16),
+        tokenizer=tok,
+        video_processor=Qwen3VLVideoProcessor(),
+        chat_template=_VLM_CHAT_TEMPLATE,
+    )
+    return model, proc
+
+
 def tiny_qwen2_5_vl(seed: int = 0):
     """A tiny random Qwen2.5-VL (transformers' own classes) with a Qwen-style processor and chat template."""
     from transformers import (
@@ -435,12 +504,7 @@ def tiny_qwen2_5_vl(seed: int = 0):
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tok = tiny_bpe_tokenizer()
-    specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-                "<|endoftext|>"]  # fmt: skip
-    tok.add_special_tokens({"additional_special_tokens": specials})
-    tok.pad_token, tok.eos_token = "<|endoftext|>", "<|im_end|>"
-    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    tok, ids = _vlm_tokenizer()
     with _seeded(seed):
         cfg = Qwen2_5_VLConfig(
             text_config={

@@ -11,7 +11,7 @@ from transformers import pipeline
 from riveg_hf import RiVEGPipeline
 from riveg_hf.stages import Grounder
 from riveg_hf.stages.vlm_grounding import parse_grounding_answer, to_original_xyxy
-from riveg_hf.testing import NER_LABELS, tiny_qwen2_5_vl, tiny_recognizer
+from riveg_hf.testing import NER_LABELS, tiny_qwen2_5_vl, tiny_qwen3_vl, tiny_recognizer
 
 NAMES = ["Obama", "Paris", "NASA"]
 
@@ -192,3 +192,30 @@ def test_vlm_composite_round_trip_and_joint_visibility(vlm_dir, dummy_dir, tmp_p
     again = pipeline("grounded-mner", model=str(tmp_path / "c"))
     assert type(again.stages["grounder"].model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert again({"text": "Obama", "image": img}, visibility="grounder") == joint
+
+
+def test_qwen3_vl_relative_coordinates_end_to_end(tmp_path, monkeypatch):
+    model, proc = tiny_qwen3_vl()
+    model.save_pretrained(tmp_path / "q3")
+    proc.save_pretrained(tmp_path / "q3")
+    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=str(tmp_path / "q3"))
+    g = pipe.stages["grounder"]
+    assert g.family == "vlm" and g.convention == "relative-1000"
+    tok = g.processor.tokenizer
+    real_generate = g.model.generate
+    answer = '[{"entity": "Obama", "bbox_2d": [250, 500, 750, 1000]}]'
+
+    def fake_generate(**kw):
+        out = real_generate(**{**kw, "max_new_tokens": 1})
+        new = torch.tensor([tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]])
+        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
+        out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
+        return out
+
+    monkeypatch.setattr(g.model, "generate", fake_generate)
+    (obama,) = pipe({"text": "Obama", "image": Image.new("RGB", (200, 100))})
+    assert obama["box"] == {"xmin": 50.0, "ymin": 50.0, "xmax": 150.0, "ymax": 100.0}
+    monkeypatch.setattr(g.model, "generate", real_generate)
+    assert (
+        len(pipe({"text": "Obama Paris", "image": Image.new("RGB", (64, 64))})) == 2
+    )  # real generate: no crash
