@@ -71,6 +71,7 @@ __all__ = [
     "tiny_clip",
     "tiny_grounding_dino",
     "tiny_llm",
+    "tiny_mm_grounding_dino",
     "tiny_owlv2",
     "tiny_qwen2_5_vl",
     "tiny_qwen3_vl",
@@ -166,8 +167,14 @@ def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: 
     return model, tok
 
 
-def tiny_grounding_dino(seed: int = 0):
+def tiny_grounding_dino(seed: int = 0, mm: bool = False):
+    """A tiny random Grounding DINO; ``mm=True``: MM-Grounding-DINO (``MMGroundingDinoForObjectDetection``)."""
     tok = tiny_bert_tokenizer(lowercase=True, bert_base_ids=True)
+    if mm:
+        from transformers import MMGroundingDinoConfig as config_class
+        from transformers import MMGroundingDinoForObjectDetection as model_class
+    else:
+        config_class, model_class = GroundingDinoConfig, GroundingDinoForObjectDetection
     with _seeded(seed):
         swin = SwinConfig(
             embed_dim=16,
@@ -177,7 +184,7 @@ def tiny_grounding_dino(seed: int = 0):
             image_size=64,
             out_indices=[2, 3, 4],
         )
-        cfg = GroundingDinoConfig(
+        cfg = config_class(
             backbone_config=swin,
             use_timm_backbone=False,
             use_pretrained_backbone=False,
@@ -201,7 +208,7 @@ def tiny_grounding_dino(seed: int = 0):
             decoder_n_points=2,
             max_text_len=256,
         )
-        model = GroundingDinoForObjectDetection(cfg).eval()
+        model = model_class(cfg).eval()
     proc = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
         tokenizer=tok,
@@ -218,6 +225,10 @@ def _dual_encoder_configs(tok, image_size: int) -> dict:
         "text_config": {**common, **special, "vocab_size": len(tok), "max_position_embeddings": 16},
         "vision_config": {**common, "image_size": image_size, "patch_size": 16},
     }
+
+
+def tiny_mm_grounding_dino(seed: int = 0):
+    return tiny_grounding_dino(seed, mm=True)
 
 
 def tiny_owlv2(seed: int = 0):

@@ -503,16 +503,22 @@ def test_blip_itm_encode_once_equals_the_models_own_forward(photo):
     assert np.allclose(probs, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["grounding-dino", "owlv2"])
+@pytest.mark.parametrize("family", ["grounding-dino", "mm-grounding-dino", "owlv2"])
 def test_grounder_boxes_match_transformers_post_processing(family, photo):
     from riveg_hf.stages import Grounder
-    from riveg_hf.testing import tiny_grounding_dino, tiny_owlv2
+    from riveg_hf.testing import tiny_grounding_dino, tiny_mm_grounding_dino, tiny_owlv2
 
-    model, proc = tiny_grounding_dino() if family == "grounding-dino" else tiny_owlv2()
+    builders = {
+        "grounding-dino": tiny_grounding_dino,
+        "mm-grounding-dino": tiny_mm_grounding_dino,
+        "owlv2": tiny_owlv2,
+    }
+    model, proc = builders[family]()
+    assert family == "owlv2" or model.config.model_type == family
     img = photo.resize((128, 96))  # not square: OWLv2 pads to a square, Grounding DINO does not
     [(box, score)] = Grounder(model, proc).ground(img, ["a red cat"])
     with torch.no_grad():
-        if family == "grounding-dino":
+        if family != "owlv2":
             inputs = proc(images=img, text="a red cat.", return_tensors="pt")
             res = proc.post_process_grounded_object_detection(
                 model(**inputs),
