@@ -219,3 +219,42 @@ def test_qwen3_vl_relative_coordinates_end_to_end(tmp_path, monkeypatch):
     assert (
         len(pipe({"text": "Obama Paris", "image": Image.new("RGB", (64, 64))})) == 2
     )  # real generate: no crash
+
+
+def test_vlm_entailment_p_yes_in_one_forward_per_image_batch(vlm_dir):
+    from riveg_hf.stages import Entailment
+    from riveg_hf.stages.entailment import VLM_QUESTION
+
+    ent = Entailment.from_pretrained(vlm_dir)
+    assert ent.kind == "vlm"
+    calls = []
+    handle = ent.model.register_forward_hook(lambda *a: calls.append(1))
+    a, b = Image.new("RGB", (120, 80), (200, 0, 0)), Image.new("RGB", (64, 96), (0, 0, 200))
+    hyps = [["Obama(PER)-a man", "Paris(LOC)-a city", "NASA(ORG)-a logo"], ["Rome(LOC)-a city"]]
+    try:
+        pa, pb = ent.score_many([(a, hyps[0]), (b, hyps[1])])
+    finally:
+        handle.remove()
+    assert calls == [1] and len(pa) == 3 and len(pb) == 1  # both images, four questions: one forward
+    assert all(0.0 <= p <= 1.0 for p in [*pa, *pb])
+    # each question alone through the model's own forward: the same P(yes)
+    proc, tok = ent.processor, ent.processor.tokenizer
+    yes = {tok.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")}
+    no = {tok.encode(w, add_special_tokens=False)[0] for w in ("no", "No")}
+    for img, hs, got in ((a, hyps[0], pa), (b, hyps[1], pb)):
+        for h, p in zip(hs, got):
+            msg = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image"},
+                        {"type": "text", "text": VLM_QUESTION.format(hypothesis=h)},
+                    ],
+                }
+            ]
+            enc = proc(text=[proc.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)], images=[img],
+                       return_tensors="pt")  # fmt: skip
+            with torch.no_grad():
+                probs = torch.softmax(ent.model(**enc).logits[0, -1].float(), dim=-1)
+            y, n = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
+            assert p == pytest.approx(float(y / (y + n)), abs=1e-4)

@@ -7,7 +7,11 @@ image-text model before grounding. Supported models, each giving a probability i
   fine-tunes): the ITM head's "match" probability;
 * **contrastive** (CLIP, SigLIP and other ``AutoModelForZeroShotImageClassification`` dual
   encoders): ``sigmoid(scale * cos + bias)``; SigLIP has its own learned bias, CLIP uses
-  ``logit_bias`` (default ``-0.25 * scale``, i.e. probability 0.5 at cosine 0.25).
+  ``logit_bias`` (default ``-0.25 * scale``, i.e. probability 0.5 at cosine 0.25);
+* **vision-language model** (Qwen2.5-VL, Qwen3-VL: ``AutoModelForImageTextToText``): asked "Does the image
+  show {hypothesis}? Answer yes or no.", ``P(yes) = p(yes) / (p(yes) + p(no))`` from the next-token
+  distribution ("yes"/"Yes" against "no"/"No"); all the hypotheses of ``vision_batch_size`` images in one
+  batched forward pass (no generation).
 
 ``threshold`` (the pipeline's ``entailment_threshold``) turns the probability into the
 decision; a fine-tuned checkpoint carries its calibrated threshold in its config
@@ -24,12 +28,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModel, AutoModelForZeroShotImageClassification, BlipForImageTextRetrieval
+from transformers import (
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForZeroShotImageClassification,
+    BlipForImageTextRetrieval,
+)
 
 from ..types import TYPE_WORDS
 from .base import Stage
 
 __all__ = ["DEFAULT_HYPOTHESIS", "Entailment", "calibrate_threshold"]
+
+_VLM_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+#: The question a vision-language entailment model answers, per hypothesis.
+VLM_QUESTION = "Does the image show {hypothesis}? Answer yes or no."
 
 #: RiVEG's hypothesis format: ``Entity(TYPE)-description``.
 DEFAULT_HYPOTHESIS = "{entity}({type})-{description}"
@@ -61,7 +74,12 @@ class Entailment(Stage):
     """Image + hypotheses -> probability that the image shows each entity."""
 
     name = "entailment"
-    auto_classes = (AutoModelForZeroShotImageClassification, BlipForImageTextRetrieval, AutoModel)
+    auto_classes = (
+        AutoModelForZeroShotImageClassification,
+        BlipForImageTextRetrieval,
+        AutoModelForImageTextToText,
+        AutoModel,
+    )
 
     def __init__(
         self,
@@ -76,6 +94,14 @@ class Entailment(Stage):
         super().__init__(model, processor)
         if isinstance(model, BlipForImageTextRetrieval):
             self.kind = "itm"
+        elif model.config.model_type in _VLM_TYPES:
+            self.kind = "vlm"
+            processor.tokenizer.padding_side = (
+                "left"  # the answer's first token is predicted at the last position
+            )
+            tok = processor.tokenizer
+            self._yes = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")})
+            self._no = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("no", "No")})
         elif hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
             self.kind = "contrastive"
         else:
@@ -151,6 +177,15 @@ class Entailment(Stage):
         out: list[np.ndarray] = [np.zeros(0) for _ in items]
         todo = [i for i, (_, hyps) in enumerate(items) if len(hyps)]
         step = max(1, int(vision_batch_size))
+        if self.kind == "vlm":
+            for start in range(0, len(todo), step):
+                chunk = todo[start : start + step]
+                probs = self._vlm_yes([(items[i][0], h) for i in chunk for h in items[i][1]])
+                pos = 0
+                for i in chunk:
+                    out[i] = probs[pos : pos + len(items[i][1])]
+                    pos += len(items[i][1])
+            return out
         for start in range(0, len(todo), step):
             chunk = todo[start : start + step]
             pixels = self._pixels([items[i][0] for i in chunk])
@@ -162,6 +197,32 @@ class Entailment(Stage):
                 out[i] = probs[pos : pos + n]
                 pos += n
         return out
+
+    def _vlm_yes(self, pairs: Sequence[tuple[Any, str]]) -> np.ndarray:
+        """P(yes) for each (image, hypothesis), from one batched forward of the next-token logits."""
+        proc = self.processor
+        texts = [
+            proc.apply_chat_template(
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image"},
+                            {"type": "text", "text": VLM_QUESTION.format(hypothesis=h)},
+                        ],
+                    }
+                ],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for _, h in pairs
+        ]
+        enc = proc(text=texts, images=[img for img, _ in pairs], return_tensors="pt", padding=True)
+        logits = self.model(**self._inputs(enc)).logits[:, -1, :].float()
+        p = torch.softmax(logits, dim=-1)
+        yes, no = p[:, self._yes].sum(-1), p[:, self._no].sum(-1)
+        prob = (yes / (yes + no).clamp_min(1e-12)).cpu().numpy().astype(np.float64)
+        return np.nan_to_num(prob, nan=0.0)
 
     def _score_pairs(self, pixels: torch.Tensor, pairs: Sequence[tuple[int, str]]) -> np.ndarray:
         """``pairs`` of (index of the image in ``pixels``, hypothesis) -> probabilities."""

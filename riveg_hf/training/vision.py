@@ -199,6 +199,11 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
         )
         processor = AutoProcessor.from_pretrained(args.base_model, local_files_only=args.local_files_only)
     stage = Entailment(model, processor, hypothesis=args.hypothesis)
+    if stage.kind == "vlm":
+        raise ValueError(
+            f"--base-model {args.base_model!r} is a vision-language model: `riveg train entailment` trains BLIP ITM "
+            "and CLIP/SigLIP-style models; VLM entailment is used zero-shot (P(yes)) for now."
+        )
     contrastive = stage.kind == "contrastive"
     bias = None
     if contrastive:
