@@ -135,6 +135,11 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--model", default=None, help="composite checkpoint: hub id or local folder (default: task default)"
     )
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="a documented composite instead of --model: riveg-2024 | vlm (see README, Presets; Hub weights)",
+    )
     p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     p.add_argument("--revision", default=None)
     p.add_argument("--local-files-only", action="store_true", help="never contact the Hub")

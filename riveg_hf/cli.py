@@ -174,7 +174,17 @@ def _load_pipeline(a: argparse.Namespace):
     from riveg_hf.pipeline import default_model_path
     from riveg_hf.stages import ComponentLoadError
 
-    location = a.model or str(default_model_path(a.task))
+    if getattr(a, "preset", None):
+        if a.model:
+            raise CLIError("give --model or --preset, not both.")
+        from riveg_hf.pipeline import preset_path
+
+        try:
+            location = str(preset_path(a.preset))
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+    else:
+        location = a.model or str(default_model_path(a.task))
     device = a.device if a.device is not None else (0 if torch.cuda.is_available() else -1)
     try:
         model = RiVEGModel.from_pretrained(

@@ -788,6 +788,28 @@ def default_model_path(task: str):
     return Path(__file__).resolve().parent / "defaults" / task
 
 
+#: Documented composites (configs of Hub references), by name: see README, Presets.
+PRESETS = {
+    "riveg-2024": "RiVEG as published in 2024, zero-shot: BERT NER, Qwen2.5-0.5B expander, BLIP ITM entailment, "
+    "Grounding DINO tiny, SAM 2.1 tiny",
+    "vlm": "BERT NER, Qwen2.5-0.5B expander, Qwen2.5-VL-3B-Instruct as joint entailment + grounder "
+    "(visibility='grounder'), SAM 2.1 tiny",
+}
+
+
+def preset_path(name: str):
+    """The folder of a preset composite (``pipeline("segmented-mner", model=preset_path("vlm"))``)."""
+    from pathlib import Path
+
+    if name not in PRESETS:
+        raise ValueError(
+            f"unknown preset {name!r}; valid: {sorted(PRESETS)} ("
+            + "; ".join(f"{k}: {v}" for k, v in PRESETS.items())
+            + ")"
+        )
+    return Path(__file__).resolve().parent / "defaults" / "presets" / name
+
+
 def _register() -> None:
     """Register the tasks and the composite config/model with transformers (called on ``import riveg_hf``)."""
     from transformers import AutoConfig, AutoModel

@@ -73,6 +73,7 @@ __all__ = [
     "tiny_llm",
     "tiny_mm_grounding_dino",
     "tiny_owlv2",
+    "tiny_preset",
     "tiny_qwen2_5_vl",
     "tiny_qwen3_vl",
     "tiny_recognizer",
@@ -557,3 +558,38 @@ def tiny_qwen2_5_vl(seed: int = 0):
         chat_template=_VLM_CHAT_TEMPLATE,
     )
     return model, proc
+
+
+def _tiny_qwen2_llm():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    return tiny_llm(config_class=Qwen2Config, model_class=Qwen2ForCausalLM)
+
+
+#: A tiny random stand-in for each model class the presets name.
+TINY_BY_CLASS = {
+    "BertForTokenClassification": tiny_recognizer,
+    "Qwen2ForCausalLM": _tiny_qwen2_llm,
+    "BlipForImageTextRetrieval": tiny_blip_itm,
+    "GroundingDinoForObjectDetection": tiny_grounding_dino,
+    "Sam2Model": tiny_sam2,
+    "Qwen2_5_VLForConditionalGeneration": tiny_qwen2_5_vl,
+}
+_STAGE_OPTION_NAMES = {("entailment", "threshold"): "entailment_threshold"}
+
+
+def tiny_preset(name: str, **options: Any):
+    """The preset ``name`` (see :data:`riveg_hf.pipeline.PRESETS`) with a tiny random model of each of its classes,
+    its stage options and its pipeline options: the preset's wiring, runnable offline in tests."""
+    import json
+
+    from .pipeline import RiVEGPipeline, preset_path
+
+    cfg = json.loads((preset_path(name) / "config.json").read_text(encoding="utf-8"))
+    comps = {stage: TINY_BY_CLASS[c["model_class"]]() for stage, c in cfg["components"].items()}
+    opts: dict[str, Any] = dict(cfg.get("pipeline_options") or {})
+    for stage, c in cfg["components"].items():
+        for key, value in (c.get("options") or {}).items():
+            opts[_STAGE_OPTION_NAMES.get((stage, key), key)] = value
+    opts.update(options)
+    return RiVEGPipeline.from_components(**comps, task=cfg["task"], **opts)
