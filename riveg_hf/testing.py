@@ -79,6 +79,7 @@ __all__ = [
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
+    "tiny_sam3_tracker",
     "tiny_siglip",
 ]
 
@@ -340,6 +341,40 @@ def tiny_sam2(seed: int = 0):
         )
         model = Sam2Model(cfg).eval()
     return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
+
+
+def tiny_sam3_tracker(seed: int = 0):
+    """A tiny random SAM 3 tracker (box/point prompts, SAM 2 interface) with its processor."""
+    from transformers import (
+        Sam3TrackerConfig,
+        Sam3TrackerModel,
+        Sam3TrackerProcessor,
+        Sam3VisionConfig,
+        Sam3ViTConfig,
+    )
+    from transformers.models.sam3_tracker.configuration_sam3_tracker import (
+        Sam3TrackerMaskDecoderConfig,
+        Sam3TrackerPromptEncoderConfig,
+    )
+
+    with _seeded(seed):
+        vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=112, patch_size=14, window_size=4, global_attn_indexes=[1],
+                            pretrain_image_size=56)  # fmt: skip
+        vision = Sam3VisionConfig(
+            backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
+        )
+        cfg = Sam3TrackerConfig(
+            vision_config=vision,
+            prompt_encoder_config=Sam3TrackerPromptEncoderConfig(
+                hidden_size=32, image_size=112, patch_size=14, mask_input_channels=8
+            ),
+            mask_decoder_config=Sam3TrackerMaskDecoderConfig(
+                hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+            ),
+        )
+        model = Sam3TrackerModel(cfg).eval()
+    return model, Sam3TrackerProcessor(image_processor=Sam2ImageProcessor(size={"height": 112, "width": 112}))
 
 
 def tiny_sam(seed: int = 0):
