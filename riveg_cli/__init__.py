@@ -138,7 +138,7 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--preset",
         default=None,
-        help="a documented composite instead of --model: riveg-2024 | vlm (see README, Presets; Hub weights)",
+        help="a documented composite instead of --model: riveg-2024 | vlm | sam3 (see README, Presets; Hub weights)",
     )
     p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     p.add_argument("--revision", default=None)

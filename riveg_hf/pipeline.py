@@ -468,9 +468,14 @@ class RiVEGPipeline(Pipeline):
 
         # 4-6. over the whole batch, stage by stage: entailment, grounding, segmentation (each vision model
         # encodes each image once, `vision_batch_size` images per forward)
+        # the stage that finds boxes: the grounder, or SAM 3 from the descriptions (segmenter, no grounder)
+        text_segmenter = (
+            grounder is None and segmenter is not None and getattr(segmenter, "text_prompted", False)
+        )
+        locator = segmenter if text_segmenter else grounder
         jobs: list[tuple[int, Any, list[dict[str, Any]], str]] = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
-            if b["image"] is not None and ents and grounder is not None:
+            if b["image"] is not None and ents and locator is not None:
                 cap = len(ents) if max_entities_per_image is None else max_entities_per_image
                 for ent in ents[cap:]:
                     ent.update(
@@ -486,7 +491,7 @@ class RiVEGPipeline(Pipeline):
             else:
                 for ent in ents:
                     ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
-        stages = (entailment, grounder, segmenter if return_masks else None)
+        stages = (entailment, locator, segmenter if return_masks else None)
         if visibility == "grounder":  # the grounder's answer decides (a VLM's null = not visible)
             stages = (None, *stages[1:])
         options = (box_threshold, entailment_threshold, use_descriptions, vision_batch_size)
@@ -563,7 +568,7 @@ class RiVEGPipeline(Pipeline):
             diagnostics=diagnostics,
         )
         unparsable = [{tg[j] for j in d.get("unparsable", [])} for tg, d in zip(to_ground, diagnostics)]
-        found = [dict(zip(tg, g)) for tg, g in zip(to_ground, grounded)]
+        found = [{i: r[:2] for i, r in zip(tg, g)} for tg, g in zip(to_ground, grounded)]
         threshold = grounder.box_threshold if box_threshold is None else box_threshold
         # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
         # without one, the detector's score decides visibility.
@@ -576,7 +581,12 @@ class RiVEGPipeline(Pipeline):
             for f in found
         ]
         masks: list[dict[int, np.ndarray]] = [{} for _ in jobs]
-        if segmenter is not None and any(keep):
+        if segmenter is not None and segmenter is grounder:  # SAM 3 from text: the masks came with the boxes
+            masks = [
+                {i: r[2] for i, r in zip(tg, g) if i in set(kp)}
+                for tg, g, kp in zip(to_ground, grounded, keep)
+            ]
+        elif segmenter is not None and any(keep):
             segmented = segmenter.segment_many(
                 [(img, [f[i][0] for i in kp]) for (_, img, _, _), f, kp in zip(jobs, found, keep)],
                 vision_batch_size=vbs,
@@ -794,6 +804,7 @@ PRESETS = {
     "Grounding DINO tiny, SAM 2.1 tiny",
     "vlm": "BERT NER, Qwen2.5-0.5B expander, Qwen2.5-VL-3B-Instruct as joint entailment + grounder "
     "(visibility='grounder'), SAM 2.1 tiny",
+    "sam3": "BERT NER, Qwen2.5-0.5B expander, SAM 3 finding box and mask from each description (gated checkpoint)",
 }
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
+    "tiny_sam3",
     "tiny_sam3_tracker",
     "tiny_siglip",
 ]
@@ -377,6 +378,51 @@ def tiny_sam3_tracker(seed: int = 0):
     return model, Sam3TrackerProcessor(image_processor=Sam2ImageProcessor(size={"height": 112, "width": 112}))
 
 
+def tiny_sam3(seed: int = 0):
+    """A tiny random SAM 3 (text-prompted detection + segmentation) with its processor."""
+    from transformers import (
+        Sam3Config,
+        Sam3ImageProcessor,
+        Sam3Model,
+        Sam3Processor,
+        Sam3VisionConfig,
+        Sam3ViTConfig,
+    )
+
+    tok = tiny_clip_tokenizer(max_length=32)
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    with _seeded(seed):
+        vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=112, patch_size=14, window_size=4, global_attn_indexes=[1],
+                            pretrain_image_size=56)  # fmt: skip
+        cfg = Sam3Config(
+            vision_config=Sam3VisionConfig(
+                backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
+            ),
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "projection_dim": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 32,
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
+            },
+            geometry_encoder_config={"num_layers": 1, **small},
+            detr_encoder_config={"num_layers": 1, **small},
+            detr_decoder_config={"num_layers": 1, "num_queries": 10, **small},
+            mask_decoder_config={"hidden_size": 32, "num_attention_heads": 2, "num_upsampling_stages": 3},
+        )
+        model = Sam3Model(cfg).eval()
+    proc = Sam3Processor(
+        image_processor=Sam3ImageProcessor(size={"height": 112, "width": 112}), tokenizer=tok
+    )
+    return model, proc
+
+
 def tiny_sam(seed: int = 0):
     with _seeded(seed):
         cfg = SamConfig(
@@ -609,6 +655,7 @@ TINY_BY_CLASS = {
     "GroundingDinoForObjectDetection": tiny_grounding_dino,
     "Sam2Model": tiny_sam2,
     "Qwen2_5_VLForConditionalGeneration": tiny_qwen2_5_vl,
+    "Sam3Model": tiny_sam3,
 }
 _STAGE_OPTION_NAMES = {("entailment", "threshold"): "entailment_threshold"}
 

@@ -28,8 +28,23 @@ class Segmenter(Stage):
     name = "segmenter"
     auto_classes = (AutoModelForMaskGeneration,)
 
-    def __init__(self, model, processor, *, mask_threshold: float = 0.0, multimask: bool = False):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        mask_threshold: float = 0.0,
+        multimask: bool = False,
+        box_threshold: float = 0.3,
+    ):
         super().__init__(model, processor)
+        #: SAM 3 (``Sam3Model``) finds objects from a text prompt: it grounds *and* segments (see ground_many)
+        self.text_prompted = model.config.model_type == "sam3"
+        self.box_threshold = float(box_threshold)
+        if self.text_prompted:
+            self.mask_threshold = float(mask_threshold) if mask_threshold else 0.5
+            self.multimask = False
+            return
         if not hasattr(processor, "post_process_masks"):
             raise TypeError(
                 f"segmenter: {type(processor).__name__} has no post_process_masks; use the model's own processor "
@@ -42,7 +57,61 @@ class Segmenter(Stage):
         self._post_params = set(inspect.signature(target.post_process_masks).parameters)
 
     def options(self) -> dict[str, Any]:
-        return {"mask_threshold": self.mask_threshold, "multimask": self.multimask}
+        opts = {"mask_threshold": self.mask_threshold, "multimask": self.multimask}
+        if self.text_prompted:
+            opts["box_threshold"] = self.box_threshold
+        return opts
+
+    @torch.no_grad()
+    def ground_many(
+        self,
+        items: Sequence[tuple[Any, Sequence[str]]],
+        *,
+        vision_batch_size: int = 8,
+        contexts: Any = None,
+        diagnostics: list[dict[str, Any]] | None = None,
+    ) -> list[list[tuple[list[float] | None, float | None, np.ndarray | None]]]:
+        """SAM 3 only: ``[(image, text prompts)]`` -> per prompt ``(box, score, mask)`` of its best instance.
+
+        The image is encoded once (``get_vision_features``) and reused for each of its prompts; the instance
+        with the highest score is kept, its mask at ``mask_threshold`` and its box derived from the mask
+        (pixel xyxy of the original image); no instance or an empty mask gives ``(None, 0.0, None)``.
+        """
+        if not self.text_prompted:
+            raise TypeError(
+                f"segmenter: {type(self.model).__name__} takes box prompts; only SAM 3 grounds from text."
+            )
+        from ..masks import mask_to_xyxy
+
+        out: list[list] = [[] for _ in items]
+        for i, (image, prompts) in enumerate(items):
+            if not prompts:
+                continue
+            w, h = image.size
+            pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
+            vision = self.model.get_vision_features(pixel_values=self._floating(pixels))
+            row = []
+            for prompt in prompts:
+                enc = self.processor(text=prompt, return_tensors="pt")
+                res = self.model(
+                    vision_embeds=vision,
+                    input_ids=enc["input_ids"].to(self.device),
+                    attention_mask=enc["attention_mask"].to(self.device),
+                )
+                found = self.processor.post_process_instance_segmentation(
+                    res, threshold=0.0, mask_threshold=self.mask_threshold, target_sizes=[(h, w)]
+                )[0]
+                if len(found["scores"]) == 0:
+                    row.append((None, 0.0, None))
+                    continue
+                k = int(found["scores"].argmax())
+                mask = found["masks"][k].cpu().numpy().astype(bool)
+                box = mask_to_xyxy(mask) if mask.any() else None
+                row.append((box, float(found["scores"][k]), mask if box is not None else None))
+            out[i] = row
+        if diagnostics is not None:
+            diagnostics.extend({"unparsable": []} for _ in items)
+        return out
 
     @torch.no_grad()
     def segment(self, image, boxes: Sequence[Sequence[float]]) -> list[np.ndarray]:
