@@ -77,6 +77,7 @@ _STAGE_OPTIONS = {
     "template": ("expander", "template"),
     "max_new_tokens": ("expander", "max_new_tokens"),
     "knowledge_prompt": ("expander", "knowledge_prompt"),
+    "endpoint_model": ("expander", "endpoint_model"),
     "hypothesis": ("entailment", "hypothesis"),
     "logit_bias": ("entailment", "logit_bias"),
     "mask_threshold": ("segmenter", "mask_threshold"),
@@ -761,6 +762,12 @@ def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub:
         for key, value in options.items():
             setattr(spec, key, value)
         return spec
+    if isinstance(spec, str) and spec.startswith("endpoint:"):
+        if stage_cls is not Expander:
+            raise ValueError(
+                f"{stage_cls.name}: 'endpoint:URL' is for the expander (a chat LLM server) only."
+            )
+        return Expander(None, None, endpoint=spec[len("endpoint:") :], **options)
     if isinstance(spec, (str, os.PathLike)):
         return stage_cls.from_pretrained(
             spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"}, **options

@@ -227,6 +227,8 @@ class Expander(_Generator):
         do_sample: bool = False,
         cache_size: int = 10_000,
         generation_kwargs: dict | None = None,
+        endpoint: str | dict | None = None,
+        endpoint_model: str | None = None,
     ):
         super().__init__(
             model,
@@ -250,10 +252,26 @@ class Expander(_Generator):
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.stats = {"llm": 0, "template": 0, "cache": 0, "fallback": 0}
+        #: an LLM behind a chat-completions server instead of a local model (riveg_hf.endpoint)
+        self.endpoint = None
+        if endpoint is not None:
+            if model is not None:
+                raise ValueError("expander: give a local model or an endpoint, not both.")
+            from ..endpoint import ChatEndpoint
+
+            cfg = {"url": endpoint} if isinstance(endpoint, str) else dict(endpoint)
+            if endpoint_model:
+                cfg["model"] = endpoint_model
+            self.endpoint = ChatEndpoint(**cfg)
 
     @property
     def has_llm(self) -> bool:
-        return self.model is not None
+        return self.model is not None or self.endpoint is not None
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
+        if self.endpoint is not None:
+            return self.endpoint.complete(prompts, max_tokens=max_new_tokens or self.max_new_tokens)
+        return super().generate(prompts, max_new_tokens)
 
     def options(self) -> dict[str, Any]:
         return {
@@ -267,6 +285,7 @@ class Expander(_Generator):
             "do_sample": self.do_sample,
             "cache_size": self.cache_size,
             "generation_kwargs": self.generation_kwargs,
+            **({"endpoint": self.endpoint.config()} if self.endpoint is not None else {}),
         }
 
     def save_pretrained(self, directory) -> None:
@@ -279,6 +298,8 @@ class Expander(_Generator):
         return self
 
     def _model_key(self) -> str:
+        if self.endpoint is not None:
+            return f"endpoint:{self.endpoint.url}:{self.endpoint.model}"
         return getattr(self.model, "name_or_path", "") or type(self.model).__name__
 
     def _cache_put(self, key, value) -> None:
