@@ -32,6 +32,11 @@ def test_preset_runs_on_the_examples_with_tiny_weights(name, tmp_path):
 
     again = pipeline(cfg["task"], model=str(tmp_path / name))
     assert again(inputs[:2], batch_size=2) == out[:2]
+    # the model card's component table names every component class
+    from riveg_hf.hub import composite_card
+
+    card = str(composite_card(tmp_path / name, repo_id=f"org/{name}"))
+    assert all(c["model_class"] in card for c in cfg["components"].values())
 
 
 def test_vlm_preset_lets_the_vlm_decide_visibility():
