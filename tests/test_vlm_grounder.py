@@ -258,3 +258,45 @@ def test_vlm_entailment_p_yes_in_one_forward_per_image_batch(vlm_dir):
                 probs = torch.softmax(ent.model(**enc).logits[0, -1].float(), dim=-1)
             y, n = probs[sorted(yes)].sum(), probs[sorted(no)].sum()
             assert p == pytest.approx(float(y / (y + n)), abs=1e-4)
+
+
+def test_florence2_phrase_grounding_one_generation_per_image(tmp_path, monkeypatch):
+    from riveg_hf.testing import tiny_florence2
+
+    model, proc = tiny_florence2()
+    model.save_pretrained(tmp_path / "f2")
+    proc.save_pretrained(tmp_path / "f2")
+    pipe = RiVEGPipeline.from_components(
+        recognizer=_every_word(), grounder=str(tmp_path / "f2"), use_descriptions=False
+    )
+    g = pipe.stages["grounder"]
+    assert g.family == "florence2"
+    tok = proc.tokenizer
+    calls = []
+    real = g.model.generate
+
+    def canned(**kw):
+        calls.append(kw["input_ids"].shape[0])
+        text = "</s>obama<loc_0><loc_0><loc_500><loc_999>nasa<loc_100><loc_200><loc_300><loc_400></s>"
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor([ids] * kw["input_ids"].shape[0])
+
+    monkeypatch.setattr(g.model, "generate", canned)
+    out = pipe({"text": "Obama Paris NASA", "image": Image.new("RGB", (200, 100))})
+    assert calls == [1]  # three entities, one generation
+    expected = proc.post_process_generation(
+        text="obama<loc_0><loc_0><loc_500><loc_999>nasa<loc_100><loc_200><loc_300><loc_400>",
+        task="<CAPTION_TO_PHRASE_GROUNDING>",
+        image_size=(200, 100),
+    )["<CAPTION_TO_PHRASE_GROUNDING>"]["bboxes"]
+    obama, paris, nasa = out
+    assert [obama["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] == pytest.approx(expected[0])
+    assert [nasa["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] == pytest.approx(expected[1])
+    assert paris["box"] is None and not paris["groundable"] and obama["box_score"] is None
+    monkeypatch.setattr(g.model, "generate", real)
+    assert (
+        len(pipe({"text": "Obama Paris", "image": Image.new("RGB", (64, 48))})) == 2
+    )  # real generate: no crash
+    pipe.save_pretrained(tmp_path / "c")
+    again = pipeline("grounded-mner", model=str(tmp_path / "c"))
+    assert type(again.stages["grounder"].model).__name__ == "Florence2ForConditionalGeneration"

@@ -38,7 +38,9 @@ __all__ = ["Grounder"]
 _GDINO = ("grounding-dino", "mm-grounding-dino")
 _OWL = ("owlvit", "owlv2")
 #: default box_threshold per family (Grounding DINO and OWL calibrate their scores differently)
-DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owl": 0.1, "vlm": 0.0}
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.3, "owl": 0.1, "vlm": 0.0, "florence2": 0.0}
+#: Florence-2's task for grounding phrases of a caption
+FLORENCE2_TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
 
 
 class Grounder(Stage):
@@ -56,13 +58,17 @@ class Grounder(Stage):
             self.family = "grounding-dino"
         elif model_type in _OWL:
             self.family = "owl"
+        elif model_type == "florence2":
+            self.family = (
+                "florence2"  # <CAPTION_TO_PHRASE_GROUNDING> on the descriptions, one generation per image
+            )
         elif model_type in VLM_FAMILIES:
             self.family = "vlm"  # a vision-language model answering in JSON (see vlm_grounding)
             self.convention = VLM_FAMILIES[model_type]
             processor.tokenizer.padding_side = "left"  # batched generation
         else:
             raise TypeError(
-                f"grounder: model type {model_type!r} is not supported; supported: {list(_GDINO + _OWL) + list(VLM_FAMILIES)} "
+                f"grounder: model type {model_type!r} is not supported; supported: {[*_GDINO, *_OWL, *VLM_FAMILIES, 'florence2']} "
                 "(e.g. IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble)."
             )
         self.pad_to_square = model_type == "owlv2"  # OWLv2 pads the image to a square before predicting
@@ -115,6 +121,10 @@ class Grounder(Stage):
           off by up to 8, boxes by 0.9 of the image). So only images whose processed size is the
           same are batched (their prompts padded with an attention mask: scores within 1e-4);
           others, and images whose queries need several text windows, get their own call;
+        * Florence-2 grounds the phrases of one caption, the image's descriptions joined by ". "
+          (``<CAPTION_TO_PHRASE_GROUNDING>``, the processor's own post-processing maps its location tokens to
+          pixels): one generation per image; each description takes the first box whose phrase is it, and a
+          description without one is not visible. Florence-2 gives no score: ``box_score`` is None;
         * a vision-language model (Qwen2.5-VL, Qwen3-VL) generates one JSON answer per image for all its
           entities, ``vision_batch_size`` images per batched (left-padded) generation. ``contexts`` (one
           ``{"text", "entities": [(name, type, description)]}`` per item) give it the tweet and the entities;
@@ -126,6 +136,10 @@ class Grounder(Stage):
         best: dict[int, list] = {}
         if self.family == "vlm":
             return self._vlm_many(items, contexts, diagnostics, vision_batch_size)
+        if self.family == "florence2":
+            if diagnostics is not None:
+                diagnostics.extend({"unparsable": []} for _ in items)
+            return self._florence2_many(items, cleaned, vision_batch_size)
         if diagnostics is not None:
             diagnostics.extend({"unparsable": []} for _ in items)
         if self.family == "grounding-dino":
@@ -360,4 +374,51 @@ class Grounder(Stage):
                 diag[i] = {"unparsable": parsed.unparsable}
         if diagnostics is not None:
             diagnostics.extend(diag)
+        return out
+
+    def _florence2_many(self, items, cleaned, vision_batch_size):
+        proc = self.processor
+        out: list[list[tuple[list[float] | None, float | None]]] = [[] for _ in items]
+        todo = [i for i, (_, qs) in enumerate(items) if len(qs)]
+        step = max(1, int(vision_batch_size))
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            prompts = [FLORENCE2_TASK + ". ".join(cleaned[i]) for i in chunk]
+            enc = proc(text=prompts, images=[items[i][0] for i in chunk], return_tensors="pt", padding=True)
+            n_max = max(len(cleaned[i]) for i in chunk)
+            gen = self.model.generate(
+                **self._inputs(enc), max_new_tokens=16 + 16 * n_max, do_sample=False, num_beams=1
+            )
+            texts = proc.batch_decode(gen, skip_special_tokens=False)
+            for i, text in zip(chunk, texts):
+                image = items[i][0]
+                w, h = image.size
+                parsed = proc.post_process_generation(text=text, task=FLORENCE2_TASK, image_size=(w, h))
+                found = parsed.get(FLORENCE2_TASK) or {}
+                pairs = list(zip(found.get("labels") or [], found.get("bboxes") or []))
+                used: set[int] = set()
+                row = []
+                for q in cleaned[i]:
+                    key = " ".join(q.split()).lower()
+                    k = next(
+                        (
+                            k
+                            for k, (lab, _) in enumerate(pairs)
+                            if k not in used and " ".join(str(lab).split()).lower() == key
+                        ),
+                        None,
+                    )
+                    if k is None:
+                        row.append((None, None))
+                        continue
+                    used.add(k)
+                    x0, y0, x1, y1 = (float(v) for v in pairs[k][1])
+                    box = [
+                        min(max(x0, 0.0), w),
+                        min(max(y0, 0.0), h),
+                        min(max(x1, 0.0), w),
+                        min(max(y1, 0.0), h),
+                    ]
+                    row.append((box, None) if box[2] > box[0] and box[3] > box[1] else (None, None))
+                out[i] = row
         return out
