@@ -245,14 +245,10 @@ def entity_scaling(device: str) -> None:
     from PIL import Image
 
     from riveg_hf.pipeline import DEFAULT_MAX_ENTITIES_PER_IMAGE
-    from riveg_hf.testing import tiny_grounding_dino, tiny_recognizer
+    from riveg_hf.testing import every_word_recognizer, tiny_grounding_dino
 
-    model, tok = tiny_recognizer()
-    with torch.no_grad():  # every word an entity
-        model.classifier.bias.fill_(-20.0)
-        model.classifier.bias[NER_LABELS.index("B-PER")] = 20.0
     pipe = RiVEGPipeline.from_components(
-        recognizer=(model, tok), grounder=tiny_grounding_dino(), box_threshold=0.0, device=device
+        recognizer=every_word_recognizer(), grounder=tiny_grounding_dino(), box_threshold=0.0, device=device
     )
     image = Image.new("RGB", (320, 240), (120, 80, 40))
     print("\n5. entity scaling: one image, n entities (tiny random Grounding DINO; the pipeline's own cost)")

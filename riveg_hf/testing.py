@@ -63,6 +63,7 @@ from transformers import (
 
 __all__ = [
     "NER_LABELS",
+    "every_word_recognizer",
     "get_dummy_components",
     "save_dummy_components",
     "tiny_bert_tokenizer",
@@ -168,6 +169,15 @@ def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: 
             label2id={l: i for i, l in enumerate(labels)},
         )
         model = BertForTokenClassification(cfg).eval()
+    return model, tok
+
+
+def every_word_recognizer(label: str = "B-PER", seed: int = 0):
+    """A tiny recognizer that tags every word ``label``: every word of a tweet is an entity (scaling tests)."""
+    model, tok = tiny_recognizer(seed=seed)
+    with torch.no_grad():
+        model.classifier.bias.fill_(-20.0)
+        model.classifier.bias[NER_LABELS.index(label)] = 20.0
     return model, tok
 
 
@@ -345,14 +355,24 @@ def tiny_sam2(seed: int = 0):
     return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
 
 
+def _tiny_sam3_vision():
+    """The tiny SAM 3 image encoder config shared by SAM 3 and the SAM 3 tracker (112 px, 8x8 patches)."""
+    from transformers import Sam3VisionConfig, Sam3ViTConfig
+
+    vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        image_size=112, patch_size=14, window_size=4, global_attn_indexes=[1],
+                        pretrain_image_size=56)  # fmt: skip
+    return Sam3VisionConfig(
+        backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
+    )
+
+
 def tiny_sam3_tracker(seed: int = 0):
     """A tiny random SAM 3 tracker (box/point prompts, SAM 2 interface) with its processor."""
     from transformers import (
         Sam3TrackerConfig,
         Sam3TrackerModel,
         Sam3TrackerProcessor,
-        Sam3VisionConfig,
-        Sam3ViTConfig,
     )
     from transformers.models.sam3_tracker.configuration_sam3_tracker import (
         Sam3TrackerMaskDecoderConfig,
@@ -360,14 +380,8 @@ def tiny_sam3_tracker(seed: int = 0):
     )
 
     with _seeded(seed):
-        vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                            image_size=112, patch_size=14, window_size=4, global_attn_indexes=[1],
-                            pretrain_image_size=56)  # fmt: skip
-        vision = Sam3VisionConfig(
-            backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
-        )
         cfg = Sam3TrackerConfig(
-            vision_config=vision,
+            vision_config=_tiny_sam3_vision(),
             prompt_encoder_config=Sam3TrackerPromptEncoderConfig(
                 hidden_size=32, image_size=112, patch_size=14, mask_input_channels=8
             ),
@@ -386,20 +400,13 @@ def tiny_sam3(seed: int = 0):
         Sam3ImageProcessor,
         Sam3Model,
         Sam3Processor,
-        Sam3VisionConfig,
-        Sam3ViTConfig,
     )
 
     tok = tiny_clip_tokenizer(max_length=32)
     small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
     with _seeded(seed):
-        vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                            image_size=112, patch_size=14, window_size=4, global_attn_indexes=[1],
-                            pretrain_image_size=56)  # fmt: skip
         cfg = Sam3Config(
-            vision_config=Sam3VisionConfig(
-                backbone_config=vit, fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]
-            ),
+            vision_config=_tiny_sam3_vision(),
             text_config={
                 "vocab_size": len(tok),
                 "hidden_size": 32,

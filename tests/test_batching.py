@@ -8,17 +8,9 @@ import torch
 from PIL import Image
 
 from riveg_hf import RiVEGPipeline
-from riveg_hf.testing import NER_LABELS, tiny_recognizer, tiny_siglip
+from riveg_hf.testing import every_word_recognizer, tiny_siglip
 
 from .helpers import assert_outputs_close
-
-
-def _every_word():
-    model, tok = tiny_recognizer()
-    with torch.no_grad():
-        model.classifier.bias.fill_(-20.0)
-        model.classifier.bias[NER_LABELS.index("B-LOC")] = 20.0
-    return model, tok
 
 
 def _inputs(photo):
@@ -42,7 +34,7 @@ def test_batched_vision_stages_equal_one_image_at_a_time(dummy_dir, photo, famil
     else:
         parts = {"grounder": dummy_dir["grounder"], "entailment": tiny_siglip()}
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), **parts, entailment_threshold=0.0, box_threshold=0.0
+        recognizer=every_word_recognizer("B-LOC"), **parts, entailment_threshold=0.0, box_threshold=0.0
     )
     inputs = _inputs(photo)
     calls = {"n": 0}
@@ -94,7 +86,7 @@ def test_grounding_dino_batches_only_images_of_one_processed_size(dummy_dir, pho
 
 def test_one_bad_image_in_a_batch_does_not_lose_the_others(dummy_dir, photo, monkeypatch):
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), grounder=dummy_dir["grounder"], box_threshold=0.0
+        recognizer=every_word_recognizer("B-LOC"), grounder=dummy_dir["grounder"], box_threshold=0.0
     )
     g = pipe.stages["grounder"]
     real = g.ground_many
@@ -117,7 +109,7 @@ def test_compiled_vision_encoders_give_the_same_results(dummy_dir, photo):
     """Opt-in torch.compile of the vision encoders (the eager backend here, to keep the test fast)."""
     parts = {k: dummy_dir[k] for k in ("grounder", "entailment", "segmenter")}
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), **parts, entailment_threshold=0.0, box_threshold=0.0
+        recognizer=every_word_recognizer("B-LOC"), **parts, entailment_threshold=0.0, box_threshold=0.0
     )
     inputs = _inputs(photo)[:2]
     ref = pipe(inputs, batch_size=2)

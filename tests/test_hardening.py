@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
@@ -23,7 +22,7 @@ from riveg_hf.data.conll import CoNLLFormatError
 from riveg_hf.images import ImageLoadError, load_image
 from riveg_hf.masks import MaskError, _decode_counts, decode_rle, encode_rle, polygons_to_rle
 from riveg_hf.metrics import MetricInputError, compute_gmner, compute_smner
-from riveg_hf.testing import NER_LABELS, tiny_recognizer
+from riveg_hf.testing import every_word_recognizer
 
 from .helpers import REPO, make_image, write_labelme, write_release
 
@@ -40,14 +39,6 @@ SMALL = {
          "objects": [("Messi", [10, 10, 30, 40])], "size": (64, 48)},
     ],
 }  # fmt: skip
-
-
-def _every_word(label="B-PER"):
-    model, tok = tiny_recognizer()
-    with torch.no_grad():
-        model.classifier.bias.fill_(-20.0)
-        model.classifier.bias[NER_LABELS.index(label)] = 20.0
-    return model, tok
 
 
 # ---------------------------------------------------------------------- atomic builds
@@ -342,7 +333,7 @@ def test_exif_orientation_is_applied_everywhere(tmp_path, dummy_dir, capsys):
     assert load_image(Image.open(path)).size == (40, 60)
     assert (np.asarray(load_image(upright)) == np.asarray(upright)).all()  # no double rotation
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), grounder=dummy_dir["grounder"], box_threshold=0.0
+        recognizer=every_word_recognizer(), grounder=dummy_dir["grounder"], box_threshold=0.0
     )
     text = "Obama visits Paris"
     ref = pipe({"text": text, "image": upright.copy()})  # a plain upright image: the reference
@@ -398,7 +389,7 @@ def test_exif_orientation_is_applied_everywhere(tmp_path, dummy_dir, capsys):
 def test_degenerate_images_are_refused_with_a_clear_error(dummy_dir):
     with pytest.raises(ImageLoadError, match=r"8000x1 pixels; its short side must be at least"):
         load_image(Image.new("RGB", (8000, 1)))
-    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=dummy_dir["grounder"])
+    pipe = RiVEGPipeline.from_components(recognizer=every_word_recognizer(), grounder=dummy_dir["grounder"])
     out = pipe([{"text": "Obama", "image": Image.new("RGB", (8000, 1))}, {"text": "Obama", "image": None}])
     assert "short side" in out[0]["error"] and isinstance(out[1], list) and len(out[1]) == 1
 
@@ -406,7 +397,7 @@ def test_degenerate_images_are_refused_with_a_clear_error(dummy_dir):
 # ---------------------------------------------------------------------- bounded cost on long inputs
 def test_entities_past_the_cap_are_kept_and_say_why(dummy_dir):
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), grounder=dummy_dir["grounder"], box_threshold=0.0
+        recognizer=every_word_recognizer(), grounder=dummy_dir["grounder"], box_threshold=0.0
     )
     image = make_image((64, 48))
     text = " ".join(f"w{i}" for i in range(30))
@@ -442,7 +433,7 @@ def test_grounding_dino_calls_grow_linearly_with_the_entities(dummy_dir):
 
 
 def test_bad_items_in_a_batch_never_lose_the_others(dummy_dir, tmp_path):
-    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=dummy_dir["grounder"])
+    pipe = RiVEGPipeline.from_components(recognizer=every_word_recognizer(), grounder=dummy_dir["grounder"])
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
     out = pipe(

@@ -9,7 +9,7 @@ from PIL import Image
 
 from riveg_hf import RiVEGPipeline
 from riveg_hf.stages import Segmenter
-from riveg_hf.testing import tiny_sam3_tracker
+from riveg_hf.testing import every_word_recognizer, tiny_sam3_tracker
 
 from .helpers import assert_outputs_close
 
@@ -35,10 +35,8 @@ def test_sam3_tracker_masks_equal_its_own_forward_and_post_processing(photo):
 
 
 def test_sam3_tracker_in_the_pipeline_round_trip(dummy_dir, photo, tmp_path):
-    from .test_batching import _every_word
-
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(),
+        recognizer=every_word_recognizer(),
         grounder=dummy_dir["grounder"],
         segmenter=tiny_sam3_tracker(),
         box_threshold=0.0,
@@ -60,8 +58,6 @@ def test_sam3_grounds_and_segments_from_the_descriptions(photo, tmp_path):
 
     from riveg_hf.masks import decode_rle, mask_to_xyxy
     from riveg_hf.testing import tiny_sam3
-
-    from .test_batching import _every_word
 
     model, proc = tiny_sam3()
     seg = Segmenter(model, proc)
@@ -85,7 +81,9 @@ def test_sam3_grounds_and_segments_from_the_descriptions(photo, tmp_path):
     assert score == pytest.approx(float(res["scores"][k]), abs=1e-5)
     if mask is not None:
         assert (mask == res["masks"][k].numpy().astype(bool)).all() and box == mask_to_xyxy(mask)
-    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), segmenter=(model, proc), box_threshold=0.0)
+    pipe = RiVEGPipeline.from_components(
+        recognizer=every_word_recognizer(), segmenter=(model, proc), box_threshold=0.0
+    )
     assert pipe.task == "segmented-mner" and "grounder" not in pipe.stages
     out = pipe({"text": "Obama visits Paris", "image": photo})
     assert len(out) == 3

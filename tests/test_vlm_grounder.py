@@ -11,7 +11,7 @@ from transformers import pipeline
 from riveg_hf import RiVEGPipeline
 from riveg_hf.stages import Grounder
 from riveg_hf.stages.vlm_grounding import parse_grounding_answer, to_original_xyxy
-from riveg_hf.testing import NER_LABELS, tiny_qwen2_5_vl, tiny_qwen3_vl, tiny_recognizer
+from riveg_hf.testing import every_word_recognizer, tiny_qwen2_5_vl, tiny_qwen3_vl
 
 NAMES = ["Obama", "Paris", "NASA"]
 
@@ -84,14 +84,6 @@ def vlm_dir(tmp_path_factory):
     return str(d)
 
 
-def _every_word():
-    model, tok = tiny_recognizer()
-    with torch.no_grad():
-        model.classifier.bias.fill_(-20.0)
-        model.classifier.bias[NER_LABELS.index("B-PER")] = 20.0
-    return model, tok
-
-
 def test_one_generation_per_image_equal_to_the_models_own_generate(vlm_dir):
     g = Grounder.from_pretrained(vlm_dir)
     assert g.family == "vlm" and g.convention == "absolute" and g.box_threshold == 0.0
@@ -133,7 +125,7 @@ def test_one_generation_per_image_equal_to_the_models_own_generate(vlm_dir):
 
 def test_canned_answers_map_to_original_pixels_and_never_lose_entities(vlm_dir, monkeypatch):
     """The tiny model answers garbage; replace its decoding with canned answers per image."""
-    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=vlm_dir)
+    pipe = RiVEGPipeline.from_components(recognizer=every_word_recognizer(), grounder=vlm_dir)
     g = pipe.stages["grounder"]
     answers = iter(
         [
@@ -171,7 +163,7 @@ def test_canned_answers_map_to_original_pixels_and_never_lose_entities(vlm_dir, 
 
 def test_vlm_composite_round_trip_and_joint_visibility(vlm_dir, dummy_dir, tmp_path):
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(),
+        recognizer=every_word_recognizer(),
         grounder=vlm_dir,
         entailment=dummy_dir["entailment"],
         entailment_threshold=1.0,
@@ -198,7 +190,7 @@ def test_qwen3_vl_relative_coordinates_end_to_end(tmp_path, monkeypatch):
     model, proc = tiny_qwen3_vl()
     model.save_pretrained(tmp_path / "q3")
     proc.save_pretrained(tmp_path / "q3")
-    pipe = RiVEGPipeline.from_components(recognizer=_every_word(), grounder=str(tmp_path / "q3"))
+    pipe = RiVEGPipeline.from_components(recognizer=every_word_recognizer(), grounder=str(tmp_path / "q3"))
     g = pipe.stages["grounder"]
     assert g.family == "vlm" and g.convention == "relative-1000"
     tok = g.processor.tokenizer
@@ -267,7 +259,7 @@ def test_florence2_phrase_grounding_one_generation_per_image(tmp_path, monkeypat
     model.save_pretrained(tmp_path / "f2")
     proc.save_pretrained(tmp_path / "f2")
     pipe = RiVEGPipeline.from_components(
-        recognizer=_every_word(), grounder=str(tmp_path / "f2"), use_descriptions=False
+        recognizer=every_word_recognizer(), grounder=str(tmp_path / "f2"), use_descriptions=False
     )
     g = pipe.stages["grounder"]
     assert g.family == "florence2"
