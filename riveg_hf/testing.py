@@ -527,6 +527,16 @@ _VLM_CHAT_TEMPLATE = (
 )
 
 
+#: the text-model sizes shared by the tiny vision-language models (head_dim 8 = 32 / 4)
+_VLM_TEXT_DIMS = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
 def _vlm_tokenizer():
     tok = tiny_bpe_tokenizer()
     specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
@@ -551,11 +561,7 @@ def tiny_qwen3_vl(seed: int = 0):
         cfg = Qwen3VLConfig(
             text_config={
                 "vocab_size": len(tok),
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
+                **_VLM_TEXT_DIMS,
                 "head_dim": 8,
                 "max_position_embeddings": 4096,
                 "rope_parameters": {
@@ -610,11 +616,7 @@ def tiny_qwen2_5_vl(seed: int = 0):
         cfg = Qwen2_5_VLConfig(
             text_config={
                 "vocab_size": len(tok),
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
+                **_VLM_TEXT_DIMS,
                 "max_position_embeddings": 4096,
                 "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
                 "bos_token_id": ids["<|endoftext|>"],
