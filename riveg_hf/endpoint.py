@@ -31,17 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .paths import cache_path
+
 __all__ = ["ChatEndpoint", "default_cache_path"]
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 def default_cache_path() -> Path:
-    env = os.environ.get("RIVEG_LLM_CACHE")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "riveg-hf" / "llm-cache.sqlite"
+    """``$RIVEG_LLM_CACHE``, else ``~/.cache/riveg-hf/llm-cache.sqlite``."""
+    return cache_path("RIVEG_LLM_CACHE", "llm-cache.sqlite")
 
 
 class _DiskCache:

@@ -85,11 +85,9 @@ RELEASE_SUBDIRS = {
 
 def default_data_dir() -> Path:
     """``$RIVEG_DATA``, else ``$XDG_CACHE_HOME/riveg-hf/data`` (``~/.cache/riveg-hf/data``)."""
-    env = os.environ.get("RIVEG_DATA")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "riveg-hf" / "data"
+    from ..paths import cache_path
+
+    return cache_path("RIVEG_DATA", "data")
 
 
 def release_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
