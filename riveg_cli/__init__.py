@@ -207,7 +207,10 @@ def _add_train(sub) -> None:
         "  riveg train mner --dataset twitter-gmner --config mner_llm_knowledge --base-model bert-base-cased "
         "--output mner\n"
         "  riveg train entailment --dataset twitter-gmner --base-model Salesforce/blip-itm-base-coco --output ent\n"
-        "  riveg train grounder --dataset twitter-gmner --base-model IDEA-Research/grounding-dino-tiny --output gd",
+        "  riveg train grounder --dataset twitter-gmner --base-model IDEA-Research/grounding-dino-tiny --output gd\n"
+        "  riveg train grounder --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output vg   (LoRA SFT)\n"
+        "  riveg train grounder --dataset twitter-gmner --base-model vg --method grpo --output vg-grpo\n"
+        "  riveg train entailment --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output ent-vlm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stage", choices=["mner", "entailment", "grounder"])
@@ -236,6 +239,36 @@ def _add_train(sub) -> None:
         "--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'auto' for the latest"
     )
     p.add_argument("--local-files-only", action="store_true")
+    v = p.add_argument_group(
+        "vision-language models (grounder: Qwen2.5-VL / Qwen3-VL / Florence-2; entailment: Qwen-VL)"
+    )
+    v.add_argument(
+        "--method", choices=["sft", "grpo"], default="sft", help="grounder: SFT, or GRPO after SFT (trl)"
+    )
+    v.add_argument("--full-finetune", action="store_true", help="train all weights instead of LoRA adapters")
+    v.add_argument("--lora-r", type=int, default=16)
+    v.add_argument("--lora-alpha", type=int, default=32)
+    v.add_argument(
+        "--save",
+        choices=["merged", "adapter"],
+        default="merged",
+        help="LoRA output: merged weights or base + adapter",
+    )
+    v.add_argument(
+        "--entities",
+        choices=["gold", "predicted"],
+        default="gold",
+        help="grounder: train on gold entities, or on --recognizer's predictions",
+    )
+    v.add_argument("--recognizer", help="MNER model folder for --entities predicted")
+    v.add_argument("--no-gradient-checkpointing", action="store_true")
+    v.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16", "fp16"],
+        default="auto",
+        help="auto: bf16 on GPUs that support it",
+    )
+    v.add_argument("--num-generations", type=int, default=4, help="GRPO: sampled answers per image")
     p.set_defaults(func="_cmd_train")
 
 

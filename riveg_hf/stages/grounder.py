@@ -27,7 +27,7 @@ from transformers import AutoModelForImageTextToText, AutoModelForZeroShotObject
 from .base import Stage
 from .vlm_grounding import (
     VLM_FAMILIES,
-    build_grounding_prompt,
+    grounding_messages,
     max_new_tokens_for,
     parse_grounding_answer,
     to_original_xyxy,
@@ -316,18 +316,7 @@ class Grounder(Stage):
                 ctx = (contexts[i] if contexts is not None else None) or {}
                 ents = ctx.get("entities") or [(q, "", q) for q in items[i][1]]
                 names.append([e for e, _, _ in ents])
-                messages = [
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image"},
-                            {
-                                "type": "text",
-                                "text": build_grounding_prompt(ctx.get("text", ""), ents, self.convention),
-                            },
-                        ],
-                    }
-                ]
+                messages = grounding_messages(ctx.get("text", ""), ents, self.convention)
                 prompts.append(proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
             enc = proc(text=prompts, images=[items[i][0] for i in chunk], return_tensors="pt", padding=True)
             grids = enc["image_grid_thw"].tolist()

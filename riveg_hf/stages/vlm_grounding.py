@@ -39,6 +39,9 @@ __all__ = [
     "VLM_FAMILIES",
     "ParsedAnswer",
     "build_grounding_prompt",
+    "format_grounding_answer",
+    "from_original_xyxy",
+    "grounding_messages",
     "max_new_tokens_for",
     "parse_grounding_answer",
     "to_original_xyxy",
@@ -73,6 +76,34 @@ def build_grounding_prompt(text: str, entities: Sequence[tuple[str, str, str]], 
         'one object per entity in the same order: [{"entity": "...", "bbox_2d": [x1, y1, x2, y2] or null}].'
     )
     return "\n".join(lines)
+
+
+def grounding_messages(text: str, entities: Sequence[tuple[str, str, str]], convention: str) -> list[dict]:
+    """The chat the grounder sends (and ``riveg train grounder`` trains on): one user turn, image first."""
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": build_grounding_prompt(text, entities, convention)},
+            ],
+        }
+    ]
+
+
+def format_grounding_answer(names: Sequence[str], boxes: Sequence[Sequence[float] | None]) -> str:
+    """The answer the grounder expects (and training targets): a JSON list, integer coordinates.
+
+    >>> format_grounding_answer(["Obama", "NASA"], [[10.4, 20, 30, 40.6], None])
+    '[{"entity": "Obama", "bbox_2d": [10, 20, 30, 41]}, {"entity": "NASA", "bbox_2d": null}]'
+    """
+    return json.dumps(
+        [
+            {"entity": str(n), "bbox_2d": None if b is None else [round(float(v)) for v in b]}
+            for n, b in zip(names, boxes)
+        ],
+        ensure_ascii=False,
+    )
 
 
 def max_new_tokens_for(n_entities: int, per_entity: int = 48, base: int = 16) -> int:
@@ -198,3 +229,34 @@ def to_original_xyxy(
     if out[2] <= out[0] or out[3] <= out[1]:
         return None
     return out
+
+
+def from_original_xyxy(
+    box: Sequence[float], convention: str, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> list[int]:
+    """Pixel ``xyxy`` of the original image -> the model's integer coordinates (the inverse of
+    :func:`to_original_xyxy`, up to rounding), for training targets.
+
+    >>> from_original_xyxy([0, 0, 60, 40], "absolute", (120, 80), (112, 84))
+    [0, 0, 56, 42]
+    >>> from_original_xyxy([60, 0, 120, 80], "relative-1000", (120, 80), (112, 84))
+    [500, 0, 1000, 1000]
+    """
+    w, h = original_size
+    if convention == "absolute":
+        sx, sy = input_size[0] / w, input_size[1] / h
+        lim_x, lim_y = input_size
+    elif convention == "relative-1000":
+        sx, sy = 1000.0 / w, 1000.0 / h
+        lim_x = lim_y = 1000
+    else:
+        raise ValueError(
+            f"unknown coordinate convention {convention!r}; valid: {sorted(set(VLM_FAMILIES.values()))}"
+        )
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [
+        min(max(round(x0 * sx), 0), lim_x),
+        min(max(round(y0 * sy), 0), lim_y),
+        min(max(round(x1 * sx), 0), lim_x),
+        min(max(round(y1 * sy), 0), lim_y),
+    ]

@@ -79,6 +79,9 @@ class LoopConfig:
     seed: int = 42
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "auto" for the latest in output_dir
     save_every_epoch: bool = True
+    #: how many of the latest ``checkpoint-*`` folders to keep (older ones are removed once a new one is
+    #: complete); None keeps all
+    keep_checkpoints: int | None = 2
     log_every: int = 10
     mixed_precision: str = "no"
     history: list[dict[str, float]] = field(default_factory=list)
@@ -90,8 +93,27 @@ class LoopConfig:
 
 
 def _latest_checkpoint(output_dir: str) -> str | None:
-    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    """The latest *complete* checkpoint (its loop_state.json written last), or None."""
+    ckpts = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if (p / "loop_state.json").is_file()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
     return str(ckpts[-1]) if ckpts else None
+
+
+def _prune_checkpoints(output_dir: str, keep: int | None) -> None:
+    """Remove all but the ``keep`` latest complete checkpoints (a checkpoint is complete once its
+    ``loop_state.json`` is written, so a kill leaves the previous ones usable)."""
+    import shutil
+
+    if not keep:
+        return
+    done = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if (p / "loop_state.json").is_file()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def accelerate_loop(
@@ -100,12 +122,14 @@ def accelerate_loop(
     collate: Callable[[list[Any]], Any],
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
     cfg: LoopConfig,
+    on_epoch_end: Callable[[torch.nn.Module, int, int], dict[str, Any] | None] | None = None,
 ) -> LoopConfig:
     """A plain training loop under ``accelerate`` (runs unchanged with ``accelerate launch`` on GPUs/nodes).
 
     Seeds are fixed, a progress bar shows on the main process, a checkpoint (``accelerator.save_state``)
     is written after each epoch, and ``resume_from_checkpoint`` continues from one. Returns ``cfg`` with
-    the loss history (``cfg.history``).
+    the loss history (``cfg.history``). ``on_epoch_end(unwrapped_model, epoch, step)`` runs after each
+    epoch (validation); what it returns is added to the history, and the model is set back to training.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -171,6 +195,12 @@ def accelerate_loop(
                 (ckpt / "loop_state.json").write_text(
                     json.dumps({"epoch": epoch + 1, "step": step, "history": cfg.history})
                 )
+                _prune_checkpoints(cfg.output_dir, cfg.keep_checkpoints)
+        if on_epoch_end is not None:
+            extra = on_epoch_end(accelerator.unwrap_model(model), epoch + 1, step)
+            model.train()
+            if extra:
+                cfg.history.append({"epoch": epoch + 1, "step": step, **extra})
         if step >= total:
             break
     bar.close()

@@ -160,8 +160,15 @@ def _loop_config(args: VisionTrainingArguments) -> LoopConfig:
         grad_accum=args.grad_accum,
         seed=args.seed,
         resume_from_checkpoint=args.resume_from_checkpoint,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=_mixed_precision(args.mixed_precision),
     )
+
+
+def _mixed_precision(choice: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, else full precision; other values as accelerate takes them."""
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
 def _finish(kind: str, model, processor, record: dict[str, Any], args, state, t0: float) -> dict[str, Any]:
@@ -193,17 +200,28 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
     train, counts = entity_examples(ds["train"], desc, max_examples=args.max_train_samples)
     _need_images(counts, args)
     model, processor = Stage.load_model_and_processor(args.base_model, local_files_only=args.local_files_only)
-    if not isinstance(model, BlipForImageTextRetrieval) and not hasattr(model, "get_text_features"):
+    from ..stages.entailment import _VLM_TYPES
+
+    vlm_checkpoint = model.config.model_type in _VLM_TYPES
+    if (
+        not vlm_checkpoint
+        and not isinstance(model, BlipForImageTextRetrieval)
+        and not hasattr(model, "get_text_features")
+    ):
         model = AutoModel.from_pretrained(
             args.base_model, use_safetensors=True, local_files_only=args.local_files_only
         )
         processor = AutoProcessor.from_pretrained(args.base_model, local_files_only=args.local_files_only)
     stage = Entailment(model, processor, hypothesis=args.hypothesis)
-    if stage.kind == "vlm":
-        raise ValueError(
-            f"--base-model {args.base_model!r} is a vision-language model: `riveg train entailment` trains BLIP ITM "
-            "and CLIP/SigLIP-style models; VLM entailment is used zero-shot (P(yes)) for now."
-        )
+    vlm = stage.kind == "vlm"
+    train_model = model
+    if vlm and getattr(args, "lora", False):
+        from transformers import set_seed
+
+        from .vlm import _add_lora
+
+        set_seed(args.seed)  # the adapter's initialisation is part of the run
+        train_model = _add_lora(model, args)
     contrastive = stage.kind == "contrastive"
     bias = None
     if contrastive:
@@ -215,15 +233,19 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
 
     def collate(items):
         hyps = stage.hypotheses([(x["entity"], x["type"], x["description"]) for x in items])
+        labels = torch.tensor([int(x["label"]) for x in items])
+        if vlm:  # the question with each image; the answer's first token is yes / no
+            return {**dict(stage.vlm_encode([(_img(x), h) for x, h in zip(items, hyps)])), "labels": labels}
         tok = stage._tokenize(hyps)
         ip = getattr(processor, "image_processor", processor)
         pixels = ip(images=[_img(x) for x in items], return_tensors="pt")["pixel_values"]
-        labels = torch.tensor([int(x["label"]) for x in items])
         return {**{k: v.cpu() for k, v in tok.items()}, "pixel_values": pixels, "labels": labels}
 
     def loss_fn(m, batch):
         m = getattr(m, "module", m)
         labels = batch.pop("labels")
+        if vlm:  # cross-entropy over the two answers [no, yes]
+            return torch.nn.functional.cross_entropy(stage.vlm_yes_no_logits(m, batch), labels)
         if not contrastive:
             out = m(
                 input_ids=batch["input_ids"],
@@ -243,7 +265,12 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
         logits = cos * logit_scale + m.riveg_logit_bias
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
 
-    cfg = accelerate_loop(model, train, collate, loss_fn, _loop_config(args))
+    cfg = accelerate_loop(train_model, train, collate, loss_fn, _loop_config(args))
+    if train_model is not model:  # LoRA: merge into the base weights (exact), a plain checkpoint again
+        model = train_model.merge_and_unload()
+        stage.model = model
+    if vlm:
+        model.config.riveg_base_model = args.base_model
     model.eval()
     if contrastive:
         model.config.riveg_logit_bias = float(bias.detach())
@@ -303,8 +330,16 @@ def _cxcywh(box: list[float], w: int, h: int) -> list[float]:
 
 
 def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
-    """Fine-tune a Grounding DINO-family detector on (image, description) -> boxes, with its own loss."""
+    """Fine-tune a Grounding DINO-family detector on (image, description) -> boxes, with its own loss; a
+    vision-language model (Qwen2.5-VL, Qwen3-VL, Florence-2) goes to :func:`~riveg_hf.training.vlm.train_vlm_grounder`."""
     from accelerate import PartialState
+
+    from .vlm import VLMGrounderArguments, is_vlm_checkpoint, train_vlm_grounder
+
+    if is_vlm_checkpoint(args.base_model, args.local_files_only):
+        if not isinstance(args, VLMGrounderArguments):
+            args = VLMGrounderArguments(**{**args.__dict__, "mixed_precision": "auto"})
+        return train_vlm_grounder(args)
 
     from ..stages.base import Stage
     from ..stages.grounder import Grounder

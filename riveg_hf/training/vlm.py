@@ -1,0 +1,660 @@
+"""Fine-tuning a vision-language grounder (Qwen2.5-VL, Qwen3-VL, Florence-2) on Twitter-GMNER.
+
+    riveg train grounder --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output vg
+    riveg train grounder --dataset twitter-gmner --base-model vg --method grpo --output vg-grpo
+
+**Supervised fine-tuning** (``method="sft"``). One example per image: the prompt the pipeline's VLM
+grounder sends (:func:`~riveg_hf.stages.vlm_grounding.grounding_messages`: tweet, each entity with its type
+and description) and, as the target, its answer format
+(:func:`~riveg_hf.stages.vlm_grounding.format_grounding_answer`): each entity with its gold box in the
+model's own coordinates (Qwen2.5-VL: pixels of the processor's resized image; Qwen3-VL: 0-1000), or
+``null`` when it is not groundable. When an entity has several gold boxes the target is the **largest**
+one: the metric accepts a box that matches *any* gold box (IoU >= 0.5), so each is right, and the largest
+is the most salient and deterministic. Florence-2 is trained on its own phrase-grounding format
+(``phrase<loc_x0><loc_y0><loc_x1><loc_y1>`` per visible entity, quantized by its processor; an entity
+that is not visible is left out, which the grounder reads as "not visible").
+
+The loss is on the answer tokens only (the prompt and the image tokens are masked with -100). LoRA
+through ``peft`` on the language model's linear layers by default (``lora=False``: full fine-tuning),
+gradient checkpointing, bf16 on GPUs that support it. After each epoch the validation split is scored by
+**generating** with the pipeline's own grounder and :func:`riveg_hf.metrics.compute_gmner` (EEG / GMNER
+F1); the best epoch's weights are kept. The output is a merged checkpoint (``save="merged"``, default) or
+the base + a PEFT adapter (``save="adapter"``); both load in the pipeline with no ``trust_remote_code``,
+and the base model is recorded (``config.riveg_base_model`` / ``adapter_config.json``).
+
+**Entities at training time** are the gold ones by default (the grounder learns to ground what it is
+given). ``entities="predicted"`` with ``recognizer=DIR`` trains on the recognizer's output instead: an
+entity that matches a gold one (same span and type) gets its boxes, any other gets ``null``.
+
+**Reinforcement fine-tuning** (``method="grpo"``, after SFT): TRL's ``GRPOTrainer`` samples several
+answers per image and rewards each with :func:`grounding_reward` -- the project's GMNER metric over the
+image's entities (right visibility decision and IoU >= 0.5) minus a format penalty for entities the
+answer leaves unparsable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..metrics.core import compute_gmner
+from ..stages.grounder import FLORENCE2_TASK, Grounder
+from ..stages.vlm_grounding import (
+    VLM_FAMILIES,
+    format_grounding_answer,
+    from_original_xyxy,
+    grounding_messages,
+    parse_grounding_answer,
+    to_original_xyxy,
+)
+from .common import LoopConfig, accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
+from .vision import VisionTrainingArguments, _LazyImage, _load_descriptions, _mixed_precision, _splits
+
+__all__ = [
+    "VLMGrounderArguments",
+    "grounding_examples",
+    "grounding_reward",
+    "is_vlm_checkpoint",
+    "target_box",
+    "train_vlm_grounder",
+]
+
+#: the language model's linear layers LoRA adapts (Qwen2.5-VL / Qwen3-VL decoder; Florence-2's BART)
+LORA_TARGETS = (
+    r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|out_proj|gate_proj|up_proj|down_proj|fc1|fc2)"
+)
+#: reward subtracted per unparsable entity (as a fraction of the image's entities) in GRPO
+FORMAT_PENALTY = 0.5
+
+
+@dataclass
+class VLMGrounderArguments(VisionTrainingArguments):
+    method: str = "sft"  # sft | grpo
+    lora: bool = True  # False: full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    save: str = "merged"  # merged | adapter
+    entities: str = "gold"  # gold | predicted (with recognizer)
+    recognizer: str | None = None
+    gradient_checkpointing: bool = True
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    # GRPO
+    num_generations: int = 4
+    max_completion_length: int | None = None
+    temperature: float = 1.0
+
+
+def is_vlm_checkpoint(location: str, local_files_only: bool = False) -> bool:
+    """Whether ``location`` (hub id, folder, or PEFT adapter of one) is a VLM the grounder can fine-tune."""
+    from transformers import AutoConfig
+
+    from ..stages.base import _adapter_config
+
+    hub = {"local_files_only": local_files_only}
+    adapter = _adapter_config(str(location), hub)
+    if adapter is not None and adapter.get("base_model_name_or_path"):
+        location = adapter["base_model_name_or_path"]
+    try:
+        model_type = AutoConfig.from_pretrained(str(location), **hub).model_type
+    except (OSError, ValueError):
+        return False
+    return model_type in VLM_FAMILIES or model_type == "florence2"
+
+
+def _area(b) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def target_box(boxes) -> list[float] | None:
+    """The training target among an entity's gold boxes: the largest (see the module doc); None if none."""
+    boxes = [list(map(float, b)) for b in boxes or []]
+    return max(boxes, key=_area) if boxes else None
+
+
+def grounding_examples(
+    split,
+    descriptions: dict | None = None,
+    *,
+    entities: str = "gold",
+    recognizer=None,
+    max_examples: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows of a gmner split -> one example per image with its entities; counts of what was skipped."""
+    from datasets import Image as ImageFeature
+
+    from ..stages.expander import template_description
+
+    descriptions = descriptions or {}
+    names = split.features["entities"].feature["type"].names
+    split = split.cast_column("image", ImageFeature(decode=False))
+    out: list[dict[str, Any]] = []
+    counts = {"rows": 0, "rows_without_image": 0, "rows_without_entities": 0, "images": 0, "entities": 0}
+    for row in split:
+        counts["rows"] += 1
+        if row["image"] is None or (row["image"].get("bytes") is None and row["image"].get("path") is None):
+            counts["rows_without_image"] += 1
+            continue
+        gold = {
+            (e["start"], e["end"], names[e["type"]] if isinstance(e["type"], int) else e["type"]): e
+            for e in row["entities"]
+        }
+        if entities == "predicted":
+            spans = [
+                (int(p["token_start"]), int(p["token_end"]), p["type"]) for p in recognizer(row["tokens"])
+            ]
+        else:
+            spans = list(gold)
+        if not spans:
+            counts["rows_without_entities"] += 1
+            continue
+        ents, boxes = [], []
+        for start, end, typ in spans:
+            text = " ".join(row["tokens"][start:end])
+            desc = descriptions.get((row["id"], start, end)) or template_description(text, typ)
+            ents.append((text, typ, desc))
+            g = gold.get((start, end, typ))
+            boxes.append([list(b) for b in g["boxes"]] if g is not None and g["groundable"] else [])
+        out.append(
+            {
+                "id": row["id"],
+                "image": _LazyImage(row["image"]),
+                "text": " ".join(row["tokens"]),
+                "entities": ents,
+                "spans": spans,
+                "boxes": boxes,
+                "references": [
+                    {"start": s, "end": e, "type": t, "boxes": g["boxes"] if g["groundable"] else []}
+                    for (s, e, t), g in gold.items()
+                ],
+            }
+        )
+        counts["images"] += 1
+        counts["entities"] += len(ents)
+        if max_examples and len(out) >= max_examples:
+            break
+    return out, counts
+
+
+def _img(x):
+    return x["image"].get() if isinstance(x["image"], _LazyImage) else x["image"]
+
+
+# ---------------------------------------------------------------------- encoding
+class _Encoder:
+    """Prompt + target for one family, with the answer-only labels."""
+
+    def __init__(self, grounder: Grounder):
+        self.grounder = grounder
+        self.family = grounder.family
+        self.proc = grounder.processor
+        self.tok = self.proc.tokenizer
+        self.patch = int(getattr(self.proc.image_processor, "patch_size", 14) or 14)
+        if self.family == "vlm":
+            gen = grounder.model.generation_config
+            eos = gen.eos_token_id if gen.eos_token_id is not None else self.tok.eos_token_id
+            eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+            self.eos_text = self.tok.convert_ids_to_tokens(int(eos))
+
+    def prompt(self, x: dict[str, Any]) -> str:
+        if self.family == "florence2":
+            return FLORENCE2_TASK + ". ".join(Grounder.clean_query(d) for _, _, d in x["entities"])
+        messages = grounding_messages(x["text"], x["entities"], self.grounder.convention)
+        return self.proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def target(self, x: dict[str, Any], image, input_size: tuple[int, int] | None) -> str:
+        if self.family == "florence2":
+            post = self.proc.post_processor
+            parts = []
+            for (_, _, desc), boxes in zip(x["entities"], x["boxes"]):
+                box = target_box(boxes)
+                if box is not None:
+                    q = post.quantize(torch.tensor([box]), size=image.size)[0].tolist()
+                    parts.append(Grounder.clean_query(desc) + "".join(f"<loc_{int(v)}>" for v in q))
+            return "".join(parts)
+        names = [e for e, _, _ in x["entities"]]
+        conv = self.grounder.convention
+        return format_grounding_answer(
+            names,
+            [
+                None
+                if target_box(b) is None
+                else from_original_xyxy(target_box(b), conv, image.size, input_size)
+                for b in x["boxes"]
+            ],
+        )
+
+    def input_size(self, grid) -> tuple[int, int]:
+        _, gh, gw = (int(v) for v in grid)
+        return gw * self.patch, gh * self.patch
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        images = [_img(x) for x in items]
+        if self.family == "florence2":
+            enc = self.proc(
+                text=[self.prompt(x) for x in items], images=images, return_tensors="pt", padding=True
+            )
+            targets = [self.target(x, im, None) for x, im in zip(items, images)]
+            lab = self.tok(targets, return_tensors="pt", padding=True, padding_side="right")
+            labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
+            return {**dict(enc), "labels": labels}
+        # Decoder-only VLMs: prompt (as the processor encodes it for generation, image tokens expanded)
+        # followed by the answer tokens, right-padded. Per-token inputs the processor adds (e.g.
+        # Qwen's mm_token_type_ids, which set the rotary positions) are extended with 0 for the answer:
+        # training must see the positions generation will see.
+        seqs, labels, token_extra, image_extra = [], [], [], []
+        for x, image in zip(items, images):
+            enc = self.proc(text=[self.prompt(x)], images=[image], return_tensors="pt")
+            answer = self.target(x, image, self.input_size(enc["image_grid_thw"][0])) + self.eos_text
+            ans = self.tok(answer, add_special_tokens=False)["input_ids"]
+            prompt_ids = enc["input_ids"][0].tolist()
+            seqs.append(prompt_ids + ans)
+            labels.append([-100] * len(prompt_ids) + ans)
+            n_prompt = len(prompt_ids)
+            token_extra.append(
+                {
+                    k: v[0].tolist() + [0] * len(ans)
+                    for k, v in enc.items()
+                    if k not in ("input_ids", "attention_mask") and v.dim() == 2 and v.shape == (1, n_prompt)
+                }
+            )
+            image_extra.append(
+                {
+                    k: v
+                    for k, v in enc.items()
+                    if k not in token_extra[-1] and k not in ("input_ids", "attention_mask")
+                }
+            )
+        n = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        batch = {
+            "input_ids": torch.tensor([s + [pad] * (n - len(s)) for s in seqs]),
+            "attention_mask": torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs]),
+            "labels": torch.tensor([lab + [-100] * (n - len(lab)) for lab in labels]),
+        }
+        for k in token_extra[0]:
+            batch[k] = torch.tensor([t[k] + [0] * (n - len(t[k])) for t in token_extra])
+        for k in image_extra[
+            0
+        ]:  # pixel_values, image_grid_thw: concatenated over images, as the processor does
+            batch[k] = torch.cat([t[k] for t in image_extra])
+        return batch
+
+
+# ---------------------------------------------------------------------- scoring
+def _predictions(grounder: Grounder, examples: list[dict[str, Any]], batch_size: int = 4):
+    """Generate with the pipeline's grounder -> (metric predictions per example, unparsable count)."""
+    items = [(_img(x), [d for _, _, d in x["entities"]]) for x in examples]
+    contexts = [{"text": x["text"], "entities": x["entities"]} for x in examples]
+    diagnostics: list[dict[str, Any]] = []
+    results = grounder.ground_many(
+        items, vision_batch_size=batch_size, contexts=contexts, diagnostics=diagnostics
+    )
+    preds = []
+    for x, row in zip(examples, results):
+        preds.append(
+            [
+                {
+                    "start": s,
+                    "end": e,
+                    "type": t,
+                    "box": box
+                    if box is not None and (score is None or score >= grounder.box_threshold)
+                    else None,
+                }
+                for (s, e, t), (box, score) in zip(x["spans"], row)
+            ]
+        )
+    unparsable = sum(len(d.get("unparsable", [])) for d in diagnostics)
+    return preds, unparsable
+
+
+def score_grounder(grounder: Grounder, examples: list[dict[str, Any]], batch_size: int = 4) -> dict[str, Any]:
+    """EEG / GMNER P/R/F1 (and MNER, perfect with gold entities) of a grounder on examples, by generation."""
+    preds, unparsable = _predictions(grounder, examples, batch_size)
+    scores = compute_gmner(preds, [x["references"] for x in examples], ids=[x["id"] for x in examples])
+    keep = ("mner_f1", "eeg_precision", "eeg_recall", "eeg_f1", "gmner_precision", "gmner_recall", "gmner_f1")
+    return {
+        **{k: float(scores[k]) for k in keep},
+        "unparsable_entities": unparsable,
+        "examples": len(examples),
+    }
+
+
+def grounding_reward(
+    answer: str,
+    names: list[str],
+    spans: list[list[Any]],
+    references: list[dict[str, Any]],
+    convention: str,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+) -> float:
+    """Reward of one answer: GMNER F1 of the image (``compute_gmner``; with the given entities this is the
+    fraction with the right visibility decision and, when visible, IoU >= 0.5), minus
+    ``FORMAT_PENALTY`` x the fraction of entities the answer leaves unparsable.
+
+    >>> refs = [{"start": 0, "end": 1, "type": "PER", "boxes": [[0, 0, 50, 50]]},
+    ...         {"start": 2, "end": 3, "type": "LOC", "boxes": []}]
+    >>> kw = dict(names=["Obama", "Paris"], spans=[[0, 1, "PER"], [2, 3, "LOC"]], references=refs,
+    ...           convention="relative-1000", original_size=(100, 100), input_size=(112, 112))
+    >>> grounding_reward('[{"entity": "Obama", "bbox_2d": [0, 0, 500, 500]}, {"entity": "Paris", "bbox_2d": null}]', **kw)
+    1.0
+    >>> grounding_reward('[{"entity": "Obama", "bbox_2d": [600, 600, 900, 900]}]', **kw)  # wrong box, Paris unparsable
+    -0.25
+    """
+    parsed = parse_grounding_answer(answer, names)
+    preds = []
+    for (s, e, t), box in zip(spans, parsed.boxes):
+        xyxy = (
+            None
+            if box is None
+            else to_original_xyxy(box, convention, tuple(original_size), tuple(input_size))
+        )
+        preds.append({"start": int(s), "end": int(e), "type": t, "box": xyxy})
+    f1 = float(compute_gmner([preds], [references])["gmner_f1"])
+    return f1 - FORMAT_PENALTY * len(parsed.unparsable) / max(1, len(names))
+
+
+# ---------------------------------------------------------------------- training
+def _load(args: VLMGrounderArguments) -> Grounder:
+    model, processor = Grounder.load_model_and_processor(
+        args.base_model, local_files_only=args.local_files_only
+    )
+    grounder = Grounder(model, processor)
+    if grounder.family not in ("vlm", "florence2"):
+        raise ValueError(
+            f"{args.base_model} ({model.config.model_type}) is not a vision-language grounder; VLM fine-tuning "
+            f"takes {sorted(VLM_FAMILIES)} or florence2."
+        )
+    return grounder
+
+
+def _examples(args: VLMGrounderArguments, ds):
+    desc = _load_descriptions(args.descriptions)
+    recognizer = None
+    if args.entities == "predicted":
+        if not args.recognizer:
+            raise ValueError(
+                "--entities predicted needs --recognizer DIR (a trained MNER model or composite)"
+            )
+        from ..stages.recognizer import Recognizer
+
+        recognizer = Recognizer.from_pretrained(args.recognizer, local_files_only=args.local_files_only)
+    elif args.entities != "gold":
+        raise ValueError(f"--entities must be 'gold' or 'predicted', got {args.entities!r}")
+    train, counts = grounding_examples(
+        ds["train"], desc, entities=args.entities, recognizer=recognizer, max_examples=args.max_train_samples
+    )
+    dev = []
+    if "validation" in ds:
+        dev, _ = grounding_examples(
+            ds["validation"], desc, entities="gold", max_examples=args.max_eval_samples
+        )
+    if not train:
+        raise ValueError(
+            f"{args.dataset}: no training image with entities ({counts}). Rebuild the dataset with "
+            "`riveg data build twitter-gmner --images DIR`."
+        )
+    return train, dev, counts
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Activation (gradient) checkpointing, by the name this transformers version uses."""
+    if on and hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+
+
+def _grpo_checkpointing(config_class, on: bool) -> dict[str, Any]:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on
+    }
+
+
+def _add_lora(model, args: VLMGrounderArguments):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ImportError(
+            "LoRA fine-tuning needs peft: pip install 'riveg-hf[train]' (or pass --full-finetune)"
+        ) from None
+    cfg = LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=LORA_TARGETS
+    )
+    return get_peft_model(model, cfg)
+
+
+def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
+    """Fine-tune a VLM grounder (see the module doc); returns the run record (also ``riveg_run.json``)."""
+    if args.method == "grpo":
+        return train_vlm_grounder_grpo(args)
+    if args.method != "sft":
+        raise ValueError(f"--method must be 'sft' or 'grpo', got {args.method!r}")
+    if args.save not in ("merged", "adapter"):
+        raise ValueError(f"--save must be 'merged' or 'adapter', got {args.save!r}")
+    from accelerate import PartialState
+
+    t0 = time.perf_counter()
+    state = PartialState()
+    ds = _splits(args)
+    train, dev, counts = _examples(args, ds)
+    grounder = _load(args)
+    base_model = grounder.model
+    encoder = _Encoder(grounder)
+    model = base_model
+    if args.lora:
+        from transformers import set_seed
+
+        set_seed(args.seed)  # the adapter's initialisation is part of the run
+        model = _add_lora(base_model, args)
+    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
+        _checkpointing(base_model, True)
+    base_model.config.use_cache = False
+
+    best: dict[str, Any] = {"score": None}
+
+    def validate(unwrapped, epoch: int, step: int):
+        if not dev:
+            return None
+        inner = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        inner.config.use_cache = True
+        scores = score_grounder(Grounder(inner, grounder.processor), dev, batch_size=args.batch_size)
+        inner.config.use_cache = False
+        if state.is_main_process:
+            print(f"epoch {epoch}: validation " + json.dumps({k: round(v, 4) for k, v in scores.items()}))
+        if best["score"] is None or scores["gmner_f1"] >= best["score"]:  # ties: the later epoch
+            best.update(score=scores["gmner_f1"], epoch=epoch, step=step, scores=scores)
+            best["state"] = {
+                k: v.detach().to("cpu", copy=True) for k, v in unwrapped.named_parameters() if v.requires_grad
+            }
+        return {"validation": scores}
+
+    loop = LoopConfig(
+        output_dir=args.output,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
+        resume_from_checkpoint=args.resume_from_checkpoint,
+        mixed_precision=_mixed_precision(args.mixed_precision),
+    )
+    cfg = accelerate_loop(
+        model, train, encoder.collate, lambda m, b: m(**b).loss, loop, on_epoch_end=validate
+    )
+    if best.get("state") is not None:
+        model.load_state_dict(best.pop("state"), strict=False)
+    model.eval()
+    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
+        _checkpointing(base_model, False)
+    base_model.config.use_cache = True
+    record: dict[str, Any] = {
+        "task": "grounder",
+        "method": "sft",
+        "family": grounder.family,
+        "base_model": args.base_model,
+        "fine_tuning": "lora" if args.lora else "full",
+        "entities": args.entities,
+        "arguments": asdict(args),
+        "train_examples": counts,
+        "loss_history": [h for h in cfg.history if "loss" in h],
+        "validation_history": [h for h in cfg.history if "validation" in h],
+        "data": dataset_provenance(args.dataset, args.config),
+    }
+    if best["score"] is not None:
+        record["validation"] = best["scores"]
+        record["best_epoch"] = best["epoch"]
+    return _save(model, grounder, record, args, state, t0)
+
+
+def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderArguments, state, t0: float):
+    from ..hub import component_card
+
+    record["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    record.update(peak_memory_mb())
+    if not state.is_main_process:
+        return record
+    out = Path(args.output)
+    base = str(Path(args.base_model).resolve()) if Path(args.base_model).is_dir() else args.base_model
+    if hasattr(model, "merge_and_unload") and args.save == "adapter":
+        model.peft_config["default"].base_model_name_or_path = base
+        model.save_pretrained(out)
+    else:
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        model.config.riveg_base_model = base
+        model.save_pretrained(out, safe_serialization=True)
+    grounder.processor.save_pretrained(out)
+    record["saved"] = args.save if hasattr(model, "peft_config") or args.save == "merged" else "merged"
+    write_run_record(out, record)
+    component_card("grounder", record).save(out / "README.md")
+    return record
+
+
+# ---------------------------------------------------------------------- GRPO
+def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
+    """Reinforcement fine-tuning with TRL's GRPO and :func:`grounding_reward` (Qwen-VL families)."""
+    try:
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError:
+        raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
+    from accelerate import PartialState
+    from datasets import Dataset
+
+    t0 = time.perf_counter()
+    state = PartialState()
+    ds = _splits(args)
+    train, dev, counts = _examples(args, ds)
+    grounder = _load(args)
+    if grounder.family != "vlm":
+        raise ValueError(
+            "--method grpo trains Qwen2.5-VL / Qwen3-VL grounders (JSON answers); Florence-2: use sft"
+        )
+    encoder = _Encoder(grounder)
+    proc = grounder.processor
+    proc.tokenizer.padding_side = "left"
+    rows = []
+    for x in train:
+        image = _img(x)
+        grid = proc.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+        rows.append(
+            {
+                "prompt": grounding_messages(x["text"], x["entities"], grounder.convention),
+                "image": image,
+                "names": [e for e, _, _ in x["entities"]],
+                "spans": json.dumps([list(s) for s in x["spans"]]),
+                "references": json.dumps(x["references"]),
+                "original_size": list(image.size),
+                "input_size": list(encoder.input_size(grid)),
+            }
+        )
+    convention = grounder.convention
+
+    def reward(completions, names, spans, references, original_size, input_size, **_):
+        out = []
+        for c, n, s, r, o, i in zip(completions, names, spans, references, original_size, input_size):
+            text = (
+                c
+                if isinstance(c, str)
+                else "".join(m.get("content", "") if isinstance(m.get("content"), str) else "" for m in c)
+            )
+            out.append(
+                grounding_reward(text, n, json.loads(s), json.loads(r), convention, tuple(o), tuple(i))
+            )
+        return out
+
+    reward.__name__ = "gmner_reward"
+    n_max = max(len(x["entities"]) for x in train)
+    from ..stages.vlm_grounding import max_new_tokens_for
+
+    config = GRPOConfig(
+        output_dir=args.output,
+        per_device_train_batch_size=max(args.num_generations, args.batch_size),
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length or max_new_tokens_for(n_max),
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps or -1,
+        num_train_epochs=args.epochs,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        temperature=args.temperature,
+        bf16=_mixed_precision(args.mixed_precision) == "bf16",
+        remove_unused_columns=False,
+        **_grpo_checkpointing(GRPOConfig, args.gradient_checkpointing),
+    )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=LORA_TARGETS,
+        )
+    grounder.model.train()
+    trainer = GRPOTrainer(
+        model=grounder.model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=proc,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    model = trainer.model
+    model.eval()
+    history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
+    record: dict[str, Any] = {
+        "task": "grounder",
+        "method": "grpo",
+        "family": grounder.family,
+        "base_model": args.base_model,
+        "fine_tuning": "lora" if args.lora else "full",
+        "arguments": asdict(args),
+        "train_examples": counts,
+        "reward_history": [{"step": h.get("step"), "reward": h["reward"]} for h in history if "reward" in h],
+        "log_history": history,
+        "data": dataset_provenance(args.dataset, args.config),
+    }
+    if dev:
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        record["validation"] = score_grounder(Grounder(inner, proc), dev, batch_size=args.batch_size)
+    return _save(model, grounder, record, args, state, t0)
