@@ -272,6 +272,41 @@ def _add_train(sub) -> None:
     p.set_defaults(func="_cmd_train")
 
 
+def _add_reproduce(sub) -> None:
+    r = sub.add_parser(
+        "reproduce",
+        help="from the released data to the GMNER table: build, train every stage, predict, evaluate",
+        description="One resumable command from the raw release to results.md / results.json (ours next to the "
+        "published numbers). Each step is a `riveg` command, printed by --dry-run; a rerun skips completed steps.\n"
+        "  riveg reproduce --raw ../shared/data/twitter-gmner/v2.0 --images IMAGES --knowledge "
+        "../shared/data/riveg-aux/llm-knowledge --captions ../shared/data/riveg-aux/captions --out runs/riveg-2024\n"
+        "  accelerate launch -m riveg_hf.cli reproduce ... --recipe vlm   (several GPUs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("--raw", required=True, help="the Twitter-GMNER release folder (txt/ + xml/)")
+    r.add_argument("--images", help="folder of <IMGID>.jpg (needed to train entailment and grounding)")
+    r.add_argument("--knowledge", help="RiVEG llm-knowledge folder: MNER trained PGIM-style with it")
+    r.add_argument("--captions", help="RiVEG captions folder")
+    r.add_argument(
+        "--out", required=True, help="run folder: data, trained stages, model, predictions, results"
+    )
+    r.add_argument("--recipe", choices=["riveg-2024", "vlm"], default="riveg-2024")
+    r.add_argument(
+        "--base-models",
+        default=None,
+        help="STAGE=MODEL,... to replace a recipe's bases (mner, entailment, grounder) or add an expander / segmenter",
+    )
+    r.add_argument("--limit", type=int, default=None, help="first N tweets of each split (smoke run)")
+    r.add_argument("--epochs", type=float, default=3.0)
+    r.add_argument("--max-steps", type=int, default=None, help="per training step (quick runs)")
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--dry-run", action="store_true", help="print the plan, commands, expected time and disk")
+    r.add_argument("--force", default=None, help="rerun this step and the ones after it")
+    r.add_argument("--device", default=None, help="prediction device (default: GPU if available)")
+    r.add_argument("--local-files-only", action="store_true")
+    r.set_defaults(func="_cmd_reproduce")
+
+
 def _add_demo_push(sub) -> None:
     d = sub.add_parser("demo", help="serve the Gradio demo (binds 127.0.0.1 unless --host says otherwise)")
     d.add_argument(
@@ -302,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show per-component loading / saving progress bars and warnings",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for adder in (_add_data, _add_predict, _add_evaluate, _add_train, _add_demo_push):
+    for adder in (_add_data, _add_predict, _add_evaluate, _add_train, _add_reproduce, _add_demo_push):
         adder(sub)
     return parser
 

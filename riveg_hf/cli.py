@@ -393,6 +393,33 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- reproduce
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from riveg_hf.reproduce import ReproduceArguments, reproduce
+
+    args = ReproduceArguments(
+        raw=a.raw,
+        out=a.out,
+        images=a.images,
+        knowledge=a.knowledge,
+        captions=a.captions,
+        recipe=a.recipe,
+        base_models=a.base_models,
+        limit=a.limit,
+        epochs=a.epochs,
+        max_steps=a.max_steps,
+        batch_size=a.batch_size,
+        dry_run=a.dry_run,
+        force=a.force,
+        local_files_only=a.local_files_only,
+        device=a.device,
+    )
+    results = reproduce(args)
+    if results is not None:
+        print(f"wrote {a.out}/results.json and {a.out}/results.md")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo / push
 def _cmd_demo(a: argparse.Namespace) -> int:
     from riveg_hf.demo import launch

@@ -191,6 +191,18 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
             f"{args.base_model}: a fast tokenizer is needed (word_ids); use a model that ships tokenizer.json"
         )
     model.config.riveg_knowledge = with_knowledge
+    # never longer than the model can read (XLM-R/BERT: 512 positions; small models fewer)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        offset = (
+            2 if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+        )
+        if max_length > positions - offset:
+            if args.max_length:
+                print(
+                    f"--max-length {args.max_length} > what {args.base_model} reads; using {positions - offset}"
+                )
+            max_length = positions - offset
 
     cols = train.column_names
 

@@ -1,0 +1,543 @@
+"""``riveg reproduce``: from the released data to the GMNER table, in one resumable command.
+
+    riveg reproduce --raw ../shared/data/twitter-gmner/v2.0 --images IMAGES \\
+        --knowledge ../shared/data/riveg-aux/llm-knowledge --captions ../shared/data/riveg-aux/captions \\
+        --out runs/riveg-2024 --recipe riveg-2024 [--dry-run] [--limit N] [--base-models mner=DIR,...]
+
+Steps (each one is a ``riveg`` command, printed by ``--dry-run`` and recorded in ``results.json``):
+
+1. ``data`` -- ``riveg data build twitter-gmner`` with images, LLM knowledge and captions;
+2. ``mner`` -- ``riveg train mner`` (config ``mner_llm_knowledge`` when knowledge is given: PGIM style);
+3. ``entailment`` -- ``riveg train entailment`` (recipe ``riveg-2024``; the ``vlm`` recipe decides
+   visibility in the grounder's answer instead);
+4. ``grounder`` -- ``riveg train grounder`` (Grounding DINO; or a VLM with LoRA SFT for ``vlm``);
+5. ``compose`` -- the trained stages (+ optional expander / segmenter) saved as one composite checkpoint,
+   ``OUT/model``, which ``pipeline("grounded-mner", model=OUT/model)`` and ``riveg push`` take as is;
+6. ``predict`` -- ``riveg predict`` over the test split (with its LLM knowledge when the recognizer uses it);
+7. ``evaluate`` -- ``riveg evaluate``, then ``results.json`` / ``results.md``: our MNER / EEG / GMNER P/R/F1
+   next to the published numbers, with wall time and peak memory per step.
+
+**Resumable.** Each step writes ``OUT/.steps/<step>.json`` (atomically, last) when it is complete; a
+rerun skips completed steps, restarts an interrupted training step from its latest checkpoint and an
+interrupted prediction from the ids already written. ``--force STEP`` reruns one step and those after it.
+
+**Several GPUs.** ``accelerate launch -m riveg_hf.cli reproduce ...`` runs unchanged: the training and
+prediction steps run on every process (they are accelerate-aware), the others on the main process only,
+with a barrier after each step.
+
+``--limit N`` keeps the first N tweets of each split (a smoke run of every step on a subset).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PUBLISHED", "RECIPES", "ReproduceArguments", "plan", "reproduce"]
+
+#: published test-set results on Twitter-GMNER (F1, %), the target of the table
+PUBLISHED = [
+    {"system": "RiVEG† (Li et al., ACL 2024 Findings)", "mner_f1": 85.94, "eeg_f1": 70.01, "gmner_f1": 67.06},
+    {"system": "H-Index (Yu et al., ACL 2023)", "mner_f1": 79.73, "eeg_f1": 61.18, "gmner_f1": 56.41},
+    {"system": "MCR (Qwen2.5-VL-7B, SFT + GRPO)", "mner_f1": None, "eeg_f1": None, "gmner_f1": 70.6},
+]
+
+#: recipe -> base models per trained stage, and how visibility is decided
+RECIPES: dict[str, dict[str, Any]] = {
+    "riveg-2024": {
+        "base_models": {
+            "mner": "FacebookAI/xlm-roberta-large",
+            "entailment": "Salesforce/blip-itm-base-coco",
+            "grounder": "IDEA-Research/grounding-dino-tiny",
+        },
+        "visibility": "entailment",
+    },
+    "vlm": {
+        "base_models": {"mner": "FacebookAI/xlm-roberta-large", "grounder": "Qwen/Qwen2.5-VL-3B-Instruct"},
+        "visibility": "grounder",
+    },
+}
+#: components used as they are (not trained), when given with --base-models
+UNTRAINED = ("expander", "segmenter")
+#: rough sizes (parameters) of the default bases, for --dry-run's disk and time estimates
+KNOWN_PARAMS = {
+    "FacebookAI/xlm-roberta-large": 560e6,
+    "Salesforce/blip-itm-base-coco": 224e6,
+    "IDEA-Research/grounding-dino-tiny": 172e6,
+    "Qwen/Qwen2.5-VL-3B-Instruct": 3.75e9,
+}
+#: estimated seconds per training example-epoch on one current GPU (A100/H100 class), per stage;
+#: estimates, not measurements (no GPU was available when this table was written)
+EST_SECONDS_PER_EXAMPLE = {
+    "mner": 0.01,
+    "entailment": 0.02,
+    "grounder": 0.05,
+    "grounder-vlm": 0.5,
+    "predict": 0.1,
+}
+SPLIT_SIZES = {"train": 7000, "validation": 1500, "test": 1500}  # Twitter-GMNER tweets
+
+
+@dataclass
+class ReproduceArguments:
+    raw: str
+    out: str
+    images: str | None = None
+    knowledge: str | None = None
+    captions: str | None = None
+    recipe: str = "riveg-2024"
+    base_models: dict[str, str] | str = field(default_factory=dict)  # or "mner=X,grounder=Y"
+    limit: int | None = None
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int | None = None
+    dry_run: bool = False
+    force: str | None = None
+    local_files_only: bool = False
+    device: str | None = None
+
+
+@dataclass
+class Step:
+    name: str
+    what: str
+    command: list[str] | None  # a `riveg` command line (run in process), or None for a Python step
+    run: Callable[[], None]
+    distributed: bool = False  # runs on every accelerate process
+    est_seconds: float = 0.0
+    est_disk_bytes: float = 0.0
+
+
+def _parse_base_models(value: str | dict | None) -> dict[str, str]:
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    out = {}
+    valid = ("mner", "entailment", "grounder", *UNTRAINED)
+    for part in value.split(","):
+        key, sep, loc = part.partition("=")
+        if not sep or key.strip() not in valid or not loc.strip():
+            raise ValueError(
+                f"--base-models: {part!r} is not STAGE=MODEL; stages: {', '.join(valid)} "
+                "(e.g. --base-models mner=bert-base-cased,grounder=./my-gdino)"
+            )
+        out[key.strip()] = loc.strip()
+    return out
+
+
+def _cli(argv: list[str]) -> None:
+    from .cli import main
+
+    code = main(argv)
+    if code:
+        raise RuntimeError(f"step failed (exit {code}): riveg {shlex.join(argv)}")
+
+
+def _params(location: str) -> float | None:
+    if location in KNOWN_PARAMS:
+        return KNOWN_PARAMS[location]
+    p = Path(location)
+    if p.is_dir():
+        size = sum(f.stat().st_size for f in p.rglob("*.safetensors"))
+        return size / 4 if size else None  # fp32 weights
+    return None
+
+
+# ---------------------------------------------------------------------- limit
+def _limited_release(args: ReproduceArguments, dest: Path) -> tuple[str, str | None]:
+    """The first ``limit`` tweets of each split (txt + their xml, and the knowledge files cut to match)."""
+    from .data.conll import read_llm_knowledge
+
+    raw = Path(args.raw)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "txt").mkdir(parents=True)
+    (dest / "xml").mkdir()
+    for split in ("train", "dev", "test"):
+        src = raw / "txt" / f"{split}.txt"
+        if not src.is_file():
+            raise FileNotFoundError(f"--raw {raw}: no txt/{split}.txt (a Twitter-GMNER release folder)")
+        lines, n = [], 0
+        for line in src.read_text(encoding="utf-8-sig").splitlines():
+            if line.startswith("IMGID:"):
+                n += 1
+                if n > args.limit:
+                    break
+                xml = raw / "xml" / f"{line[6:].strip()}.xml"
+                if xml.is_file():
+                    shutil.copy2(xml, dest / "xml" / xml.name)
+            lines.append(line)
+        (dest / "txt" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    knowledge = None
+    if args.knowledge:
+        knowledge = dest / "llm-knowledge"
+        knowledge.mkdir()
+        for split in ("train", "valid", "test"):
+            src = Path(args.knowledge) / f"{split}.txt"
+            sents = read_llm_knowledge(src)
+            text = src.read_text(encoding="utf-8").splitlines()
+            cut = sents[args.limit].line - 1 if len(sents) > args.limit else len(text)
+            (knowledge / f"{split}.txt").write_text("\n".join(text[:cut]) + "\n", encoding="utf-8")
+    return str(dest), (str(knowledge) if knowledge else None)
+
+
+# ---------------------------------------------------------------------- plan
+def plan(args: ReproduceArguments) -> list[Step]:
+    """The steps of a run, each with its command and estimates (what --dry-run prints)."""
+    if args.recipe not in RECIPES:
+        raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got {args.recipe!r}")
+    recipe = RECIPES[args.recipe]
+    bases = {**recipe["base_models"], **_parse_base_models(args.base_models)}
+    out = Path(args.out)
+    data, model = out / "data", out / "model"
+    n = {s: min(args.limit, k) if args.limit else k for s, k in SPLIT_SIZES.items()}
+    mner_config = "mner_llm_knowledge" if args.knowledge else "mner"
+    common = ["--epochs", str(args.epochs)]
+    if args.max_steps:
+        common += ["--max-steps", str(args.max_steps)]
+    if args.batch_size:
+        common += ["--batch-size", str(args.batch_size)]
+    if args.local_files_only:
+        common.append("--local-files-only")
+    steps: list[Step] = []
+
+    raw, knowledge = args.raw, args.knowledge
+    if args.limit:
+        raw, knowledge = (
+            str(out / f"raw-first-{args.limit}"),
+            (str(out / f"raw-first-{args.limit}" / "llm-knowledge") if args.knowledge else None),
+        )
+    build = ["data", "build", "twitter-gmner", "--raw", raw, "--out", str(data), "--overwrite"]
+    build += ["--images", args.images] if args.images else []
+    build += ["--knowledge", knowledge] if knowledge else []
+    build += ["--captions", args.captions] if args.captions else []
+
+    def run_data():
+        if args.limit:
+            _limited_release(args, Path(raw))
+        _cli(build)
+
+    steps.append(
+        Step("data", "build the dataset (text, boxes, images, knowledge, captions)", build, run_data,
+             est_seconds=60 + 0.02 * sum(n.values()), est_disk_bytes=1.5e5 * sum(n.values()) if args.images else 5e7)
+    )  # fmt: skip
+
+    def train_step(stage: str, extra: list[str]) -> Step:
+        folder = out / stage
+        argv = ["train", stage, "--dataset", str(data), "--base-model", bases[stage], "--output", str(folder),
+                *extra, *common]  # fmt: skip
+
+        def run():
+            resume = []
+            if any((p / "loop_state.json").is_file() or (p / "trainer_state.json").is_file()
+                   for p in folder.glob("checkpoint-*")):  # fmt: skip
+                resume = ["--resume-from-checkpoint", "auto"]  # an interrupted run continues
+            _cli([*argv, *resume])
+
+        kind = "grounder-vlm" if stage == "grounder" and args.recipe == "vlm" else stage
+        examples = n["train"] * (1.6 if stage != "grounder" or args.recipe == "vlm" else 1.2)
+        params = _params(bases[stage]) or 5e8
+        return Step(stage, f"train {stage} from {bases[stage]}", argv, run, distributed=True,
+                    est_seconds=EST_SECONDS_PER_EXAMPLE[kind] * examples * args.epochs,
+                    est_disk_bytes=params * 4 * (3 if kind != "grounder-vlm" else 1.2))  # fmt: skip
+
+    steps.append(train_step("mner", ["--config", mner_config]))
+    if recipe["visibility"] == "entailment":
+        steps.append(train_step("entailment", []))
+    steps.append(train_step("grounder", []))
+
+    def run_compose():
+        from .pipeline import RiVEGPipeline
+
+        comps = {"recognizer": str(out / "mner"), "grounder": str(out / "grounder")}
+        if recipe["visibility"] == "entailment":
+            comps["entailment"] = str(out / "entailment")
+        comps.update({k: bases[k] for k in UNTRAINED if k in bases})
+        pipe = RiVEGPipeline.from_components(
+            **comps, visibility=recipe["visibility"], local_files_only=args.local_files_only
+        )
+        stage_dir = out / ".model.building"
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        pipe.save_pretrained(stage_dir)
+        if model.exists():
+            shutil.rmtree(model)
+        os.replace(stage_dir, model)
+
+    steps.append(
+        Step("compose", "save the trained stages as one composite checkpoint (OUT/model)", None, run_compose,
+             est_seconds=30, est_disk_bytes=sum((_params(bases[k]) or 5e8) * 4 for k in bases))
+    )  # fmt: skip
+
+    inputs, preds = out / "test_inputs.jsonl", out / "predictions.jsonl"
+    predict = [
+        "predict",
+        "--model",
+        str(model),
+        "--input",
+        str(inputs),
+        "--output",
+        str(preds),
+        "--local-files-only",
+    ]
+    predict += ["--images", args.images] if args.images else []
+    predict += ["--device", args.device] if args.device else []
+
+    def run_predict():
+        from accelerate import PartialState
+
+        if PartialState().is_main_process and not inputs.is_file():
+            _write_test_inputs(data, inputs, with_knowledge=bool(args.knowledge))
+        PartialState().wait_for_everyone()
+        _cli(predict)
+
+    steps.append(
+        Step("predict", "predict the test split with the composite", predict, run_predict, distributed=True,
+             est_seconds=EST_SECONDS_PER_EXAMPLE["predict"] * n["test"] * (5 if args.recipe == "vlm" else 1),
+             est_disk_bytes=2e3 * n["test"])
+    )  # fmt: skip
+    evaluate = ["evaluate", "--predictions", str(preds), "--dataset", str(data), "--config", "gmner",
+                "--split", "test", "--output", str(out / "scores.json")]  # fmt: skip
+    steps.append(
+        Step("evaluate", "score with riveg_hf.metrics and write results.json / results.md", evaluate,
+             lambda: _cli(evaluate), est_seconds=10, est_disk_bytes=1e4)
+    )  # fmt: skip
+    return steps
+
+
+def _write_test_inputs(data: Path, path: Path, *, with_knowledge: bool) -> None:
+    """The test split as `riveg predict` input lines (tokens, image file, and LLM knowledge when used)."""
+    from datasets import Image as ImageFeature
+
+    from .data import load_built_dataset
+
+    test = load_built_dataset(str(data), "gmner", split="test").cast_column(
+        "image", ImageFeature(decode=False)
+    )
+    knowledge = {}
+    if with_knowledge:
+        k = load_built_dataset(str(data), "mner_llm_knowledge", split="test")
+        knowledge = {r["id"]: " ".join(r["knowledge"] or []) for r in k}
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in test:
+            line: dict[str, Any] = {"id": row["id"], "tokens": row["tokens"]}
+            img = row["image"]
+            if img is not None and img.get("path"):
+                line["image"] = Path(img["path"]).name
+            if knowledge.get(row["id"]):
+                line["knowledge"] = knowledge[row["id"]]
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- run
+class _PeakRSS:
+    """Peak resident memory of this process while a step runs (sampled every 0.1 s), and of the GPU."""
+
+    def __enter__(self):
+        import torch
+
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _sample(self):
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.result = {"peak_rss_mb": round(self.peak / 2**20, 1)}
+        if torch.cuda.is_available():
+            self.result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return False
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _human(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 3600
+        else f"{seconds / 60:.0f} min"
+        if seconds >= 60
+        else f"{seconds:.0f} s"
+    )
+
+
+def _print_plan(args: ReproduceArguments, steps: list[Step]) -> None:
+    print(f"riveg reproduce --recipe {args.recipe} -> {args.out} (dry run: nothing is written)")
+    done_dir = Path(args.out) / ".steps"
+    for k, s in enumerate(steps, 1):
+        state = "done, skipped" if (done_dir / f"{s.name}.json").is_file() else "to run"
+        cmd = (
+            f"riveg {shlex.join(s.command)}"
+            if s.command
+            else "(Python: RiVEGPipeline.from_components(...).save_pretrained(OUT/model))"
+        )
+        print(f"{k}. {s.name} [{state}]: {s.what}\n   {cmd}\n   expected: ~{_human(s.est_seconds)} on one GPU, "
+              f"~{s.est_disk_bytes / 1e9:.2f} GB disk (estimates)")  # fmt: skip
+    total = sum(s.est_seconds for s in steps)
+    print(
+        f"total: ~{_human(total)}, ~{sum(s.est_disk_bytes for s in steps) / 1e9:.1f} GB (estimates, not measured)"
+    )
+
+
+def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
+    """Run (or with ``dry_run`` print) the plan; returns the results (``OUT/results.json``)."""
+    from accelerate import PartialState
+
+    if args.images is None and not args.dry_run:
+        print(
+            "riveg reproduce: no --images: entailment and grounding cannot be trained without images",
+            file=sys.stderr,
+        )
+    steps = plan(args)
+    if args.dry_run:
+        _print_plan(args, steps)
+        return None
+    state = PartialState()
+    out = Path(args.out)
+    done_dir = out / ".steps"
+    names = [s.name for s in steps]
+    if args.force:
+        if args.force not in names:
+            raise ValueError(f"--force must name a step of this recipe: {names}")
+        if state.is_main_process:
+            for later in names[names.index(args.force) :]:
+                (done_dir / f"{later}.json").unlink(missing_ok=True)
+        state.wait_for_everyone()
+    if state.is_main_process:
+        _write_json(out / "reproduce_args.json", {k: v for k, v in vars(args).items()})
+    for s in steps:
+        marker = done_dir / f"{s.name}.json"
+        if marker.is_file():
+            if state.is_main_process:
+                print(f"[{s.name}] done earlier ({marker}), skipped")
+            continue
+        if state.is_main_process:
+            print(
+                f"[{s.name}] {s.what}" + (f"\n  riveg {shlex.join(s.command)}" if s.command else ""),
+                flush=True,
+            )
+        t0 = time.perf_counter()
+        with _PeakRSS() as peak:
+            if s.distributed or state.is_main_process:
+                s.run()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _write_json(
+                marker,
+                {
+                    "step": s.name,
+                    "command": (["riveg", *s.command] if s.command else None),
+                    "wall_time_s": round(time.perf_counter() - t0, 1),
+                    **peak.result,
+                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+        state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    results = _results(args, steps)
+    _write_json(out / "results.json", results)
+    (out / "results.md").write_text(_results_md(results), encoding="utf-8")
+    print(_results_md(results))
+    return results
+
+
+def _results(args: ReproduceArguments, steps: list[Step]) -> dict[str, Any]:
+    from . import __version__
+
+    out = Path(args.out)
+    scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+    ours = {
+        k: scores[k]
+        for k in scores
+        if k.startswith(("mner_", "eeg_", "gmner_")) and isinstance(scores[k], float)
+    }
+    step_info = [json.loads((out / ".steps" / f"{s.name}.json").read_text(encoding="utf-8")) for s in steps]
+    return {
+        "recipe": args.recipe,
+        "limit": args.limit,
+        "riveg_hf_version": __version__,
+        "model": str(out / "model"),
+        "predictions": str(out / "predictions.jsonl"),
+        "ours": ours,
+        "n_test_examples": scores.get("n_references"),
+        "failed_inputs": scores.get("failed_inputs", 0),
+        "published": PUBLISHED,
+        "steps": step_info,
+        "total_wall_time_s": round(sum(s["wall_time_s"] for s in step_info), 1),
+    }
+
+
+def _results_md(r: dict[str, Any]) -> str:
+    def pct(v, scale=100.0):  # ours are fractions, the published numbers percentages
+        return "" if v is None else f"{scale * v:.2f}"
+
+    o = r["ours"]
+    subset = f" (first {r['limit']} tweets per split: a smoke run, not comparable)" if r.get("limit") else ""
+    lines = [
+        f"# GMNER on Twitter-GMNER: recipe `{r['recipe']}`{subset}",
+        "",
+        "| system | MNER P | MNER R | MNER F1 | EEG P | EEG R | EEG F1 | GMNER P | GMNER R | GMNER F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| **ours** (riveg-hf "
+        + r["riveg_hf_version"]
+        + ") | "
+        + " | ".join(
+            pct(o.get(f"{t}_{m}")) for t in ("mner", "eeg", "gmner") for m in ("precision", "recall", "f1")
+        )
+        + " |",
+    ]
+    for p in r["published"]:
+        lines.append(
+            f"| {p['system']} (published) | | | {pct(p['mner_f1'], 1)} | | | {pct(p['eeg_f1'], 1)} | | | {pct(p['gmner_f1'], 1)} |"
+        )
+    lines += ["", "| step | wall time | peak RSS (MiB) | peak GPU (MiB) |", "|---|---|---|---|"]
+    for s in r["steps"]:
+        lines.append(
+            f"| {s['step']} | {_human(s['wall_time_s'])} | {s.get('peak_rss_mb', '')} | {s.get('peak_cuda_mb', '')} |"
+        )
+    lines.append(
+        f"\nTotal: {_human(r['total_wall_time_s'])}. Predictions: `{r['predictions']}`; model: `{r['model']}`."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""`riveg reproduce` end to end on the first tweets of the real Twitter-GMNER text, with images the test draws
+(shapes inside the gold boxes) and tiny random models for every stage: every step runs, a killed run
+resumes, and results.json holds the metric's scores of the predictions file it wrote."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from riveg_hf.cli import main as cli
+from riveg_hf.data import load_built_dataset
+from riveg_hf.data.voc import read_voc
+from riveg_hf.metrics import compute_gmner
+from riveg_hf.predict import read_jsonl
+from riveg_hf.reproduce import PUBLISHED, ReproduceArguments, plan
+from riveg_hf.testing import tiny_blip_itm, tiny_grounding_dino, tiny_qwen2_5_vl, tiny_recognizer
+
+from .helpers import find_shared_data, skip_or_fail
+
+LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def real_subset(tmp_path_factory):
+    data = find_shared_data()
+    if data is None or not (data / "twitter-gmner" / "v2.0").is_dir():
+        skip_or_fail("the real Twitter-GMNER text is needed (riveg data download twitter-gmner)")
+    raw = data / "twitter-gmner" / "v2.0"
+    root = tmp_path_factory.mktemp("repro")
+    images = root / "images"
+    images.mkdir()
+    for split in ("train", "dev", "test"):
+        ids = [ln[6:].strip() for ln in (raw / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").splitlines()
+               if ln.startswith("IMGID:")][:LIMIT]  # fmt: skip
+        for i in ids:
+            xml = raw / "xml" / f"{i}.xml"
+            ann = read_voc(xml) if xml.is_file() else None
+            size = (ann.width, ann.height) if ann and ann.width else (96, 64)
+            img = Image.new("RGB", size, (120, 120, 120))
+            draw = ImageDraw.Draw(img)
+            for obj in ann.objects if ann else []:
+                x0, y0, x1, y1 = obj.box
+                draw.ellipse([x0, y0, x1, y1], fill=(230, 40, 40))  # something to find inside the gold box
+            img.save(images / f"{i}.jpg")
+    bases = {}
+    for name, pair in (("mner", tiny_recognizer()), ("entailment", tiny_blip_itm()),
+                       ("grounder", tiny_grounding_dino()), ("vlm", tiny_qwen2_5_vl())):  # fmt: skip
+        pair[0].save_pretrained(root / "bases" / name)
+        pair[1].save_pretrained(root / "bases" / name)
+        bases[name] = str(root / "bases" / name)
+    knowledge = data / "riveg-aux" / "llm-knowledge"
+    return {"raw": str(raw), "images": str(images), "root": root, "bases": bases,
+            "knowledge": str(knowledge) if knowledge.is_dir() else None}  # fmt: skip
+
+
+def _argv(s, out, recipe="riveg-2024"):
+    b = s["bases"]
+    bases = f"mner={b['mner']},entailment={b['entailment']},grounder={b['grounder']}"
+    if recipe == "vlm":
+        bases = f"mner={b['mner']},grounder={b['vlm']}"
+    argv = ["reproduce", "--raw", s["raw"], "--images", s["images"], "--out", str(out), "--recipe", recipe,
+            "--base-models", bases, "--limit", str(LIMIT), "--max-steps", "2", "--batch-size", "2",
+            "--local-files-only"]  # fmt: skip
+    if s["knowledge"]:
+        argv += ["--knowledge", s["knowledge"]]
+    return argv
+
+
+def _check_results(out: Path):
+    results = json.loads((out / "results.json").read_text())
+    ours = results["ours"]
+    for k in ("mner_f1", "eeg_f1", "gmner_f1", "gmner_precision", "gmner_recall"):
+        assert math.isfinite(ours[k]) and 0.0 <= ours[k] <= 1.0
+    # the scores are the project's metric over the predictions file it wrote, against the built test split
+    preds = {r["id"]: r["entities"] for _, r in read_jsonl(out / "predictions.jsonl")}
+    test = load_built_dataset(str(out / "data"), "gmner", split="test")
+    assert len(preds) == len(test) == LIMIT
+    again = compute_gmner(preds, dict(zip(test["id"], test["entities"])))
+    assert again["gmner_f1"] == ours["gmner_f1"] and again["mner_f1"] == ours["mner_f1"]
+    assert results["published"] == PUBLISHED
+    assert {s["step"] for s in results["steps"]} >= {
+        "data",
+        "mner",
+        "grounder",
+        "compose",
+        "predict",
+        "evaluate",
+    }
+    assert all(s["wall_time_s"] >= 0 and s["peak_rss_mb"] > 0 for s in results["steps"])
+    md = (out / "results.md").read_text()
+    assert "67.06" in md and "| **ours**" in md and "smoke run" in md
+    return results
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(real_subset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli([*_argv(real_subset, out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    for step in ("data", "mner", "entailment", "grounder", "compose", "predict", "evaluate"):
+        assert f". {step} [to run]" in text
+    assert "riveg train grounder --dataset" in text and "expected: ~" in text and "GB disk" in text
+    assert not out.exists()
+    vlm = [s.name for s in plan(ReproduceArguments(raw="r", out="o", recipe="vlm"))]
+    assert vlm == ["data", "mner", "grounder", "compose", "predict", "evaluate"]  # visibility from the VLM
+    with pytest.raises(ValueError, match="STAGE=MODEL"):
+        plan(ReproduceArguments(raw="r", out="o", base_models="grounder"))
+
+
+_KILLER = """
+import os, signal, sys
+import riveg_hf.reproduce as r
+real = r._cli
+def cli(argv):
+    if argv[:2] == ["train", "grounder"]:
+        k = argv.index("--max-steps")
+        real([*argv[: k + 1], "1", *argv[k + 2 :]])  # one step: leaves a checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(argv)
+r._cli = cli
+from riveg_hf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_reproduce_end_to_end_resumes_after_a_kill(real_subset, tmp_path):
+    out = tmp_path / "run"
+    argv = _argv(real_subset, out)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", _KILLER, *argv], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    done = sorted(p.stem for p in (out / ".steps").glob("*.json"))
+    assert done == ["data", "entailment", "mner"]  # completed before the kill; grounder not marked
+    assert not (out / "model").exists() and not (out / "results.json").exists()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / ".steps").glob("*.json")}
+    assert cli(argv) == 0
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (out / ".steps").glob("*.json") if p.name in stamps
+    } == stamps
+    run = json.loads((out / "grounder" / "riveg_run.json").read_text())
+    assert run["arguments"]["resume_from_checkpoint"] == "auto"  # continued from the killed run's checkpoint
+    results = _check_results(out)
+    assert [s["step"] for s in results["steps"]] == ["data", "mner", "entailment", "grounder", "compose",
+                                                     "predict", "evaluate"]  # fmt: skip
+    # the composite is a normal checkpoint with its card's ingredients
+    cfg = json.loads((out / "model" / "config.json").read_text())
+    assert set(cfg["components"]) >= {"recognizer", "entailment", "grounder"}
+    # a rerun does nothing but rewrite the results
+    assert cli(argv) == 0
+    assert json.loads((out / "results.json").read_text())["ours"] == results["ours"]
+
+
+def test_reproduce_vlm_recipe(real_subset, tmp_path):
+    out = tmp_path / "vlm"
+    assert cli(_argv(real_subset, out, recipe="vlm")) == 0
+    results = _check_results(out)
+    assert results["recipe"] == "vlm" and "entailment" not in {s["step"] for s in results["steps"]}
+    run = json.loads((out / "grounder" / "riveg_run.json").read_text())
+    assert run["family"] == "vlm" and run["fine_tuning"] == "lora"
