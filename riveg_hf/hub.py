@@ -106,6 +106,8 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
     if kind in ("entailment", "grounder"):
         results = {k: v for k, v in (record.get("validation") or {}).items() if isinstance(v, (int, float))}
         metric_name = "accuracy" if kind == "entailment" else "grounding_accuracy"
+        if kind == "grounder" and "gmner_f1" in results:  # a VLM grounder, scored by generation
+            metric_name = "gmner_f1"
         evals = None
         if metric_name in results:
             evals = [
@@ -143,6 +145,10 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
             template_path=str(template(kind)),
             results=results,
             threshold=record.get("threshold"),
+            vlm=record.get("family") in ("vlm", "florence2"),
+            method=record.get("method", "sft"),
+            fine_tuning=record.get("fine_tuning", "full"),
+            entities=record.get("entities", "gold"),
             **common,
         )
     raise ValueError(f"unknown component kind {kind!r}; valid: mner, entailment, grounder")

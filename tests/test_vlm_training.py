@@ -343,3 +343,10 @@ def test_cli_trains_vlm_stages_with_lora(one_image, tmp_path, capsys):
                 "--output", str(tmp_path / "x")])  # fmt: skip
     assert code == 2
     assert "trains vision-language grounders" in capsys.readouterr().err
+
+
+def test_vlm_grounder_card_says_how_it_was_trained(overfit):
+    out, _ = overfit
+    card = (out / "README.md").read_text()
+    assert "vision-language grounder" in card and "Entities at training time: gold" in card
+    assert "SFT, full" in card and "gmner_f1" in card
