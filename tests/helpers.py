@@ -145,3 +145,11 @@ def assert_outputs_close(a, b, box_tol: float = 1e-3, score_tol: float = 1e-4) -
             assert (e["mask"] is None) == (f["mask"] is None)
             if e["mask"] is not None:
                 assert mask_iou(e["mask"], f["mask"]) >= 0.999
+
+
+def save_pair(pair, path) -> str:
+    """Save a ``(model, processor)`` pair into ``path``; returns the path as a string."""
+    model, proc = pair
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return str(path)

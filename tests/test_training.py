@@ -13,7 +13,7 @@ from riveg_hf.testing import tiny_blip_itm, tiny_clip, tiny_grounding_dino, tiny
 from riveg_hf.training.mner import MNERTrainingArguments, train_mner
 from riveg_hf.training.vision import VisionTrainingArguments, train_entailment, train_grounder
 
-from .helpers import make_image, write_release
+from .helpers import make_image, save_pair, write_release
 
 COLORS = {"Ferrari": (220, 20, 20), "Nike": (20, 20, 220), "Paris": (20, 200, 20), "Obama": (230, 200, 20)}
 
@@ -55,20 +55,13 @@ def image_dataset(tmp_path_factory):
     return root / "ds"
 
 
-def _save(pair, path):
-    model, proc = pair
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return str(path)
-
-
 def _decreasing(history):
     losses = [h["loss"] for h in history]
     return np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_entailment_training_blip_itm(image_dataset, tmp_path, photo):
-    base = _save(tiny_blip_itm(), tmp_path / "base")
+    base = save_pair(tiny_blip_itm(), tmp_path / "base")
     args = VisionTrainingArguments(
         dataset=str(image_dataset),
         base_model=base,
@@ -95,7 +88,7 @@ def test_entailment_training_blip_itm(image_dataset, tmp_path, photo):
 
 
 def test_entailment_training_clip_learns_a_bias(image_dataset, tmp_path):
-    base = _save(tiny_clip(), tmp_path / "clip")
+    base = save_pair(tiny_clip(), tmp_path / "clip")
     args = VisionTrainingArguments(
         dataset=str(image_dataset),
         base_model=base,
@@ -112,7 +105,7 @@ def test_entailment_training_clip_learns_a_bias(image_dataset, tmp_path):
 
 
 def test_grounder_training_and_resume(image_dataset, tmp_path, photo):
-    base = _save(tiny_grounding_dino(), tmp_path / "gd")
+    base = save_pair(tiny_grounding_dino(), tmp_path / "gd")
     out = tmp_path / "gd-ft"
     args = VisionTrainingArguments(
         dataset=str(image_dataset),
@@ -139,7 +132,7 @@ def test_grounder_training_and_resume(image_dataset, tmp_path, photo):
 
 
 def test_owl_grounder_training_is_refused_clearly(image_dataset, tmp_path):
-    base = _save(tiny_owlv2(), tmp_path / "owl")
+    base = save_pair(tiny_owlv2(), tmp_path / "owl")
     with pytest.raises(ValueError, match="no training loss in transformers"):
         train_grounder(
             VisionTrainingArguments(
@@ -151,7 +144,7 @@ def test_owl_grounder_training_is_refused_clearly(image_dataset, tmp_path):
 def test_vision_training_needs_images(tmp_path):
     raw = write_release(tmp_path / "raw", {"train": _tweets(2, "t")})
     twitter_gmner.build(raw, tmp_path / "ds")
-    base = _save(tiny_blip_itm(), tmp_path / "base")
+    base = save_pair(tiny_blip_itm(), tmp_path / "base")
     assert (
         cli(
             [
@@ -228,7 +221,7 @@ def test_mner_with_llm_knowledge_second_segment(tmp_path):
         block = "Messi\tB-PER\nin\tO\nMiami\tB-LOC\n<EOS>\tX\nLionel\tX\nMessi\tX\nfootballer\tX\n"
         (know / f"{split}.txt").write_text("\n".join([block] * n))
     twitter_gmner.build(raw, tmp_path / "ds", knowledge=know)
-    base = _save(tiny_recognizer(), tmp_path / "base")
+    base = save_pair(tiny_recognizer(), tmp_path / "base")
     out = tmp_path / "mner-k"
     rec = train_mner(
         MNERTrainingArguments(
@@ -240,7 +233,8 @@ def test_mner_with_llm_knowledge_second_segment(tmp_path):
             batch_size=4,
         )
     )
-    assert rec["uses_knowledge"] is True and rec["max_length"] == 256
+    # 256 tokens by default with knowledge, but never more than the model reads (the tiny BERT: 128 positions)
+    assert rec["uses_knowledge"] is True and rec["max_length"] == 128
     assert json.loads((out / "config.json").read_text())["riveg_knowledge"] is True
     pipe = RiVEGPipeline.from_components(recognizer=str(out), grounder=tiny_grounding_dino())
     rec_stage = pipe.stages["recognizer"]

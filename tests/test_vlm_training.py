@@ -26,7 +26,7 @@ from riveg_hf.training.vlm import (
     train_vlm_grounder,
 )
 
-from .helpers import make_image, write_release
+from .helpers import make_image, save_pair, write_release
 
 BOX = [10, 8, 40, 30]  # Ferrari's gold box in the 64x48 image; Paris is not visible
 
@@ -49,13 +49,6 @@ def one_image(tmp_path_factory):
         )
     twitter_gmner.build(raw, root / "ds", images=root / "img")
     return root / "ds"
-
-
-def _save(pair, path):
-    model, proc = pair
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return str(path)
 
 
 def _example(ds_dir):
@@ -125,7 +118,7 @@ def test_loss_is_on_the_answer_tokens_only(one_image):
 @pytest.fixture(scope="module")
 def overfit(one_image, tmp_path_factory):
     root = tmp_path_factory.mktemp("overfit")
-    base = _save(tiny_qwen2_5_vl(), root / "base")
+    base = save_pair(tiny_qwen2_5_vl(), root / "base")
     args = VLMGrounderArguments(
         dataset=str(one_image),
         base_model=base,
@@ -164,7 +157,7 @@ def test_sft_overfits_one_example_to_the_exact_target(overfit, one_image):
 
 
 def test_florence2_sft_learns_its_phrase_grounding_format(one_image, tmp_path):
-    base = _save(tiny_florence2(), tmp_path / "base")
+    base = save_pair(tiny_florence2(), tmp_path / "base")
     rec = train_vlm_grounder(
         VLMGrounderArguments(
             dataset=str(one_image),
@@ -186,7 +179,7 @@ def test_florence2_sft_learns_its_phrase_grounding_format(one_image, tmp_path):
 
 
 def test_lora_adapter_and_merged_outputs_reload_identically(one_image, tmp_path):
-    base = _save(tiny_qwen2_5_vl(), tmp_path / "base")
+    base = save_pair(tiny_qwen2_5_vl(), tmp_path / "base")
     common = dict(
         dataset=str(one_image),
         base_model=base,
@@ -305,7 +298,7 @@ def test_grpo_runs_three_steps_and_logs_the_reward(overfit, one_image, tmp_path)
 
 # ------------------------------------------------------------------------------------------- entailment
 def test_vlm_entailment_training_learns_yes_no(one_image, tmp_path):
-    base = _save(tiny_qwen2_5_vl(), tmp_path / "base")
+    base = save_pair(tiny_qwen2_5_vl(), tmp_path / "base")
     rec = train_entailment(
         VisionTrainingArguments(
             dataset=str(one_image),
@@ -329,7 +322,7 @@ def test_vlm_entailment_training_learns_yes_no(one_image, tmp_path):
 
 
 def test_cli_trains_vlm_stages_with_lora(one_image, tmp_path, capsys):
-    base = _save(tiny_qwen2_5_vl(), tmp_path / "base")
+    base = save_pair(tiny_qwen2_5_vl(), tmp_path / "base")
     common = ["--dataset", str(one_image), "--base-model", base, "--max-steps", "2", "--batch-size", "1"]
     assert cli(["train", "grounder", *common, "--output", str(tmp_path / "vg"), "--save", "adapter"]) == 0
     run = json.loads((tmp_path / "vg" / "riveg_run.json").read_text())
@@ -338,7 +331,7 @@ def test_cli_trains_vlm_stages_with_lora(one_image, tmp_path, capsys):
     assert cli(["train", "entailment", *common, "--output", str(tmp_path / "ent")]) == 0
     assert Entailment.from_pretrained(tmp_path / "ent").model.config.riveg_base_model == base
     assert not (tmp_path / "ent" / "adapter_config.json").exists()  # merged: a plain checkpoint
-    bert = _save(every_word_recognizer(), tmp_path / "bert")
+    bert = save_pair(every_word_recognizer(), tmp_path / "bert")
     code = cli(["train", "grounder", "--method", "grpo", "--dataset", str(one_image), "--base-model", bert,
                 "--output", str(tmp_path / "x")])  # fmt: skip
     assert code == 2

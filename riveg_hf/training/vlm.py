@@ -52,8 +52,15 @@ from ..stages.vlm_grounding import (
     parse_grounding_answer,
     to_original_xyxy,
 )
-from .common import LoopConfig, accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
-from .vision import VisionTrainingArguments, _LazyImage, _load_descriptions, _mixed_precision, _splits
+from .common import accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
+from .vision import (
+    VisionTrainingArguments,
+    _LazyImage,
+    _load_descriptions,
+    _loop_config,
+    _mixed_precision,
+    _splits,
+)
 
 __all__ = [
     "VLMGrounderArguments",
@@ -481,21 +488,8 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
             }
         return {"validation": scores}
 
-    loop = LoopConfig(
-        output_dir=args.output,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-        grad_accum=args.grad_accum,
-        seed=args.seed,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        mixed_precision=_mixed_precision(args.mixed_precision),
-    )
     cfg = accelerate_loop(
-        model, train, encoder.collate, lambda m, b: m(**b).loss, loop, on_epoch_end=validate
+        model, train, encoder.collate, lambda m, b: m(**b).loss, _loop_config(args), on_epoch_end=validate
     )
     if best.get("state") is not None:
         model.load_state_dict(best.pop("state"), strict=False)
@@ -504,12 +498,7 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
         _checkpointing(base_model, False)
     base_model.config.use_cache = True
     record: dict[str, Any] = {
-        "task": "grounder",
-        "method": "sft",
-        "family": grounder.family,
-        "base_model": args.base_model,
-        "fine_tuning": "lora" if args.lora else "full",
-        "entities": args.entities,
+        **_record_head(args, grounder),
         "arguments": asdict(args),
         "train_examples": counts,
         "loss_history": [h for h in cfg.history if "loss" in h],
@@ -520,6 +509,17 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
         record["validation"] = best["scores"]
         record["best_epoch"] = best["epoch"]
     return _save(model, grounder, record, args, state, t0)
+
+
+def _record_head(args: VLMGrounderArguments, grounder: Grounder) -> dict[str, Any]:
+    return {
+        "task": "grounder",
+        "method": args.method,
+        "family": grounder.family,
+        "base_model": args.base_model,
+        "fine_tuning": "lora" if args.lora else "full",
+        "entities": args.entities,
+    }
 
 
 def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderArguments, state, t0: float):
@@ -643,11 +643,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     model.eval()
     history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
     record: dict[str, Any] = {
-        "task": "grounder",
-        "method": "grpo",
-        "family": grounder.family,
-        "base_model": args.base_model,
-        "fine_tuning": "lora" if args.lora else "full",
+        **_record_head(args, grounder),
         "arguments": asdict(args),
         "train_examples": counts,
         "reward_history": [{"step": h.get("step"), "reward": h["reward"]} for h in history if "reward" in h],

@@ -1,0 +1,218 @@
+"""Per-preset cost with full-size architectures at random initialisation (random weights cost the compute of
+trained ones; no vision weights are downloadable here): the cost of one tweet with 1 / 2 / 4 / 8 entities,
+the tokens generated per image (expander and VLM grounder), and peak memory, for each preset of
+``riveg_hf.pipeline.PRESETS``:
+
+* ``riveg-2024``: bert-base recognizer, Qwen2.5-0.5B expander, BLIP ITM base, Grounding DINO tiny, SAM 2.1 tiny;
+* ``vlm``: bert-base, Qwen2.5-0.5B, Qwen2.5-VL-3B (joint visibility + grounding), SAM 2.1 tiny;
+* ``sam3``: bert-base, Qwen2.5-0.5B, SAM 3 (text-prompted: finds box and mask from the description).
+
+The language models use their real vocabulary sizes (151,936) with a word-level tokenizer of that size, so the
+output layer costs what it costs. A random-weight generator never stops early: the token counts are the
+pipeline's budgets (``max_new_tokens``), the worst case; a trained model stops at its answer's end.
+Each preset runs in its own process (its peak memory is its own). A benchmark: it measures and prints.
+
+    python benchmarks/presets.py [--presets riveg-2024,vlm,sam3] [--device cpu|cuda] [--dtype bfloat16]
+                                 [--entities 1,2,4,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+QWEN_VOCAB = 151936
+_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+             "<|endoftext|>"]  # fmt: skip
+
+
+def qwen_tokenizer():
+    """A word-level tokenizer with Qwen's vocabulary size and chat special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from riveg_hf.testing import _VLM_CHAT_TEMPLATE
+
+    vocab = {f"w{i}": i for i in range(QWEN_VOCAB - len(_SPECIALS) - 1)}
+    vocab["[UNK]"] = len(vocab)
+    for s in _SPECIALS:
+        vocab[s] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="<|endoftext|>",
+                                  eos_token="<|im_end|>", additional_special_tokens=_SPECIALS)  # fmt: skip
+    tok.chat_template = _VLM_CHAT_TEMPLATE
+    return tok
+
+
+def expander():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = qwen_tokenizer()
+    cfg = Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                      num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    return Qwen2ForCausalLM(cfg).eval(), tok
+
+
+def qwen2_5_vl_3b():
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tok = qwen_tokenizer()
+    ids = {s: tok.convert_tokens_to_ids(s) for s in _SPECIALS}
+    cfg = Qwen2_5_VLConfig(
+        text_config={"vocab_size": QWEN_VOCAB, "hidden_size": 2048, "intermediate_size": 11008,
+                     "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2,
+                     "max_position_embeddings": 128000, "tie_word_embeddings": True,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+                     "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                       "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                       "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+    )  # fmt: skip
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    # the released processor's pixel budget (up to 12.8 M pixels; tweets' photos are ~1 MP)
+    proc = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tok,
+                               video_processor=Qwen2VLVideoProcessor(), chat_template=tok.chat_template)  # fmt: skip
+    return model, proc
+
+
+def sam3():
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    from riveg_hf.testing import tiny_clip_tokenizer
+
+    return Sam3Model(Sam3Config()).eval(), Sam3Processor(image_processor=Sam3ImageProcessor(),
+                                                         tokenizer=tiny_clip_tokenizer(max_length=32))  # fmt: skip
+
+
+def build(preset: str, device: str, dtype):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from pipeline import build as build_2024  # the full-size riveg-2024 stages of benchmarks/pipeline.py
+
+    from riveg_hf import RiVEGPipeline
+
+    torch.manual_seed(0)
+    base = build_2024("cpu", segmenter=preset != "sam3")
+    comps = {name: (st.model, st.processor) for name, st in base.stages.items()}
+    comps["expander"] = expander()
+    opts = {"entailment_threshold": 0.0, "box_threshold": 0.0}
+    if preset == "vlm":
+        del comps["entailment"]
+        comps["grounder"] = qwen2_5_vl_3b()
+        opts = {"visibility": "grounder", "box_threshold": 0.0}
+    elif preset == "sam3":
+        for k in ("entailment", "grounder"):
+            comps.pop(k, None)
+        comps["segmenter"] = sam3()
+        opts = {"box_threshold": 0.0}
+    task = "segmented-mner"
+    return RiVEGPipeline.from_components(**comps, task=task, device=device, dtype=dtype, **opts)
+
+
+def run_one(preset: str, device: str, dtype: str | None, entities: list[int]) -> dict:
+    from PIL import Image
+
+    from riveg_hf.stages.vlm_grounding import max_new_tokens_for  # noqa: F401  (documents the budget)
+
+    pipe = build(preset, device, getattr(torch, dtype) if dtype else None)
+    params = {
+        n: sum(p.numel() for p in st.model.parameters())
+        for n, st in pipe.stages.items()
+        if st.model is not None
+    }
+    generated = {"expander": 0, "grounder": 0}
+    for name in generated:
+        st = pipe.stages.get(name)
+        if st is None or st.model is None or not hasattr(st.model, "generate"):
+            continue
+        real = st.model.generate
+
+        def counting(*a, _real=real, _name=name, **kw):
+            out = _real(*a, **kw)
+            seqs = out.sequences if hasattr(out, "sequences") else out
+            prompt = kw["input_ids"].shape[1] if "input_ids" in kw else 0
+            generated[_name] += int((seqs.shape[1] - prompt) * seqs.shape[0])
+            return out
+
+        st.model.generate = counting
+    image = Image.new("RGB", (1024, 768), (120, 80, 40))
+    words = "Obama Paris NASA Messi Tokyo Apple Berlin Ferrari".split()
+    pipe({"text": "warm", "image": image})
+    rows = []
+    for n in entities:
+        for k in generated:
+            generated[k] = 0
+        t0 = time.perf_counter()
+        out = pipe({"text": " ".join(words[:n]), "image": image})
+        dt = time.perf_counter() - t0
+        rows.append(
+            {"entities": n, "found": len(out), "seconds": round(dt, 2), "generated_tokens": dict(generated)}
+        )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = {"peak_rss_gib": round(rss, 2)}
+    if torch.cuda.is_available():
+        peak["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return {
+        "preset": preset,
+        "params_m": {k: round(v / 1e6) for k, v in params.items()},
+        "rows": rows,
+        **peak,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default="riveg-2024,vlm,sam3")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--entities", default="1,2,4,8")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one preset in this process
+    a = ap.parse_args()
+    entities = [int(x) for x in a.entities.split(",")]
+    if a.one:
+        print("RESULT " + json.dumps(run_one(a.one, a.device, a.dtype, entities)))
+        return
+    print(
+        f"device: {a.device}, dtype: {a.dtype or 'float32'}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    for preset in a.presets.split(","):
+        cmd = [sys.executable, __file__, "--one", preset, "--device", a.device, "--entities", a.entities]
+        if a.dtype:
+            cmd += ["--dtype", a.dtype]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"\n{preset}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+            continue
+        r = json.loads(line[7:])
+        print(f"\n{preset}: parameters (M) {r['params_m']}, peak RSS {r['peak_rss_gib']} GiB"
+              + (f", peak GPU {r['peak_cuda_gib']} GiB" if "peak_cuda_gib" in r else ""))  # fmt: skip
+        base = r["rows"][0]["seconds"]
+        for row in r["rows"]:
+            g = row["generated_tokens"]
+            print(f"   {row['entities']} entities: {row['seconds']:8.2f} s/tweet ({row['seconds'] / base:4.2f}x one entity)"
+                  f"  generated tokens: expander {g['expander']}, grounder {g['grounder']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
