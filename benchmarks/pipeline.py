@@ -4,7 +4,8 @@ compute as trained ones), on CPU unless --device says otherwise:
 * recognizer: bert-base (the architecture of dslim/bert-base-NER);
 * entailment: BLIP ITM base (blip-itm-base-coco's architecture, 384 px);
 * grounder: Grounding DINO tiny (Swin-T, 900 queries, 800 px shortest edge);
-* segmenter: SAM 2.1 hiera-tiny (1024 px).
+* segmenter: SAM 2.1 hiera-tiny (1024 px);
+* with ``--expander``: the expander LLM of the riveg-2024 preset (Qwen2.5-0.5B size, its 151,936-token vocabulary).
 
 Prints (a benchmark: it measures and prints, it never fails on time):
 1. the cost of one tweet with 1, 2, 4, 8 entities (goal: 8 entities <= 1.5x one entity), with the number of
@@ -58,7 +59,41 @@ from riveg_hf.testing import NER_LABELS, tiny_bert_tokenizer
 WORDS = "Obama Paris NASA Messi Tokyo Apple Berlin Ferrari Nike Rome".split()
 
 
-def build(device: str, segmenter: bool) -> RiVEGPipeline:
+QWEN_VOCAB = 151936
+_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+             "<|endoftext|>"]  # fmt: skip
+
+
+def qwen_tokenizer():
+    """A word-level tokenizer with Qwen's vocabulary size and chat special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from riveg_hf.testing import _VLM_CHAT_TEMPLATE
+
+    vocab = {f"w{i}": i for i in range(QWEN_VOCAB - len(_SPECIALS) - 1)}
+    vocab["[UNK]"] = len(vocab)
+    for s in _SPECIALS:
+        vocab[s] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="<|endoftext|>",
+                                  eos_token="<|im_end|>", additional_special_tokens=_SPECIALS)  # fmt: skip
+    tok.chat_template = _VLM_CHAT_TEMPLATE
+    return tok
+
+
+def expander():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = qwen_tokenizer()
+    cfg = Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                      num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    return Qwen2ForCausalLM(cfg).eval(), tok
+
+
+def build(device: str, segmenter: bool, with_expander: bool = False) -> RiVEGPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tok = tiny_bert_tokenizer()
@@ -81,6 +116,8 @@ def build(device: str, segmenter: bool) -> RiVEGPipeline:
             tokenizer=tiny_bert_tokenizer(lowercase=True),
         )
         comps = {"recognizer": (rec, tok), "entailment": (blip, bproc), "grounder": (gd, gproc)}
+        if with_expander:
+            comps["expander"] = expander()
         if segmenter:
             comps["segmenter"] = (
                 Sam2Model(Sam2Config()).eval(),
@@ -149,6 +186,11 @@ def main() -> None:
     ap.add_argument("--tweets", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-segmenter", action="store_true")
+    ap.add_argument(
+        "--expander",
+        action="store_true",
+        help="add the riveg-2024 preset's expander (Qwen2.5-0.5B size): the default preset in full",
+    )
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scaling-only", action="store_true", help="only section 5 (entity scaling)")
     ap.add_argument(
@@ -167,7 +209,7 @@ def main() -> None:
         to_rgb(__import__("PIL.Image", fromlist=["Image"]).fromarray(x))
         for x in (data.astronaut(), data.rocket(), data.coffee(), data.chelsea())
     ]
-    pipe = build(a.device, not a.no_segmenter)
+    pipe = build(a.device, not a.no_segmenter, a.expander)
     if a.dtype:
         pipe.model.to(getattr(torch, a.dtype))
     clock = ModelClock(pipe)

@@ -29,39 +29,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-QWEN_VOCAB = 151936
-_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-             "<|endoftext|>"]  # fmt: skip
-
-
-def qwen_tokenizer():
-    """A word-level tokenizer with Qwen's vocabulary size and chat special tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from riveg_hf.testing import _VLM_CHAT_TEMPLATE
-
-    vocab = {f"w{i}": i for i in range(QWEN_VOCAB - len(_SPECIALS) - 1)}
-    vocab["[UNK]"] = len(vocab)
-    for s in _SPECIALS:
-        vocab[s] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="<|endoftext|>",
-                                  eos_token="<|im_end|>", additional_special_tokens=_SPECIALS)  # fmt: skip
-    tok.chat_template = _VLM_CHAT_TEMPLATE
-    return tok
-
-
-def expander():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tok = qwen_tokenizer()
-    cfg = Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                      num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
-    return Qwen2ForCausalLM(cfg).eval(), tok
+from pipeline import _SPECIALS, QWEN_VOCAB, expander, qwen_tokenizer
 
 
 def qwen2_5_vl_3b():
@@ -106,7 +76,6 @@ def sam3():
 
 
 def build(preset: str, device: str, dtype):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from pipeline import build as build_2024  # the full-size riveg-2024 stages of benchmarks/pipeline.py
 
     from riveg_hf import RiVEGPipeline
