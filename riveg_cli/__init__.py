@@ -147,7 +147,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     p.add_argument("--batch-size", type=int, default=8, help="tweets per pipeline batch")
     p.add_argument(
-        "--vision-batch-size", type=int, default=8, help="images per vision-model forward (bounds memory)"
+        "--vision-batch-size",
+        type=int,
+        default=None,
+        help="images per vision-model forward (bounds memory; default: 8 on a GPU, 1 on CPU)",
     )
     p.add_argument(
         "--compile",

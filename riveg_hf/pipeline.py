@@ -61,8 +61,12 @@ MASK_FORMATS = ("rle", "array", "none")
 #: Default cap on the entities one image is grounded for (entailment, grounder, segmenter); entities past
 #: it are kept in the output with ``box=None`` and ``"grounding": "skipped: ..."``, never dropped.
 DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
-#: Default number of images per vision-model forward (entailment, grounder, segmenter); bounds memory.
+#: Default number of images per vision-model forward (entailment, grounder, segmenter) on an accelerator; bounds
+#: memory. On CPU the default is 1 (``CPU_VISION_BATCH_SIZE``): one image already keeps the cores busy, and larger
+#: vision batches measured slower there (benchmarks/pipeline.py), while the text stages (recognizer, expander LLM)
+#: still batch over the whole pipeline batch.
 DEFAULT_VISION_BATCH_SIZE = 8
+CPU_VISION_BATCH_SIZE = 1
 ERROR_MODES = ("return", "raise")
 #: Who decides "visible?": the entailment stage (RiVEG; the grounder then boxes what it passed), or the grounder
 #: itself (a vision-language grounder's null answer = not visible; the end-to-end style, no entailment call).
@@ -129,6 +133,14 @@ class RiVEGPipeline(Pipeline):
         self._warned_no_image = False
 
     # ------------------------------------------------------------------ construction
+    def default_vision_batch_size(self) -> int:
+        """Images per vision forward when not given: 1 on CPU, 8 on an accelerator (see
+        ``DEFAULT_VISION_BATCH_SIZE``)."""
+        devices = {
+            st.model.device.type for st in self.stages.values() if st is not None and st.model is not None
+        }
+        return CPU_VISION_BATCH_SIZE if devices <= {"cpu"} else DEFAULT_VISION_BATCH_SIZE
+
     @classmethod
     def from_components(
         cls,
@@ -398,9 +410,11 @@ class RiVEGPipeline(Pipeline):
         return_masks: bool | None = None,
         errors: str = "return",
         max_entities_per_image: int | None = DEFAULT_MAX_ENTITIES_PER_IMAGE,
-        vision_batch_size: int = DEFAULT_VISION_BATCH_SIZE,
+        vision_batch_size: int | None = None,
         visibility: str = "entailment",
     ) -> list[dict[str, Any]]:
+        if vision_batch_size is None:
+            vision_batch_size = self.default_vision_batch_size()
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
         captioner = self._stage("captioner")

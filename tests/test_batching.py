@@ -118,3 +118,29 @@ def test_compiled_vision_encoders_give_the_same_results(dummy_dir, photo):
     assert pipe.compile_vision_encoders(("entailment",), backend="eager") == []  # never wrapped twice
     assert_outputs_close(pipe(inputs, batch_size=2), ref)
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_default_vision_batch_is_one_image_on_cpu_and_eight_on_accelerators(dummy_dir, photo, monkeypatch):
+    from riveg_hf.pipeline import DEFAULT_VISION_BATCH_SIZE
+
+    pipe = RiVEGPipeline.from_components(
+        recognizer=every_word_recognizer("B-LOC"), entailment=dummy_dir["entailment"], box_threshold=0.0,
+        grounder=dummy_dir["grounder"], entailment_threshold=0.0,
+    )  # fmt: skip
+    seen = []
+    real = type(pipe.stages["entailment"]).score_many
+
+    def spy(self, items, **kw):
+        seen.append(kw.get("vision_batch_size"))
+        return real(self, items, **kw)
+
+    monkeypatch.setattr(type(pipe.stages["entailment"]), "score_many", spy)
+    same_size = [{"text": "Paris Rome", "image": photo}] * 3
+    default = pipe(same_size, batch_size=3)
+    explicit = pipe(same_size, batch_size=3, vision_batch_size=8)
+    assert seen == [1, 8]  # CPU: one image per vision forward unless asked (measured faster on CPU)
+    assert_outputs_close(default, explicit)
+    assert pipe.default_vision_batch_size() == 1  # every model on the CPU here
+    monkeypatch.setattr(type(pipe), "default_vision_batch_size", lambda self: DEFAULT_VISION_BATCH_SIZE)
+    pipe(same_size, batch_size=3)  # as on an accelerator
+    assert seen[-1] == DEFAULT_VISION_BATCH_SIZE == 8
