@@ -531,16 +531,17 @@ def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderAr
         return record
     out = Path(args.output)
     base = str(Path(args.base_model).resolve()) if Path(args.base_model).is_dir() else args.base_model
-    if hasattr(model, "merge_and_unload") and args.save == "adapter":
+    saved = "adapter" if hasattr(model, "merge_and_unload") and args.save == "adapter" else "merged"
+    if saved == "adapter":  # base + PEFT adapter (adapter_config.json names the base)
         model.peft_config["default"].base_model_name_or_path = base
         model.save_pretrained(out)
-    else:
+    else:  # LoRA merged into the weights (exact), or full fine-tuning
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.config.riveg_base_model = base
         model.save_pretrained(out, safe_serialization=True)
     grounder.processor.save_pretrained(out)
-    record["saved"] = args.save if hasattr(model, "peft_config") or args.save == "merged" else "merged"
+    record["saved"] = saved
     write_run_record(out, record)
     component_card("grounder", record).save(out / "README.md")
     return record
