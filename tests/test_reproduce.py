@@ -164,3 +164,20 @@ def test_reproduce_vlm_recipe(real_subset, tmp_path):
     assert results["recipe"] == "vlm" and "entailment" not in {s["step"] for s in results["steps"]}
     run = json.loads((out / "grounder" / "riveg_run.json").read_text())
     assert run["family"] == "vlm" and run["fine_tuning"] == "lora"
+
+
+def test_reproduce_runs_unchanged_under_accelerate_launch(real_subset, tmp_path):
+    """Two CPU processes (training and prediction on both, the other steps on the main one): every step
+    completes and the results are the metric's over the merged predictions file."""
+    out = tmp_path / "acc"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "riveg_hf.cli",
+           *_argv(real_subset, out)]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_results(out)
+    assert sorted(p.stem for p in (out / ".steps").glob("*.json")) == sorted(
+        ["data", "mner", "entailment", "grounder", "compose", "predict", "evaluate"]
+    )
