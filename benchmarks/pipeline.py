@@ -203,6 +203,11 @@ def main() -> None:
         help="section 2: images per vision forward, fixed (default: equal to the batch size)",
     )
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
+    ap.add_argument(
+        "--skip-entity-sections",
+        action="store_true",
+        help="skip sections 1 and 5 (cost per entity count, entity scaling): throughput, overhead, memory only",
+    )
     a = ap.parse_args()
     if a.scaling_only:
         entity_scaling(a.device)
@@ -219,15 +224,18 @@ def main() -> None:
     if a.dtype:
         pipe.model.to(getattr(torch, a.dtype))
     clock = ModelClock(pipe)
+    print(hardware(a.device))
     print(
         f"device {a.device}; components: "
         + ", ".join(f"{k}={type(v.model).__name__}" for k, v in pipe.stages.items() if v.model is not None)
     )
     pipe({"text": "warm up", "image": photos[0]})
 
-    print(f"\n1. one tweet, n entities (best of {a.repeat})")
+    print(
+        f"\n1. one tweet, n entities (best of {a.repeat})" + (": skipped" if a.skip_entity_sections else "")
+    )
     base = None
-    for n in (1, 2, 4, 8):
+    for n in () if a.skip_entity_sections else (1, 2, 4, 8):
         best = None
         for _ in range(a.repeat):
             with clock.measure():
@@ -257,7 +265,7 @@ def main() -> None:
         same = _close(out, ref)
         per = ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items()))
         print(
-            f"   {bs:5d} | {a.tweets / t:8.2f} | {t_one / t:7.2f}x | {per}   results equal to batch {sizes[0]}: {same}"
+            f"   {bs:5d} | {a.tweets / t:8.3f} | {t_one / t:7.2f}x | {per}   results equal to batch {sizes[0]}: {same}"
         )
     t_batch, m_batch = runs[sizes[-1]][0], runs[sizes[-1]][1]
 
@@ -270,7 +278,22 @@ def main() -> None:
         f"\n4. peak memory: {rss:.0f} MiB resident"
         + (f", {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB CUDA" if torch.cuda.is_available() else "")
     )
-    entity_scaling(a.device)
+    if not a.skip_entity_sections:
+        entity_scaling(a.device)
+
+
+def hardware(device: str) -> str:
+    """One line naming the machine the numbers come from."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    line = f"hardware: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        line += f"; GPU {torch.cuda.get_device_name(device)}"
+    return line
 
 
 def _close(a, b, tol=1e-3) -> bool:

@@ -13,7 +13,13 @@ pipeline's budgets (``max_new_tokens``), the worst case; a trained model stops a
 Each preset runs in its own process (its peak memory is its own). A benchmark: it measures and prints.
 
     python benchmarks/presets.py [--presets riveg-2024,vlm,sam3] [--device cpu|cuda] [--dtype bfloat16]
-                                 [--entities 1,2,4,8]
+                                 [--entities 1,2,4,8] [--tweets 32 --batch-sizes 1,8,32]
+
+With ``--tweets N`` each preset also runs N tweets (``--throughput-entities`` entities each, the four scikit-image
+photos of different sizes in turn) at each of ``--batch-sizes`` (the vision stages get as many images per forward
+as the batch holds, unless ``--vision-batch-size`` fixes it, or a size is written ``B:V``, V images per vision
+forward): tweets/s, the speed-up over the first row, and whether the results equal the first row's (boxes within
+1e-3 px, scores within 1e-4). E.g. ``--tweets 4 --batch-sizes 1,4:1,4`` on the vlm preset.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import _SPECIALS, QWEN_VOCAB, expander, qwen_tokenizer
+from pipeline import _SPECIALS, QWEN_VOCAB, _close, expander, hardware, qwen_tokenizer
 
 
 def qwen2_5_vl_3b():
@@ -98,7 +104,41 @@ def build(preset: str, device: str, dtype):
     return RiVEGPipeline.from_components(**comps, task=task, device=device, dtype=dtype, **opts)
 
 
-def run_one(preset: str, device: str, dtype: str | None, entities: list[int]) -> dict:
+def throughput(pipe, tweets: int, n_entities: int, batch_sizes: list[int], vision_batch_size) -> list[dict]:
+    """tweets/s per batch size over ``tweets`` tweets of ``n_entities`` entities, photos of 4 sizes in turn."""
+    from PIL import Image
+    from skimage import data
+
+    from riveg_hf.images import to_rgb
+
+    photos = [
+        to_rgb(Image.fromarray(x)) for x in (data.astronaut(), data.rocket(), data.coffee(), data.chelsea())
+    ]
+    words = "Obama Paris NASA Messi Tokyo Apple Berlin Ferrari Nike Rome".split()
+    inputs = [
+        {"text": " ".join(words[i % 6 : i % 6 + n_entities]), "image": photos[i % 4]} for i in range(tweets)
+    ]
+    rows, ref = [], None
+    for spec in batch_sizes:  # "B" (vision batch = B, or --vision-batch-size) or "B:V" (vision batch V)
+        bs, _, v = str(spec).partition(":")
+        bs, vbs = int(bs), int(v) if v else (vision_batch_size or int(bs))
+        _sync()
+        t0 = time.perf_counter()
+        out = pipe(inputs, batch_size=bs, vision_batch_size=vbs)
+        _sync()
+        dt = time.perf_counter() - t0
+        ref = out if ref is None else ref
+        rows.append({"batch_size": bs, "vision_batch_size": vbs, "seconds": round(dt, 2), "tweets_per_s": round(tweets / dt, 3),
+                     "equal_to_first": _close(out, ref)})  # fmt: skip
+    return rows
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_one(preset: str, device: str, dtype: str | None, entities: list[int], tp: dict | None = None) -> dict:
     from PIL import Image
 
     from riveg_hf.stages.vlm_grounding import max_new_tokens_for  # noqa: F401  (documents the budget)
@@ -137,6 +177,7 @@ def run_one(preset: str, device: str, dtype: str | None, entities: list[int]) ->
         rows.append(
             {"entities": n, "found": len(out), "seconds": round(dt, 2), "generated_tokens": dict(generated)}
         )
+    tp_rows = throughput(pipe, **tp) if tp else []
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     peak = {"peak_rss_gib": round(rss, 2)}
     if torch.cuda.is_available():
@@ -145,6 +186,7 @@ def run_one(preset: str, device: str, dtype: str | None, entities: list[int]) ->
         "preset": preset,
         "params_m": {k: round(v / 1e6) for k, v in params.items()},
         "rows": rows,
+        "throughput": tp_rows,
         **peak,
     }
 
@@ -155,17 +197,34 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--entities", default="1,2,4,8")
+    ap.add_argument(
+        "--tweets", type=int, default=0, help="throughput section: tweets per batch size (0: skip)"
+    )
+    ap.add_argument("--batch-sizes", default="1,8,32", help="throughput section: comma-separated batch sizes")
+    ap.add_argument(
+        "--throughput-entities", type=int, default=2, help="throughput section: entities per tweet"
+    )
+    ap.add_argument(
+        "--vision-batch-size", type=int, default=None, help="throughput: fixed images per forward"
+    )
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one preset in this process
     a = ap.parse_args()
-    entities = [int(x) for x in a.entities.split(",")]
+    entities = [int(x) for x in a.entities.split(",")] if a.entities else []
     if a.one:
-        print("RESULT " + json.dumps(run_one(a.one, a.device, a.dtype, entities)))
+        tp = None
+        if a.tweets:
+            tp = {"tweets": a.tweets, "n_entities": a.throughput_entities,
+                  "batch_sizes": a.batch_sizes.split(","),
+                  "vision_batch_size": a.vision_batch_size}  # fmt: skip
+        print("RESULT " + json.dumps(run_one(a.one, a.device, a.dtype, entities, tp)))
         return
-    print(
-        f"device: {a.device}, dtype: {a.dtype or 'float32'}, torch {torch.__version__}, threads {torch.get_num_threads()}"
-    )
+    print(hardware(a.device) + f"; device {a.device}, dtype {a.dtype or 'float32'}")
     for preset in a.presets.split(","):
-        cmd = [sys.executable, __file__, "--one", preset, "--device", a.device, "--entities", a.entities]
+        cmd = [sys.executable, __file__, "--one", preset, "--device", a.device, "--entities", a.entities,
+               "--tweets", str(a.tweets), "--batch-sizes", a.batch_sizes,
+               "--throughput-entities", str(a.throughput_entities)]  # fmt: skip
+        if a.vision_batch_size:
+            cmd += ["--vision-batch-size", str(a.vision_batch_size)]
         if a.dtype:
             cmd += ["--dtype", a.dtype]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -176,11 +235,18 @@ def main() -> None:
         r = json.loads(line[7:])
         print(f"\n{preset}: parameters (M) {r['params_m']}, peak RSS {r['peak_rss_gib']} GiB"
               + (f", peak GPU {r['peak_cuda_gib']} GiB" if "peak_cuda_gib" in r else ""))  # fmt: skip
-        base = r["rows"][0]["seconds"]
+        base = r["rows"][0]["seconds"] if r["rows"] else None
         for row in r["rows"]:
             g = row["generated_tokens"]
             print(f"   {row['entities']} entities: {row['seconds']:8.2f} s/tweet ({row['seconds'] / base:4.2f}x one entity)"
                   f"  generated tokens: expander {g['expander']}, grounder {g['grounder']}")  # fmt: skip
+        if r["throughput"]:
+            first = r["throughput"][0]
+            print(f"   throughput, {a.tweets} tweets x {a.throughput_entities} entities:")
+            for row in r["throughput"]:
+                print(f"     batch {row['batch_size']:3d}, vision batch {row['vision_batch_size']:3d}: "
+                      f"{row['tweets_per_s']:8.3f} tweets/s ({first['seconds'] / row['seconds']:5.2f}x the first row)"
+                      f"  results equal to the first row: {row['equal_to_first']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def _add_predict(sub) -> None:
         "--vision-batch-size",
         type=int,
         default=None,
-        help="images per vision-model forward (bounds memory; default: 8 on a GPU, 1 on CPU)",
+        help="images per vision-model forward (bounds memory; default: 8 on a GPU; on CPU 1, a VLM grounder 8)",
     )
     p.add_argument(
         "--compile",

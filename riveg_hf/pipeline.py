@@ -64,7 +64,10 @@ DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 #: Default number of images per vision-model forward (entailment, grounder, segmenter) on an accelerator; bounds
 #: memory. On CPU the default is 1 (``CPU_VISION_BATCH_SIZE``): one image already keeps the cores busy, and larger
 #: vision batches measured slower there (benchmarks/pipeline.py), while the text stages (recognizer, expander LLM)
-#: still batch over the whole pipeline batch.
+#: still batch over the whole pipeline batch. A stage that generates (a VLM grounder: ``Stage.batches_on_cpu``)
+#: keeps the accelerator default on CPU too: decoding reads all the weights once per token whatever the batch,
+#: so images decoded together cost little more than one (vlm preset on 2 CPU cores, batch 4: 4 images per
+#: generation gave 1.56x the tweets/s of one image per generation, same run).
 DEFAULT_VISION_BATCH_SIZE = 8
 CPU_VISION_BATCH_SIZE = 1
 ERROR_MODES = ("return", "raise")
@@ -133,13 +136,16 @@ class RiVEGPipeline(Pipeline):
         self._warned_no_image = False
 
     # ------------------------------------------------------------------ construction
-    def default_vision_batch_size(self) -> int:
-        """Images per vision forward when not given: 1 on CPU, 8 on an accelerator (see
-        ``DEFAULT_VISION_BATCH_SIZE``)."""
-        devices = {
-            st.model.device.type for st in self.stages.values() if st is not None and st.model is not None
-        }
-        return CPU_VISION_BATCH_SIZE if devices <= {"cpu"} else DEFAULT_VISION_BATCH_SIZE
+    def default_vision_batch_size(self, stage: Stage | None = None) -> int:
+        """Images per vision forward when not given: 8 on an accelerator, 1 on CPU except for a stage that
+        generates (``stage.batches_on_cpu``: a VLM grounder), which keeps 8 (see ``DEFAULT_VISION_BATCH_SIZE``).
+
+        Without ``stage``: the default of an encoder stage given where the pipeline's models are."""
+        stages = [stage] if stage is not None else list(self.stages.values())
+        devices = {st.model.device.type for st in stages if st is not None and st.model is not None}
+        if devices <= {"cpu"} and not getattr(stage, "batches_on_cpu", False):
+            return CPU_VISION_BATCH_SIZE
+        return DEFAULT_VISION_BATCH_SIZE
 
     @classmethod
     def from_components(
@@ -413,8 +419,6 @@ class RiVEGPipeline(Pipeline):
         vision_batch_size: int | None = None,
         visibility: str = "entailment",
     ) -> list[dict[str, Any]]:
-        if vision_batch_size is None:
-            vision_batch_size = self.default_vision_batch_size()
         recognizer = self._stage("recognizer")
         expander: Expander = self._stage("expander") or Expander(None, None)
         captioner = self._stage("captioner")
@@ -543,8 +547,13 @@ class RiVEGPipeline(Pipeline):
         use_descriptions,
         vision_batch_size,
     ) -> None:
-        """``jobs`` = ``[(index, image, entities, text)]``: visibility, box and mask of each entity, in place."""
-        vbs = vision_batch_size
+        """``jobs`` = ``[(index, image, entities, text)]``: visibility, box and mask of each entity, in place.
+
+        ``vision_batch_size`` None: each stage's default (``default_vision_batch_size(stage)``)."""
+
+        def vbs(stage: Stage) -> int:
+            return vision_batch_size or self.default_vision_batch_size(stage)
+
         queries = [
             [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
             for _, _, ents, _ in jobs
@@ -557,7 +566,7 @@ class RiVEGPipeline(Pipeline):
                 for _, _, ents, _ in jobs
             ]
             probs = entailment.score_many(
-                [(img, h) for (_, img, _, _), h in zip(jobs, hyps)], vision_batch_size=vbs
+                [(img, h) for (_, img, _, _), h in zip(jobs, hyps)], vision_batch_size=vbs(entailment)
             )
             threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
             visible = [[bool(p >= threshold) for p in pr] for pr in probs]
@@ -578,7 +587,7 @@ class RiVEGPipeline(Pipeline):
         diagnostics: list[dict[str, Any]] = []
         grounded = grounder.ground_many(
             [(img, [qs[i] for i in tg]) for (_, img, _, _), qs, tg in zip(jobs, queries, to_ground)],
-            vision_batch_size=vbs,
+            vision_batch_size=vbs(grounder),
             contexts=contexts,
             diagnostics=diagnostics,
         )
@@ -604,7 +613,7 @@ class RiVEGPipeline(Pipeline):
         elif segmenter is not None and any(keep):
             segmented = segmenter.segment_many(
                 [(img, [f[i][0] for i in kp]) for (_, img, _, _), f, kp in zip(jobs, found, keep)],
-                vision_batch_size=vbs,
+                vision_batch_size=vbs(segmenter),
             )
             masks = [dict(zip(kp, m)) for kp, m in zip(keep, segmented)]
         for (_, _, ents, _), pr, f, kp, ms, unparsable_i in zip(jobs, probs, found, keep, masks, unparsable):

@@ -141,6 +141,38 @@ def test_default_vision_batch_is_one_image_on_cpu_and_eight_on_accelerators(dumm
     assert seen == [1, 8]  # CPU: one image per vision forward unless asked (measured faster on CPU)
     assert_outputs_close(default, explicit)
     assert pipe.default_vision_batch_size() == 1  # every model on the CPU here
-    monkeypatch.setattr(type(pipe), "default_vision_batch_size", lambda self: DEFAULT_VISION_BATCH_SIZE)
+    monkeypatch.setattr(
+        type(pipe), "default_vision_batch_size", lambda self, stage=None: DEFAULT_VISION_BATCH_SIZE
+    )
     pipe(same_size, batch_size=3)  # as on an accelerator
     assert seen[-1] == DEFAULT_VISION_BATCH_SIZE == 8
+
+
+def test_a_vlm_grounder_batches_images_on_cpu_by_default(dummy_dir, photo, monkeypatch):
+    """Decoding reads every weight once per token whatever the batch, so on CPU a VLM grounder keeps the
+    accelerator default (8 images per generation) while the encoder stages run one image per forward."""
+    from riveg_hf.pipeline import CPU_VISION_BATCH_SIZE, DEFAULT_VISION_BATCH_SIZE
+    from riveg_hf.testing import tiny_qwen2_5_vl
+
+    pipe = RiVEGPipeline.from_components(
+        recognizer=every_word_recognizer("B-LOC"), entailment=dummy_dir["entailment"],
+        grounder=tiny_qwen2_5_vl(), entailment_threshold=0.0,
+    )  # fmt: skip
+    seen: dict[str, list] = {"entailment": [], "grounder": []}
+    for name in seen:
+        cls = type(pipe.stages[name])
+        method = "score_many" if name == "entailment" else "ground_many"
+        real = getattr(cls, method)
+
+        def spy(self, items, _real=real, _name=name, **kw):
+            seen[_name].append(kw.get("vision_batch_size"))
+            return _real(self, items, **kw)
+
+        monkeypatch.setattr(cls, method, spy)
+    inputs = [{"text": "Paris Rome", "image": photo}, {"text": "Oslo", "image": photo}]
+    default = pipe(inputs, batch_size=2)
+    one_by_one = pipe(inputs, batch_size=2, vision_batch_size=1)
+    assert seen == {"entailment": [CPU_VISION_BATCH_SIZE, 1], "grounder": [DEFAULT_VISION_BATCH_SIZE, 1]}
+    assert pipe.default_vision_batch_size(pipe.stages["grounder"]) == 8
+    assert pipe.default_vision_batch_size(pipe.stages["entailment"]) == 1
+    assert_outputs_close(default, one_by_one)  # batched (left-padded) generation: the same answers

@@ -101,6 +101,9 @@ class Stage:
     auto_classes: ClassVar[tuple[type, ...]] = ()
     #: ``"tokenizer"`` or ``"processor"``: what goes with the model
     processor_kind: ClassVar[str] = "processor"
+    #: whether batching images pays on CPU too: True for a stage that generates (its decoding reads every weight
+    #: once per token, whatever the batch); encoders already keep the cores busy with one image
+    batches_on_cpu: bool = False
 
     def __init__(self, model: PreTrainedModel, processor: Any, **options: Any):
         if model is not None and not isinstance(model, PreTrainedModel):

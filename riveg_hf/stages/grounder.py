@@ -66,6 +66,7 @@ class Grounder(Stage):
             self.family = "vlm"  # a vision-language model answering in JSON (see vlm_grounding)
             self.convention = VLM_FAMILIES[model_type]
             processor.tokenizer.padding_side = "left"  # batched generation
+            self.batches_on_cpu = True  # decoding several images together costs about one (see pipeline)
         else:
             raise TypeError(
                 f"grounder: model type {model_type!r} is not supported; supported: {[*_GDINO, *_OWL, *VLM_FAMILIES, 'florence2']} "

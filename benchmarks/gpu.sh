@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one prepared GPU benchmark: the throughput table's GPU column (batch 1 / 8 / 32, fp32 and bf16, default
+# preset in full) and the VLM preset's cost and throughput in bf16. About 6 minutes on one H200; each part has
+# its own time limit so one slow part cannot eat the others. It measures and prints; it never fails on time.
+#
+#   bash benchmarks/gpu.sh --prepare   # here, with PyPI reachable: wheels the GPU machine may lack -> .whl/
+#   bash benchmarks/gpu.sh             # there: logs to $OUT (or benchmarks/results/gpu-<date>/)
+#
+# On a machine without this package's pins (the device tool's image had transformers 5.17 and no pycocotools)
+# the wheels in .whl/ are installed into /tmp/site first; carry `.whl` with the working tree.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    PY=${PYTHON:-python3}
+    ver() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
+    rm -rf .whl && mkdir -p .whl
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "transformers==$(ver transformers)" "pycocotools==$(ver pycocotools)" \
+        "defusedxml==$(ver defusedxml)" || exit 1
+    ls -la .whl
+    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+    exit 0
+fi
+
+export PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+LOG=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M)}
+mkdir -p "$LOG"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$LOG/hardware.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$LOG/hardware.txt"
+
+part() {  # part NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit}s): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$LOG/$name.txt"
+    echo "== $name: exit ${PIPESTATUS[0]}"
+}
+part default-fp32 150 python3 benchmarks/pipeline.py --expander --device cuda --tweets 64 --batch-sizes 1,8,32 \
+    --skip-entity-sections
+part default-bf16 150 python3 benchmarks/pipeline.py --expander --device cuda --dtype bfloat16 --tweets 64 \
+    --batch-sizes 1,8,32 --skip-entity-sections
+part vlm-bf16 240 python3 benchmarks/presets.py --presets vlm --device cuda --dtype bfloat16 --entities 1,2,4,8 \
+    --tweets 32 --batch-sizes 1,8:1,8,32
