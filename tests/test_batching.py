@@ -176,3 +176,82 @@ def test_a_vlm_grounder_batches_images_on_cpu_by_default(dummy_dir, photo, monke
     assert pipe.default_vision_batch_size(pipe.stages["grounder"]) == 8
     assert pipe.default_vision_batch_size(pipe.stages["entailment"]) == 1
     assert_outputs_close(default, one_by_one)  # batched (left-padded) generation: the same answers
+
+
+def _family(name: str):
+    from riveg_hf.testing import (
+        tiny_clip,
+        tiny_florence2,
+        tiny_mm_grounding_dino,
+        tiny_owlv2,
+        tiny_preset,
+        tiny_qwen3_vl,
+        tiny_sam,
+        tiny_sam3_tracker,
+    )
+
+    if name in ("riveg-2024", "vlm", "sam3"):
+        return tiny_preset(
+            name, box_threshold=0.0, **({"entailment_threshold": 0.0} if name == "riveg-2024" else {})
+        )
+    parts = {
+        "owlv2-clip-sam": lambda: {
+            "grounder": tiny_owlv2(),
+            "entailment": tiny_clip(),
+            "segmenter": tiny_sam(),
+        },
+        "mmgdino-siglip-sam3tracker": lambda: {
+            "grounder": tiny_mm_grounding_dino(),
+            "entailment": tiny_siglip(),
+            "segmenter": tiny_sam3_tracker(),
+        },
+        "florence2": lambda: {"grounder": tiny_florence2()},
+        "qwen3vl": lambda: {"grounder": tiny_qwen3_vl(), "visibility": "grounder"},
+    }[name]()
+    return RiVEGPipeline.from_components(
+        recognizer=every_word_recognizer("B-LOC"), **parts, box_threshold=0.0, entailment_threshold=0.0
+    )
+
+
+@pytest.mark.parametrize(
+    "family",
+    ["riveg-2024", "vlm", "sam3", "owlv2-clip-sam", "mmgdino-siglip-sam3tracker", "florence2", "qwen3vl"],
+)
+def test_every_family_runs_in_reduced_precision(family, photo):
+    """``dtype=bfloat16 / float16`` (what a GPU run uses): every stage of every family runs in it end to end
+    (inputs follow the model's dtype, no bf16 tensor reaches numpy), the output is JSON-safe with finite scores,
+    the same entities as fp32, boxes inside the image and masks of the image's size; global torch state kept."""
+    import json
+
+    import numpy as np
+
+    inputs = [{"text": "Paris Rome Oslo", "image": photo}, {"text": "Nile", "image": photo.resize((96, 64))}]
+    pipe = _family(family)
+    reference = pipe(inputs, batch_size=2, errors="raise")
+    for dtype in (torch.bfloat16, torch.float16):
+        pipe.model.to(dtype)
+        assert {st.model.dtype for st in pipe.stages.values() if st.model is not None} == {dtype}
+        out = pipe(inputs, batch_size=2, errors="raise", mask_format="array")
+        assert [[(e["entity"], e["type"]) for e in o] for o in out] == [
+            [(e["entity"], e["type"]) for e in o] for o in reference
+        ]
+        for o, item in zip(out, inputs):
+            w, h = item["image"].size
+            for e in o:
+                for k in ("score", "groundable_score", "box_score"):
+                    assert e[k] is None or np.isfinite(e[k]), (dtype, k, e[k])
+                if e["box"] is not None:
+                    b = e["box"]
+                    assert 0 <= b["xmin"] <= b["xmax"] <= w and 0 <= b["ymin"] <= b["ymax"] <= h, b
+                if e.get("mask") is not None:
+                    assert np.asarray(e["mask"]).shape == (h, w)
+        json.dumps(pipe(inputs, batch_size=2, errors="raise"), allow_nan=False)
+        assert torch.get_default_dtype() == torch.float32
+    if family in (
+        "riveg-2024",
+        "owlv2-clip-sam",
+        "mmgdino-siglip-sam3tracker",
+    ):  # boxes found with threshold 0
+        assert all(e["box"] is not None for o in out for e in o)
+        if pipe.task == "segmented-mner" or "segmenter" in pipe.stages:
+            assert all(e.get("mask") is not None for o in out for e in o)
