@@ -263,8 +263,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     if to_stdout:
         sys.stdout.write(Path(output).read_text(encoding="utf-8"))
     else:
+        shard = f"[process {counts['process']} of {counts['processes']}] " if counts["processes"] > 1 else ""
         print(
-            f"wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
+            f"{shard}wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
             f"{counts['errors']} error(s)",
             file=sys.stderr,
         )

@@ -95,15 +95,16 @@ def predict_to_jsonl(
     """Run ``pipe`` over ``rows`` and write one JSON line per input to ``output``; resumable, shardable.
 
     ``rows`` may be a list of input dicts or a ``datasets.Dataset`` (read lazily). ``ids`` defaults to
-    each row's ``id``. Returns counts ``{"total", "done_before", "written", "errors"}`` of this process.
+    each row's ``id``. Returns counts ``{"process", "processes", "total", "done_before", "written", "errors"}``
+    of this process (its index and the number of processes; each writes its share, the main one merges).
 
     ``num_workers > 0`` reads and decodes the images in that many DataLoader worker processes, a couple
     of inputs ahead of the models; the output (order, content, resume) is byte-identical to
     ``num_workers=0``.
     """
-    from accelerate import PartialState
+    from .distributed import partial_state
 
-    state = PartialState()
+    state = partial_state()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     n = len(rows)
@@ -122,6 +123,8 @@ def predict_to_jsonl(
     done = load_done_ids([output, part] if world > 1 else [output])
     mine = [i for i in range(rank, n, world) if ids[i] not in done]
     counts = {
+        "process": rank,
+        "processes": world,
         "total": n,
         "done_before": len([i for i in range(rank, n, world)]) - len(mine),
         "written": 0,

@@ -296,11 +296,11 @@ def plan(args: ReproduceArguments) -> list[Step]:
     predict += ["--device", args.device] if args.device else []
 
     def run_predict():
-        from accelerate import PartialState
+        from .distributed import partial_state
 
-        if PartialState().is_main_process and not inputs.is_file():
+        if partial_state().is_main_process and not inputs.is_file():
             _write_test_inputs(data, inputs, with_knowledge=bool(args.knowledge))
-        PartialState().wait_for_everyone()
+        partial_state().wait_for_everyone()
         _cli(predict)
 
     steps.append(
@@ -424,7 +424,9 @@ def _print_plan(args: ReproduceArguments, steps: list[Step]) -> None:
 
 def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
     """Run (or with ``dry_run`` print) the plan; returns the results (``OUT/results.json``)."""
-    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from .distributed import partial_state
 
     if args.images is None and not args.dry_run:
         print(
@@ -435,7 +437,7 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
     if args.dry_run:
         _print_plan(args, steps)
         return None
-    state = PartialState()
+    state = partial_state()
     out = Path(args.out)
     done_dir = out / ".steps"
     names = [s.name for s in steps]
@@ -460,9 +462,13 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
                 flush=True,
             )
         t0 = time.perf_counter()
+        ran = False
         with _PeakRSS() as peak:
             if s.distributed or state.is_main_process:
                 s.run()
+                ran = True
+        # which processes ran the step (all of them for training and prediction, the main one otherwise)
+        ran_on = [i for i, r in enumerate(gather_object([ran])) if r]
         state.wait_for_everyone()
         if state.is_main_process:
             _write_json(
@@ -470,6 +476,7 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
                 {
                     "step": s.name,
                     "command": (["riveg", *s.command] if s.command else None),
+                    "processes": ran_on,
                     "wall_time_s": round(time.perf_counter() - t0, 1),
                     **peak.result,
                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

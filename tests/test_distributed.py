@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -95,19 +96,14 @@ def test_two_processes_equal_one(setup, tmp_path):
     )
     multi = tmp_path / "multi.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # torchrun: two processes on this CPU-only machine (accelerate launch --cpu would start only one)
     cmd = [
         sys.executable,
         "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
         "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--cpu",
         "-m",
         "riveg_hf.cli",
         "predict",
@@ -124,6 +120,12 @@ def test_two_processes_equal_one(setup, tmp_path):
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    # two processes really shared the work: each wrote its own part (merged by the main one)
+    written = {
+        int(m[1]): int(m[2]) for m in re.finditer(r"\[process (\d) of 2\] wrote .*?: (\d+) new", res.stderr)
+    }
+    assert sorted(written) == [0, 1] and sum(written.values()) == len(_lines(single)), res.stderr[-3000:]
+    assert min(written.values()) > 0
     assert_outputs_close(_lines(multi), _lines(single))
     assert not list(tmp_path.glob("multi.jsonl.part-*"))  # parts merged and removed
 

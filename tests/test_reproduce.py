@@ -162,22 +162,32 @@ def test_reproduce_vlm_recipe(real_subset, tmp_path):
     assert cli(_argv(real_subset, out, recipe="vlm")) == 0
     results = _check_results(out)
     assert results["recipe"] == "vlm" and "entailment" not in {s["step"] for s in results["steps"]}
+    assert all(s["processes"] == [0] for s in results["steps"])  # one process: it ran every step
     run = json.loads((out / "grounder" / "riveg_run.json").read_text())
     assert run["family"] == "vlm" and run["fine_tuning"] == "lora"
 
 
-def test_reproduce_runs_unchanged_under_accelerate_launch(real_subset, tmp_path):
-    """Two CPU processes (training and prediction on both, the other steps on the main one): every step
-    completes and the results are the metric's over the merged predictions file."""
+def test_reproduce_runs_unchanged_in_two_processes(real_subset, tmp_path):
+    """Two CPU processes (torchrun; training and prediction on both, the other steps on the main one only):
+    every step completes, each marker records the processes that ran it, and the results are the metric's over
+    the merged predictions file."""
     out = tmp_path / "acc"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # fmt: skip
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "riveg_hf.cli",
-           *_argv(real_subset, out)]  # fmt: skip
+    # torchrun: two processes on this CPU-only machine (accelerate launch --cpu would start only one)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "riveg_hf.cli", *_argv(real_subset, out)]  # fmt: skip
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     _check_results(out)
-    assert sorted(p.stem for p in (out / ".steps").glob("*.json")) == sorted(
+    markers = {p.stem: json.loads(p.read_text()) for p in (out / ".steps").glob("*.json")}
+    assert sorted(markers) == sorted(
         ["data", "mner", "entailment", "grounder", "compose", "predict", "evaluate"]
     )
+    # training and prediction on both processes; building, composing and scoring on the main one only, once
+    assert {k: m["processes"] for k, m in markers.items()} == {
+        "data": [0], "mner": [0, 1], "entailment": [0, 1], "grounder": [0, 1], "compose": [0],
+        "predict": [0, 1], "evaluate": [0],
+    }  # fmt: skip
+    for stage in ("mner", "entailment", "grounder"):  # each model trained data-parallel over the two processes
+        assert json.loads((out / stage / "riveg_run.json").read_text())["processes"] == 2, stage

@@ -43,6 +43,7 @@ def dataset_provenance(dataset_dir: str | os.PathLike, config: str | None) -> di
 def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
     """``riveg_run.json``: the exact command, arguments, data version, versions, results, time and memory."""
     from .. import __version__
+    from ..distributed import partial_state
 
     try:
         import transformers
@@ -57,6 +58,7 @@ def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> P
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "processes": partial_state().num_processes,  # data-parallel processes that trained together
         **record,
     }
     path = Path(output_dir) / "riveg_run.json"
@@ -137,6 +139,9 @@ def accelerate_loop(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from ..distributed import partial_state
+
+    partial_state()  # several processes on a machine without GPU: one CPU group, which the Accelerator uses
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     g = torch.Generator()

@@ -145,6 +145,10 @@ def evaluate_recognizer(model, tokenizer, split, *, knowledge: bool, batch_size:
 def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     """Fine-tune a token-classification model; returns the run record (also written to ``riveg_run.json``)."""
     import torch
+
+    # several processes on a machine without GPU: one CPU process group; the Trainer forms its own state, so
+    # it is told to use the CPU (else each process would train alone on all the data into the same folder)
+    from accelerate.state import DistributedType
     from transformers import (
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -155,7 +159,9 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from ..data import load_built_dataset
+    from ..distributed import partial_state
 
+    cpu_group = partial_state().distributed_type == DistributedType.MULTI_CPU
     if args.config not in CONFIGS:
         raise ValueError(f"--config must be one of {list(CONFIGS)}, got {args.config!r}")
     t0 = time.perf_counter()
@@ -243,6 +249,7 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
+        use_cpu=cpu_group,
     )
     trainer = Trainer(
         model=model,

@@ -188,13 +188,13 @@ def _finish(kind: str, model, processor, record: dict[str, Any], args, state, t0
 # ---------------------------------------------------------------------- entailment
 def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
     """Fine-tune an image-text model into the pipeline's entailment component."""
-    from accelerate import PartialState
     from transformers import AutoModel, AutoProcessor, BlipForImageTextRetrieval
 
+    from ..distributed import partial_state
     from ..stages.base import Stage
 
     t0 = time.perf_counter()
-    state = PartialState()
+    state = partial_state()
     ds = _splits(args)
     desc = _load_descriptions(args.descriptions)
     train, counts = entity_examples(ds["train"], desc, max_examples=args.max_train_samples)
@@ -332,8 +332,7 @@ def _cxcywh(box: list[float], w: int, h: int) -> list[float]:
 def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
     """Fine-tune a Grounding DINO-family detector on (image, description) -> boxes, with its own loss; a
     vision-language model (Qwen2.5-VL, Qwen3-VL, Florence-2) goes to :func:`~riveg_hf.training.vlm.train_vlm_grounder`."""
-    from accelerate import PartialState
-
+    from ..distributed import partial_state
     from .vlm import VLMGrounderArguments, is_vlm_checkpoint, train_vlm_grounder
 
     if is_vlm_checkpoint(args.base_model, args.local_files_only):
@@ -345,7 +344,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
     from ..stages.grounder import Grounder
 
     t0 = time.perf_counter()
-    state = PartialState()
+    state = partial_state()
     ds = _splits(args)
     desc = _load_descriptions(args.descriptions)
     train, counts = entity_examples(

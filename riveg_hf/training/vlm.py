@@ -451,10 +451,10 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
         raise ValueError(f"--method must be 'sft' or 'grpo', got {args.method!r}")
     if args.save not in ("merged", "adapter"):
         raise ValueError(f"--save must be 'merged' or 'adapter', got {args.save!r}")
-    from accelerate import PartialState
+    from ..distributed import partial_state
 
     t0 = time.perf_counter()
-    state = PartialState()
+    state = partial_state()
     ds = _splits(args)
     train, dev, counts = _examples(args, ds)
     grounder = _load(args)
@@ -554,11 +554,13 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
         from trl import GRPOConfig, GRPOTrainer
     except ImportError:
         raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
-    from accelerate import PartialState
+    from accelerate.state import DistributedType
     from datasets import Dataset
 
+    from ..distributed import partial_state
+
     t0 = time.perf_counter()
-    state = PartialState()
+    state = partial_state()
     ds = _splits(args)
     train, dev, counts = _examples(args, ds)
     grounder = _load(args)
@@ -618,6 +620,8 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
         temperature=args.temperature,
         bf16=_mixed_precision(args.mixed_precision) == "bf16",
         remove_unused_columns=False,
+        # several processes on a machine without GPU: keep the CPU process group (the Trainer forms its own)
+        use_cpu=state.distributed_type == DistributedType.MULTI_CPU,
         **_grpo_checkpointing(GRPOConfig, args.gradient_checkpointing),
     )
     peft_config = None
