@@ -262,7 +262,7 @@ def main() -> None:
     t_one, m_one, _, ref = runs[sizes[0]]
     print("   batch | tweets/s | speed-up | model time per stage (s)")
     for bs, (t, _m, stages, out) in runs.items():
-        same = _close(out, ref)
+        same = f"{_close(out, ref)} ({_diff(out, ref)})"
         per = ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items()))
         print(
             f"   {bs:5d} | {a.tweets / t:8.3f} | {t_one / t:7.2f}x | {per}   results equal to batch {sizes[0]}: {same}"
@@ -294,6 +294,24 @@ def hardware(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         line += f"; GPU {torch.cuda.get_device_name(device)}"
     return line
+
+
+def _diff(a, b) -> str:
+    """How far two outputs are apart: equal entities? the largest box (px) and score differences."""
+    if [[e["entity"] for e in x] for x in a] != [[e["entity"] for e in x] for x in b]:
+        return "different entities"
+    box = score = 0.0
+    boxed = 0
+    for x, y in zip(a, b):
+        for e, f in zip(x, y):
+            if (e["box"] is None) != (f["box"] is None):
+                boxed += 1
+            elif e["box"] is not None:
+                box = max(box, max(abs(e["box"][k] - f["box"][k]) for k in e["box"]))
+            for k in ("box_score", "groundable_score"):
+                if e[k] is not None and f[k] is not None:
+                    score = max(score, abs(e[k] - f[k]))
+    return f"max box diff {box:.2g} px, max score diff {score:.2g}, visibility differs for {boxed}"
 
 
 def _close(a, b, tol=1e-3) -> bool:

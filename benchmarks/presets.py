@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import _SPECIALS, QWEN_VOCAB, _close, expander, hardware, qwen_tokenizer
+from pipeline import _SPECIALS, QWEN_VOCAB, _close, _diff, expander, hardware, qwen_tokenizer
 
 
 def qwen2_5_vl_3b():
@@ -129,7 +129,7 @@ def throughput(pipe, tweets: int, n_entities: int, batch_sizes: list[int], visio
         dt = time.perf_counter() - t0
         ref = out if ref is None else ref
         rows.append({"batch_size": bs, "vision_batch_size": vbs, "seconds": round(dt, 2), "tweets_per_s": round(tweets / dt, 3),
-                     "equal_to_first": _close(out, ref)})  # fmt: skip
+                     "equal_to_first": _close(out, ref), "diff": _diff(out, ref)})  # fmt: skip
     return rows
 
 
@@ -246,7 +246,7 @@ def main() -> None:
             for row in r["throughput"]:
                 print(f"     batch {row['batch_size']:3d}, vision batch {row['vision_batch_size']:3d}: "
                       f"{row['tweets_per_s']:8.3f} tweets/s ({first['seconds'] / row['seconds']:5.2f}x the first row)"
-                      f"  results equal to the first row: {row['equal_to_first']}")  # fmt: skip
+                      f"  results equal to the first row: {row['equal_to_first']} ({row['diff']})")  # fmt: skip
 
 
 if __name__ == "__main__":
