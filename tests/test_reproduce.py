@@ -189,5 +189,6 @@ def test_reproduce_runs_unchanged_in_two_processes(real_subset, tmp_path):
         "data": [0], "mner": [0, 1], "entailment": [0, 1], "grounder": [0, 1], "compose": [0],
         "predict": [0, 1], "evaluate": [0],
     }  # fmt: skip
-    for stage in ("mner", "entailment", "grounder"):  # each model trained data-parallel over the two processes
+    # each model trained data-parallel over the two processes
+    for stage in ("mner", "entailment", "grounder"):
         assert json.loads((out / stage / "riveg_run.json").read_text())["processes"] == 2, stage
