@@ -16,13 +16,14 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--prepare" ]]; then
     PY=${PYTHON:-python3}
     ver() { "$PY" -c "import importlib.metadata as m; print(m.version('$1'))"; }
-    rm -rf .whl && mkdir -p .whl
+    # downloaded beside, swapped in when complete: a killed --prepare leaves the previous .whl/ or none
+    rm -rf .whl.tmp && mkdir -p .whl.tmp
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d .whl "transformers==$(ver transformers)" "pycocotools==$(ver pycocotools)" \
+        -d .whl.tmp "transformers==$(ver transformers)" "pycocotools==$(ver pycocotools)" \
         "defusedxml==$(ver defusedxml)" || exit 1
+    rm -rf .whl && mv .whl.tmp .whl
     ls -la .whl
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     exit 0
 fi
 
