@@ -182,6 +182,12 @@ def _add_predict(sub) -> None:
         help="ground at most this many entities per image; the others are kept with box=None and a note",
     )
     p.add_argument("--draw", help="also save one annotated image per input into this folder")
+    p.add_argument(
+        "--trust-endpoints",
+        action="store_true",
+        help="contact the LLM / VLM servers the composite's config.json names (off: a checkpoint's URL gets "
+        "nothing; see README, Security)",
+    )
     p.set_defaults(func="_cmd_predict")
 
     s = sub.add_parser(
@@ -319,6 +325,7 @@ def _add_demo_push(sub) -> None:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=7860)
     d.add_argument("--local-files-only", action="store_true")
+    d.add_argument("--trust-endpoints", action="store_true", help="contact the servers the composite names")
     d.set_defaults(func="_cmd_demo")
     p = sub.add_parser("push", help="upload a composite checkpoint with its model card and endpoint handler")
     p.add_argument("folder", help="a folder written by pipe.save_pretrained(...)")

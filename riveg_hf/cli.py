@@ -185,17 +185,23 @@ def _load_pipeline(a: argparse.Namespace):
             raise CLIError(str(err)) from None
     else:
         location = a.model or str(default_model_path(a.task))
+    from riveg_hf.serving import UntrustedEndpointError
+
     device = a.device if a.device is not None else (0 if torch.cuda.is_available() else -1)
+    trust = bool(getattr(a, "trust_endpoints", False))
     try:
         model = RiVEGModel.from_pretrained(
             location,
             revision=a.revision,
             local_files_only=a.local_files_only,
             dtype=getattr(torch, a.dtype) if a.dtype else None,
+            trust_endpoints=trust,
         )
+        return RiVEGPipeline(model=model, device=device, task=a.task, trust_endpoints=trust)
+    except UntrustedEndpointError as err:
+        raise CLIError(str(err)) from None
     except (ComponentLoadError, OSError) as err:
         raise CLIError(f"{err}\n{HUB_HELP}") from None
-    return RiVEGPipeline(model=model, device=device, task=a.task)
 
 
 def _call_options(a: argparse.Namespace) -> dict:
@@ -424,10 +430,16 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- demo / push
 def _cmd_demo(a: argparse.Namespace) -> int:
     from riveg_hf.demo import launch
+    from riveg_hf.serving import UntrustedEndpointError
     from riveg_hf.stages import ComponentLoadError
 
     try:
-        launch(a.model, host=a.host, port=a.port, task=a.task, local_files_only=a.local_files_only)
+        launch(
+            a.model, host=a.host, port=a.port, task=a.task, local_files_only=a.local_files_only,
+            trust_endpoints=a.trust_endpoints,
+        )  # fmt: skip
+    except UntrustedEndpointError as err:
+        raise CLIError(str(err)) from None
     except (ComponentLoadError, OSError) as err:
         raise CLIError(f"{err}\n{HUB_HELP}") from None
     return 0

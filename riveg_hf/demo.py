@@ -136,6 +136,7 @@ def launch(
     port: int = 7860,
     task: str = "grounded-mner",
     local_files_only: bool = False,
+    trust_endpoints: bool = False,
     **launch_kwargs: Any,
 ):
     """Load the pipeline and serve the demo (binds 127.0.0.1 unless ``host`` says otherwise)."""
@@ -144,7 +145,11 @@ def launch(
 
     location = model or os.environ.get("RIVEG_MODEL") or str(default_model_path(task))
     pipe = RiVEGPipeline(
-        model=RiVEGModel.from_pretrained(location, local_files_only=local_files_only), task=task
+        model=RiVEGModel.from_pretrained(
+            location, local_files_only=local_files_only, trust_endpoints=trust_endpoints
+        ),
+        task=task,
+        trust_endpoints=trust_endpoints,
     )
     demo = build_demo(pipe)
     demo.launch(server_name=host, server_port=port, **launch_kwargs)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from .serving.client import checkpoint_endpoint_config
 from .stages import STAGES, ComponentLoadError, Expander, Stage
 from .stages.base import quiet_progress
 
@@ -105,9 +106,15 @@ class RiVEGModel(PreTrainedModel):
         token: str | bool | None = None,
         cache_dir: str | None = None,
         dtype: Any = None,
+        trust_endpoints: bool = False,
         **kwargs: Any,
     ) -> RiVEGModel:
-        """Load a composite checkpoint (local folder or Hub repo): every component, with the same options."""
+        """Load a composite checkpoint (local folder or Hub repo): every component, with the same options.
+
+        A served stage (``endpoint`` in its options: an LLM / VLM server URL) is loaded *untrusted*: it sends
+        nothing until the user opts in for this load with ``trust_endpoints=True`` or ``RIVEG_TRUST_ENDPOINTS``
+        (see :mod:`riveg_hf.serving.client`); a token or cache path in the checkpoint is ignored.
+        """
         for ignored in (
             "trust_remote_code",
             "code_revision",
@@ -148,6 +155,13 @@ class RiVEGModel(PreTrainedModel):
                     f"{root}: unknown component {name!r} in config.json; valid: {list(STAGES)}"
                 )
             options = dict(spec.get("options") or {})
+            if options.get("endpoint") is not None:  # a served stage: settings only, trusted as the user says
+                try:
+                    options["endpoint"] = checkpoint_endpoint_config(
+                        options["endpoint"], trusted=trust_endpoints
+                    )
+                except ValueError as err:
+                    raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
             if spec.get("model_class") is None:  # a template-only expander
                 if stage_cls is not Expander:
                     raise ComponentLoadError(f"{root}: component {name!r} has no model_class")

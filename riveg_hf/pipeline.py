@@ -129,6 +129,13 @@ class RiVEGPipeline(Pipeline):
             )
         for hub_only in ("local_files_only", "token", "revision", "trust_remote_code"):
             kwargs.pop(hub_only, None)  # consumed by transformers.pipeline() while loading
+        # servers named by a checkpoint are contacted only when the user opts in for this load
+        trust_endpoints = kwargs.pop("trust_endpoints", False)
+        for stage in model.stages.values():
+            for client in stage.clients():
+                if trust_endpoints:
+                    client.trust()
+                client.check_trusted()
         defaults = dict(model.config.pipeline_options)
         defaults.update(kwargs)
         task = defaults.pop("task", None) or model.config.task or "grounded-mner"

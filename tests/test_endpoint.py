@@ -72,10 +72,9 @@ class ChatServer:
 
 @pytest.fixture
 def server(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    # the suite runs with HF_HUB_OFFLINE=1, which InferenceClient honours for any URL; this server is local
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # the Hub's offline variables govern the Hub, not the user's own server: they stay set here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("RIVEG_LLM_CACHE", str(tmp_path / "cache.sqlite"))
     monkeypatch.setenv("RIVEG_ENDPOINT_MODEL", "llama-test")
     monkeypatch.setenv("RIVEG_ENDPOINT_TOKEN", "secret-token")
@@ -121,7 +120,12 @@ def test_endpoint_expander_in_a_saved_composite_without_the_token(server, dummy_
     assert server.url in text and "secret-token" not in text
     from transformers import pipeline
 
-    again = pipeline("grounded-mner", model=str(tmp_path / "c"))
+    # a URL from a checkpoint is contacted only with the user's opt-in for that load
+    before = len(server.requests)
+    with pytest.raises(PermissionError, match="trust_endpoints=True"):
+        pipeline("grounded-mner", model=str(tmp_path / "c"))
+    assert len(server.requests) == before
+    again = pipeline("grounded-mner", model=str(tmp_path / "c"), trust_endpoints=True)
     assert again.stages["expander"].endpoint.url == server.url
     assert again.stages["expander"].describe(_requests(["Rome"])) == [("a photo of Rome", "llm")]
     with pytest.raises(ValueError, match="for the expander"):

@@ -263,6 +263,10 @@ class Stage:
             self.processor.save_pretrained(directory)
 
     # ------------------------------------------------------------------ runtime
+    def clients(self) -> list[Any]:
+        """The server clients this stage talks to (:class:`riveg_hf.serving.ChatClient`); none for a local model."""
+        return []
+
     def options(self) -> dict[str, Any]:
         """JSON-safe settings recorded in the composite config (thresholds, prompts ...)."""
         return {}

@@ -264,6 +264,9 @@ class Expander(_Generator):
                 cfg["model"] = endpoint_model
             self.endpoint = ChatEndpoint(**cfg)
 
+    def clients(self) -> list:
+        return [self.endpoint] if self.endpoint is not None else []
+
     @property
     def has_llm(self) -> bool:
         return self.model is not None or self.endpoint is not None
