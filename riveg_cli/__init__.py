@@ -335,10 +335,23 @@ def _add_demo_push(sub) -> None:
     p.set_defaults(func="_cmd_push")
 
 
+#: exit codes, one per class of outcome (README, Command line)
+EXIT_OK = 0
+#: the work failed although the input may be fine: network, download, server, disk, a failed step or item
+EXIT_FAILED = 1
+#: the input is wrong: usage, a missing / malformed file or folder, predictions that cannot be scored
+EXIT_BAD_INPUT = 2
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 1 the work failed (network, download, a server, disk, a failed step or item); "
+    "2 bad input (usage, a missing or malformed file or folder, predictions that cannot be scored)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="riveg",
         description="riveg-hf: grounded (GMNER) and segmented (SMNER) multimodal NER with Hugging Face models.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"riveg-hf {_version()}")
     parser.add_argument(
@@ -365,10 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(args) or 0)
     except CLIError as err:
         print(f"riveg: error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+        return EXIT_BAD_INPUT
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as err:
         print(f"riveg {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
+    except OSError as err:  # network, download, disk: the work failed, the input may be fine
+        print(f"riveg {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ When enabled, :func:`fetch_url` applies this policy:
   changes between the check and the connection (rebinding) cannot reach another host;
 * redirects are followed by hand, at most :data:`MAX_REDIRECTS`, and **every hop** is checked
   the same way before it is contacted;
-* a short timeout on connect and on each read, a byte cap enforced while the body streams
-  (``Content-Length`` is not trusted), and a ``Content-Type`` that must be ``image/*``;
+* **one deadline for the whole fetch** (``timeout``, 5 s by default, every hop, headers and body
+  together), enforced while reading: at the deadline the socket is shut down, so a host that drips one
+  byte a second cannot hold a worker past it (:class:`Watchdog`); a byte cap enforced while the body
+  streams (``Content-Length`` is not trusted), and a ``Content-Type`` that must be ``image/*``;
 * every failure -- refused address, DNS failure, closed port, timeout, HTTP error, wrong type,
   too large -- raises the same :class:`URLFetchError` with the same message, so the answers
   cannot be used to map which internal hosts and ports exist. The reason is kept on the
@@ -28,6 +30,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urljoin, urlsplit
@@ -37,6 +40,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_REDIRECTS",
     "URLFetchError",
+    "Watchdog",
     "fetch_url",
     "is_public_address",
 ]
@@ -106,6 +110,39 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -
     return bool(ip.is_global) and not ip.is_multicast
 
 
+class Watchdog:
+    """Shuts ``conn.sock`` down at ``deadline`` (``time.monotonic()``), so that a blocking read -- of the
+    status line, the headers or the body -- returns at once however slowly the peer sends.
+
+    >>> with Watchdog(conn, time.monotonic() + 5) as dog:  # doctest: +SKIP
+    ...     resp = conn.getresponse(); data = resp.read()
+    ... if dog.fired.is_set(): raise TimeoutError
+    """
+
+    def __init__(self, conn: http.client.HTTPConnection, deadline: float):
+        self.conn = conn
+        self.fired = threading.Event()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired.set()
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._timer.cancel()
+        return False
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [info[4][0] for info in infos]
@@ -150,7 +187,7 @@ def fetch_url(
     resolve = resolver or _system_resolver
     allowed = address_allowed or is_public_address
     message = FETCH_ERROR_MESSAGE.format(max_bytes=max_bytes, timeout=timeout)
-    deadline = time.monotonic() + timeout * (max_redirects + 2)
+    deadline = time.monotonic() + timeout  # the whole fetch: every hop, headers and body
 
     def fail(reason: str) -> URLFetchError:
         return URLFetchError(message, reason)
@@ -183,43 +220,57 @@ def fetch_url(
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        remaining = max(0.1, min(timeout, deadline - time.monotonic()))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise fail("timed out")
         if scheme == "https":
             conn: http.client.HTTPConnection = _PinnedHTTPSConnection(
                 host, port, address, remaining, ssl.create_default_context()
             )
         else:
             conn = _PinnedHTTPConnection(host, port, address, remaining)
+        dog = Watchdog(conn, deadline)
         try:
-            conn.request("GET", path, headers={"User-Agent": "riveg-hf", "Accept": "image/*"})
-            resp = conn.getresponse()
-            if resp.status in (301, 302, 303, 307, 308):
-                location = resp.getheader("Location")
-                if not location:
-                    raise fail(f"redirect {resp.status} without Location")
-                current = urljoin(current, location)
+            with dog:
+                data = _get(conn, path, current, max_bytes, fail)
+            if dog.fired.is_set():
+                raise fail("timed out (the whole fetch has one deadline)")
+            if isinstance(data, str):  # a redirect
+                current = data
                 continue
-            if resp.status != 200:
-                raise fail(f"HTTP {resp.status}")
-            ctype = (resp.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
-            if not ctype.startswith("image/"):
-                raise fail(f"content type {ctype!r} is not image/*")
-            chunks, total = [], 0
-            while True:
-                if time.monotonic() > deadline:
-                    raise fail("timed out while reading")
-                chunk = resp.read(64 * 1024)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise fail(f"body larger than {max_bytes} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return data
         except URLFetchError:
             raise
         except (OSError, http.client.HTTPException, ValueError) as err:
+            if dog.fired.is_set():
+                raise fail("timed out (the whole fetch has one deadline)") from None
             raise fail(f"{type(err).__name__}: {err}") from None
         finally:
             conn.close()
     raise fail(f"more than {max_redirects} redirects")
+
+
+def _get(conn, path: str, current: str, max_bytes: int, fail) -> bytes | str:
+    """One GET on an open pinned connection -> the body, or the next URL of a redirect."""
+    conn.request("GET", path, headers={"User-Agent": "riveg-hf", "Accept": "image/*"})
+    resp = conn.getresponse()
+    if resp.status in (301, 302, 303, 307, 308):
+        location = resp.getheader("Location")
+        if not location:
+            raise fail(f"redirect {resp.status} without Location")
+        return urljoin(current, location)
+    if resp.status != 200:
+        raise fail(f"HTTP {resp.status}")
+    ctype = (resp.getheader("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if not ctype.startswith("image/"):
+        raise fail(f"content type {ctype!r} is not image/*")
+    chunks, total = [], 0
+    while True:
+        chunk = resp.read1(64 * 1024)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > max_bytes:
+            raise fail(f"body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -128,7 +128,7 @@ def test_cli_build_and_strict(release, tmp_path, capsys):
     assert "unmatched_object: 1" in capsys.readouterr().out
     assert load_dataset(str(out), "gmner")["test"].num_rows == 1
     # an existing folder is not overwritten silently
-    assert cli(["data", "build", "twitter-gmner", "--raw", str(root), "--out", str(out)]) == 1
+    assert cli(["data", "build", "twitter-gmner", "--raw", str(root), "--out", str(out)]) == 2  # bad input
     assert "--overwrite" in capsys.readouterr().err
     assert (
         cli(
@@ -187,4 +187,4 @@ def test_data_push_uploads_the_folder_through_hfapi(release, tmp_path, monkeypat
         "dataset",
         ["README.md", "*/*.parquet"],
     )
-    assert cli(["data", "push", str(tmp_path), "org/x"]) == 1  # no README.md: a clear error
+    assert cli(["data", "push", str(tmp_path), "org/x"]) == 2  # no README.md: a clear error

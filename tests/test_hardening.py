@@ -117,9 +117,9 @@ def test_killed_first_build_leaves_no_folder_and_unmarked_folders_are_refused(tm
         load_built_dataset(out, "gmner")
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"id": "4", "entities": []}) + "\n")
-    assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(out)]) == 1
+    assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(out)]) == 2  # bad input
     assert "riveg data build" in capsys.readouterr().err
-    assert cli(["predict", "--dataset", str(out), "--model", str(tmp_path / "none")]) == 1
+    assert cli(["predict", "--dataset", str(out), "--model", str(tmp_path / "none")]) == 2
     assert "not a complete riveg-hf dataset build" in capsys.readouterr().err
 
 

@@ -330,5 +330,5 @@ def test_cli_evaluate(tmp_path, capsys):
     s = json.loads(out.read_text())
     assert s["gmner_precision"] == pytest.approx(2 / 3) and s["gmner_recall"] == pytest.approx(2 / 3)
     preds.write_text(json.dumps({"id": "99", "entities": []}))
-    assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds")]) == 1
+    assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds")]) == 2
     assert "'99'" in capsys.readouterr().err

@@ -252,3 +252,21 @@ def test_pipeline_refuses_url_images_by_default_and_private_ones_when_enabled(ti
     assert internal.requests == []
     with pytest.raises(ValueError, match="allow_url_images must be True or False"):
         tiny_pipe("x", allow_url_images="yes")
+
+
+@pytest.mark.parametrize("fault", ["drip-headers", "drip-body"])
+def test_one_deadline_for_the_whole_fetch_even_when_the_host_drips(fault):
+    """A host that sends a byte every 0.2 s never lets a read time out; the fetch still ends at its deadline
+    (round 2 of the hardening: the deadline used to be checked only between 64 KiB reads)."""
+    import time
+
+    from .servers import ChatServer, Reply
+
+    body = _png_bytes() * 20
+    with ChatServer(lambda req, h: Reply(200, raw=body, headers={"Content-Type": "image/png"}, fault=fault,
+                                         drip=0.2)) as srv:  # fmt: skip
+        t0 = time.monotonic()
+        with pytest.raises(URLFetchError) as err:
+            fetch_url(f"{srv.base}/img.png", timeout=1.5, address_allowed=lambda ip: True)
+        took = time.monotonic() - t0
+    assert "timed out" in err.value.reason and took < 2.5, (err.value.reason, took)
