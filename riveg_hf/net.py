@@ -26,6 +26,7 @@ When enabled, :func:`fetch_url` applies this policy:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -129,10 +130,8 @@ class Watchdog:
         self.fired.set()
         sock = getattr(self.conn, "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def __enter__(self) -> Watchdog:
         self._timer.start()
