@@ -59,6 +59,8 @@ def _four_numbers(box: Any, what: str) -> list[float]:
         )
     out = []
     for v in box:
+        if isinstance(v, (str, bytes, bool)) or v is None:  # "10" and True are not coordinates
+            raise BoxError(f"{what}: box coordinates must be numbers, got {box!r}.")
         try:
             f = float(v)
         except (TypeError, ValueError):

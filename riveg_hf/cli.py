@@ -66,6 +66,7 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
                 "bad_mask_shape",
                 "mask_size_mismatch",
                 "box_outside_image",
+                "empty_box",
             )
         }
         if bad:

@@ -30,6 +30,8 @@ from .net import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, fetch_url
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_ASPECT_RATIO",
+    "MAX_IMAGE_SIDE",
     "MIN_IMAGE_SIDE",
     "ImageLoadError",
     "ImageTooLargeError",
@@ -45,6 +47,11 @@ DEFAULT_MAX_IMAGE_BYTES = DEFAULT_MAX_BYTES
 #: Smallest accepted short side, in pixels. Detectors and SAM resize the short side to hundreds of
 #: pixels: an 8000x1 strip would become a 8000x800 mess or fail inside a processor.
 MIN_IMAGE_SIDE = 4
+#: Largest accepted side, in pixels, and the largest ratio of the long side to the short one. Checked from the
+#: header, before any pixel is decoded: a 4 x 10,000,000 strip is within the pixel limit but would cost seconds
+#: and gigabytes in every processor's resize. Twitter serves at most 4096 x 4096; panoramas stay far below 50:1.
+MAX_IMAGE_SIDE = 20_000
+MAX_ASPECT_RATIO = 50
 
 
 class ImageLoadError(ValueError):
@@ -63,6 +70,16 @@ def _check_size(size: tuple[int, int], max_pixels: int | None, what: str) -> Non
         raise ImageLoadError(
             f"{what}: image is {w}x{h} pixels; its short side must be at least {MIN_IMAGE_SIDE} pixels "
             "(riveg_hf.images.MIN_IMAGE_SIDE). Pass the real photo, or None to report every entity as not visible."
+        )
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise ImageTooLargeError(
+            f"{what}: image is {w}x{h} pixels; its long side is above the limit of {MAX_IMAGE_SIDE:,} pixels "
+            "(riveg_hf.images.MAX_IMAGE_SIDE). Downscale it first."
+        )
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        raise ImageLoadError(
+            f"{what}: image is {w}x{h} pixels, an aspect ratio of {max(w, h) / min(w, h):,.0f}:1, above "
+            f"{MAX_ASPECT_RATIO}:1 (riveg_hf.images.MAX_ASPECT_RATIO). Crop it to the region that matters."
         )
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(

@@ -777,13 +777,29 @@ def _normalize_input(inputs: Any) -> dict[str, Any]:
     if has_text:
         if not isinstance(item["text"], str):
             raise RiVEGInputError(f"'text' must be a string, got {type(item['text']).__name__}.")
-        out["text"] = item["text"]
+        out["text"] = _valid_unicode(item["text"], "text")
     else:
         toks = item["tokens"]
         if isinstance(toks, str) or not all(isinstance(t, str) for t in toks):
             raise RiVEGInputError("'tokens' must be a list of strings (words); pass a sentence as 'text'.")
-        out["tokens"] = [t for t in toks]
+        out["tokens"] = [_valid_unicode(t, f"tokens[{i}]") for i, t in enumerate(toks)]
+    for key in ("knowledge", "caption"):
+        if isinstance(out[key], str):
+            _valid_unicode(out[key], key)
     return out
+
+
+def _valid_unicode(text: str, field: str) -> str:
+    """``text`` if it is valid Unicode (encodable as UTF-8); a lone surrogate ("\\ud800", valid in JSON) is
+    refused here, at the input boundary, so it never reaches a tokenizer or an output file."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise RiVEGInputError(
+            f"{field!r} holds an invalid character (a lone surrogate {text[err.start]!r} at position {err.start}): "
+            "not valid Unicode text. Decode the input as UTF-8 (or replace the character) and try again."
+        ) from None
+    return text
 
 
 def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub: dict[str, Any]) -> Stage:

@@ -119,62 +119,102 @@ def predict_to_jsonl(
     world, rank = state.num_processes, state.process_index
     part = output if world == 1 else output.with_name(f"{output.name}.part-{rank:05d}-of-{world:05d}")
     parts = [output.with_name(f"{output.name}.part-{r:05d}-of-{world:05d}") for r in range(world)]
-    _repair_tail(part)
-    done = load_done_ids([output, part] if world > 1 else [output])
-    mine = [i for i in range(rank, n, world) if ids[i] not in done]
-    counts = {
-        "process": rank,
-        "processes": world,
-        "total": n,
-        "done_before": len([i for i in range(rank, n, world)]) - len(mine),
-        "written": 0,
-        "errors": 0,
-    }
-    call_kwargs = dict(call_kwargs or {})
+    # the lock is taken before anything reads or repairs the file another process may be writing
+    with _exclusive(part):
+        _repair_tail(part)
+        done = load_done_ids([output, part] if world > 1 else [output])
+        mine = [i for i in range(rank, n, world) if ids[i] not in done]
+        counts = {
+            "process": rank,
+            "processes": world,
+            "total": n,
+            "done_before": len([i for i in range(rank, n, world)]) - len(mine),
+            "written": 0,
+            "errors": 0,
+        }
+        call_kwargs = dict(call_kwargs or {})
 
-    source = _Inputs(rows, mine, call_kwargs)
-    if num_workers > 0 and mine:
-        from torch.utils.data import DataLoader
+        source = _Inputs(rows, mine, call_kwargs)
+        if num_workers > 0 and mine:
+            from torch.utils.data import DataLoader
 
-        loader = DataLoader(
-            source, batch_size=None, num_workers=num_workers, prefetch_factor=2, collate_fn=_identity
+            loader = DataLoader(
+                source, batch_size=None, num_workers=num_workers, prefetch_factor=2, collate_fn=_identity
+            )
+            stream = (x for x in loader)
+        else:
+            stream = (source[k] for k in range(len(source)))
+        results = pipe(stream, batch_size=batch_size, **call_kwargs) if mine else iter(())
+        bar = tqdm(
+            total=len(mine),
+            disable=not progress or not state.is_local_main_process,
+            desc="riveg predict",
+            unit="tweet",
         )
-        stream = (x for x in loader)
-    else:
-        stream = (source[k] for k in range(len(source)))
-    results = pipe(stream, batch_size=batch_size, **call_kwargs) if mine else iter(())
-    bar = tqdm(
-        total=len(mine),
-        disable=not progress or not state.is_local_main_process,
-        desc="riveg predict",
-        unit="tweet",
-    )
-    with open(part, "a", encoding="utf-8") as fh:
-        for i, result in zip(mine, results):
-            row = rows[i]
-            text = row.get("text") if row.get("text") is not None else " ".join(row.get("tokens") or [])
-            line = {"id": ids[i], "text": text}
-            ref = _image_ref(row.get("image") if isinstance(row, dict) else None)
-            if ref is not None:
-                line["image"] = ref
-            if isinstance(result, dict) and "error" in result:
-                line["error"] = result["error"]
-                counts["errors"] += 1
-            else:
-                line["entities"] = result
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            fh.flush()
-            counts["written"] += 1
-            if on_result is not None:
-                on_result(row, line)
-            bar.update(1)
-    bar.close()
+        with open(part, "a", encoding="utf-8") as fh:
+            for i, result in zip(mine, results):
+                row = rows[i]
+                text = row.get("text") if row.get("text") is not None else " ".join(row.get("tokens") or [])
+                line = {"id": ids[i], "text": text}
+                ref = _image_ref(row.get("image") if isinstance(row, dict) else None)
+                if ref is not None:
+                    line["image"] = ref
+                if isinstance(result, dict) and "error" in result:
+                    line["error"] = result["error"]
+                    counts["errors"] += 1
+                else:
+                    line["entities"] = result
+                fh.write(_json_line(line))
+                fh.flush()
+                counts["written"] += 1
+                if on_result is not None:
+                    on_result(row, line)
+                bar.update(1)
+        bar.close()
     if world > 1:
         state.wait_for_everyone()
         if state.is_main_process:
             _merge(output, parts, ids)
         state.wait_for_everyone()
     return counts
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    """One JSON line, UTF-8 text where it can be; an input's invalid character (a lone surrogate) is written
+    escaped (``\\ud800``, valid JSON) rather than crashing the write."""
+    try:
+        line = json.dumps(obj, ensure_ascii=False)
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, ensure_ascii=True)
+    return line + "\n"
+
+
+class OutputLockedError(FileExistsError):
+    """Another process is writing the same predictions file."""
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold ``<path>.lock`` (an OS lock, released when the process dies) while writing ``path``: a second
+    ``riveg predict`` on the same output refuses instead of writing duplicate lines."""
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLockedError(
+                f"{path} is being written by another process (riveg predict holds {lock_path}); wait for it to "
+                "finish (this one would write the same ids twice) or choose another --output."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def _identity(x: Any) -> Any:

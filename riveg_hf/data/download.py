@@ -431,6 +431,13 @@ def download_release(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """Download, verify and install one release (see the module doc); returns the data folder."""
+    from .folder import signals_as_exit
+
+    with signals_as_exit():  # SIGTERM runs the clean-up of the staging folder too
+        return _download_release(name, dest, force=force, progress=progress, timeout=timeout)
+
+
+def _download_release(name, dest, *, force, progress, timeout) -> Path:
     if name not in SOURCES:
         raise ValueError(f"unknown release {name!r}; valid: {sorted(SOURCES)}")
     src = SOURCES[name]

@@ -21,7 +21,9 @@ import ctypes.util
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -201,6 +203,45 @@ def load_built_dataset(location: str | os.PathLike, config: str | None = None, *
     return load_dataset(str(location), config, **kwargs)
 
 
+@contextmanager
+def signals_as_exit(signals=(signal.SIGTERM, signal.SIGHUP)):
+    """While active (main thread only), ``SIGTERM`` / ``SIGHUP`` raise ``SystemExit`` instead of killing the
+    process outright, so the ``finally`` blocks that remove a staging folder run (SIGINT already raises
+    ``KeyboardInterrupt``). SIGKILL cannot be caught: its leftovers are removed by the next run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    old = {}
+    for sig in signals:
+        try:
+            old[sig] = signal.signal(sig, _exit)
+        except (ValueError, OSError):  # not allowed here
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_stage_dir(prefix: str, parent: Path) -> Path:
+    """A fresh hidden staging folder with the permissions a plain ``mkdir`` would give (``mkdtemp`` makes it
+    0700, which would stick to the folder once it is renamed into place)."""
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(stage, 0o777 & ~_umask())
+    return stage
+
+
 def write_dataset_folder(
     out: str | os.PathLike,
     configs: list[ConfigSpec],
@@ -223,7 +264,12 @@ def write_dataset_folder(
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True (CLI: --overwrite).")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_stages(out)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-{os.getpid()}-", dir=out.parent))
+    with signals_as_exit():
+        return _write_staged(out, configs, card_body, card_data, finalize)
+
+
+def _write_staged(out, configs, card_body, card_data, finalize) -> dict[str, dict[str, int]]:
+    stage = make_stage_dir(f".{out.name}.building-{os.getpid()}-", out.parent)
     try:
         counts = _write_configs(stage, configs, card_body=card_body, card_data=card_data)
         if finalize is not None:

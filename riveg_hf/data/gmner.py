@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..boxes import iou_xyxy
+from ..boxes import iou_xyxy, repair_xyxy
 from ..images import ImageLoadError, load_image
 from ..types import ENTITY_TYPES
 from .align import PASSES, align_objects
@@ -166,6 +166,26 @@ def _pair_masks(
     return out
 
 
+def _fit_boxes(example_id: str, boxes: list, size: tuple[int, int], report: Report) -> list:
+    """Boxes checked against the real image: clipped to it; one entirely outside or of zero area is dropped
+    (reported), so a row never stores a box outside its image."""
+    w, h = size
+    out = []
+    for box in boxes:
+        x0, y0, x1, y1 = box
+        if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
+            report.add("box_outside_image", f"{example_id}: box {box} is outside the {w}x{h} image (dropped)")
+            continue
+        fitted, fixes = repair_xyxy(box, w, h)
+        if fitted[2] <= fitted[0] or fitted[3] <= fitted[1]:
+            report.add("empty_box", f"{example_id}: box {box} has no area inside the {w}x{h} image (dropped)")
+            continue
+        if fixes:
+            report.add("box_repaired", f"{example_id}: box {box}: {', '.join(fixes)}")
+        out.append(fitted)
+    return out
+
+
 def gmner_records(
     raw: str | Path,
     split: str,
@@ -225,9 +245,11 @@ def gmner_records(
             if size is not None:
                 if width is not None and (width, height) != size:
                     report.add(
-                        "size_mismatch", f"{s.id}: XML says {width}x{height}, image is {size[0]}x{size[1]}"
-                    )
+                        "size_mismatch", f"{s.id}: XML says {width}x{height}, image is {size[0]}x{size[1]} "
+                        "(boxes checked against the image)",
+                    )  # fmt: skip
                 width, height = size
+                aligned.boxes = [_fit_boxes(s.id, bs, size, report) for bs in aligned.boxes]
         entity_masks = None
         if masks_dir is not None:
             try:

@@ -51,8 +51,9 @@ def read_voc(path: str | Path, report: Report | None = None) -> VOCAnnotation:
     * An ``<object>`` without a name or with non-numeric coordinates is skipped and reported.
     * Boxes with ``xmax < xmin`` (or ``ymax < ymin``) are swapped, boxes crossing the
       ``<size>`` border are clipped; both are counted in ``report`` (``box_repaired``).
-    * A box entirely outside the image (or with a NaN / infinite coordinate) cannot be repaired:
-      the object is unusable, reported (``box_outside_image`` / ``object_bad_box``) and skipped,
+    * A box entirely outside the image, of zero area (``[10, 10, 10, 10]``), or with a NaN / infinite
+      coordinate cannot be repaired:
+      the object is unusable, reported (``box_outside_image`` / ``empty_box`` / ``object_bad_box``) and skipped,
       so its entity stays but is not groundable from that object (no prediction could match a
       zero-area box).
     """
@@ -104,11 +105,14 @@ def read_voc(path: str | Path, report: Report | None = None) -> VOCAnnotation:
             )
             continue
         box, fixes = repair_xyxy(box, width, height)
-        if fixes:
-            report.add("box_repaired", f"{path}: object {name!r}: {', '.join(fixes)}")
         if box[2] <= box[0] or box[3] <= box[1]:
             report.add(
-                "degenerate_box", f"{path}: object {name!r} has an empty box {box} after repair (kept)"
+                "empty_box",
+                f"{path}: object {name!r} has a zero-area box {box} (object unusable: skipped; no prediction "
+                "could match it, so its entity is not groundable from it)",
             )
+            continue
+        if fixes:
+            report.add("box_repaired", f"{path}: object {name!r}: {', '.join(fixes)}")
         ann.objects.append(VOCObject(name=name, box=box))
     return ann

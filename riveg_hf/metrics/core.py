@@ -89,7 +89,7 @@ def _entity(
         span_keys is _GOLD_SPAN or (span_keys is None and ent.get("token_start") is None)
     ):
         s, e, t = ent.get("start"), ent.get("end"), ent.get("type")
-        if type(s) is int and type(e) is int and s <= e and type(t) is str and t in type_names:
+        if type(s) is int and type(e) is int and 0 <= s <= e and type(t) is str and t in type_names:
             return (s, e), t  # the common case, validated without the general path
     if not isinstance(ent, Mapping):
         raise MetricInputError(f"expected an entity dict, got {type(ent).__name__}.")
@@ -99,8 +99,10 @@ def _entity(
         if key not in ent:
             raise MetricInputError(f"missing key {key!r} (entity keys: {sorted(ent)}).")
     s, e = ent[span_keys[0]], ent[span_keys[1]]
-    if not (isinstance(s, int) and isinstance(e, int)) or isinstance(s, bool) or e < s:
+    if not (isinstance(s, int) and isinstance(e, int)) or isinstance(s, bool) or isinstance(e, bool) or e < s:
         raise MetricInputError(f"span ({s!r}, {e!r}) must be two integers with start <= end.")
+    if s < 0:
+        raise MetricInputError(f"span ({s!r}, {e!r}) must be non-negative offsets (start >= 0).")
     return (s, e), _type_name(ent["type"], type_names)
 
 
@@ -108,6 +110,8 @@ def _fast_box(box: Any) -> list[float] | None:
     """A plain list of 4 finite, ordered numbers -> floats; anything else -> None (take the general path)."""
     if type(box) is list and len(box) == 4:
         x0, y0, x1, y1 = box
+        if not all(type(v) in (int, float) for v in box):  # strings, booleans, None: the general path refuses
+            return None
         try:
             x0, y0, x1, y1 = float(x0), float(y0), float(x1), float(y1)
         except (TypeError, ValueError):

@@ -23,7 +23,39 @@ import transformers
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel
 from transformers.utils.hub import resolve_revision
 
-__all__ = ["ComponentLoadError", "Stage", "quiet_progress", "resolve_model_class"]
+__all__ = ["ComponentLoadError", "Stage", "quiet_progress", "resolve_model_class", "token_limit"]
+
+#: position embeddings these families reserve before the first token (padding_idx + 1)
+_POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 2, "mbart": 2}
+
+
+def token_limit(
+    config: Any, tokenizer: Any = None, *, default: int = 512, text_config: str | None = None
+) -> int:
+    """The longest token sequence that both the model and its tokenizer accept.
+
+    The model's own limit (its text model's ``max_position_embeddings``, less the positions RoBERTa-like
+    models reserve) wins over the tokenizer's ``model_max_length``, which community checkpoints often leave
+    unset (then a huge sentinel) or set above what the model reads (the tiny BLIP ITM: tokenizer 128, text
+    model 64). ``text_config``: the attribute holding the text model's config (``"text_config"``).
+
+    >>> from transformers import BertConfig
+    >>> token_limit(BertConfig(max_position_embeddings=64), None)
+    64
+    """
+    cfg = getattr(config, text_config, None) if text_config else None
+    cfg = cfg or getattr(config, "text_config", None) or config
+    positions = getattr(cfg, "max_position_embeddings", None) or getattr(
+        config, "max_position_embeddings", None
+    )
+    limit = None
+    if isinstance(positions, int) and positions > 0:
+        limit = positions - _POSITION_OFFSET.get(getattr(cfg, "model_type", ""), 0)
+    tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
+    tok_max = getattr(tok, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limit = min(limit, tok_max) if limit else tok_max
+    return int(limit or default)
 
 
 def quiet_progress(fn):

@@ -36,7 +36,7 @@ from transformers import (
 )
 
 from ..types import TYPE_WORDS
-from .base import Stage
+from .base import Stage, token_limit
 
 __all__ = ["DEFAULT_HYPOTHESIS", "Entailment", "calibrate_threshold"]
 
@@ -138,15 +138,11 @@ class Entailment(Stage):
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         tok = getattr(self.processor, "tokenizer", self.processor)
         kwargs: dict[str, Any] = {"return_tensors": "pt", "truncation": True}
+        limit = token_limit(self.model.config, tok, default=64)
         if self.kind == "contrastive" and "siglip" in type(self.model).__name__.lower():
-            kwargs.update(
-                padding="max_length", max_length=min(64, getattr(tok, "model_max_length", 64) or 64)
-            )
+            kwargs.update(padding="max_length", max_length=min(64, limit))
         else:
-            kwargs["padding"] = True
-            max_len = getattr(tok, "model_max_length", None)
-            if max_len and max_len < 10_000:
-                kwargs["max_length"] = max_len
+            kwargs.update(padding=True, max_length=limit)
         enc = tok(list(texts), **kwargs)
         return {
             k: v.to(self.device)

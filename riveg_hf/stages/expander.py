@@ -27,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from ..types import TYPE_WORDS
-from .base import Stage
+from .base import Stage, token_limit
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -193,7 +193,17 @@ class _Generator(Stage):
         outs: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = [self._render(p) for p in prompts[start : start + self.batch_size]]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            budget = max_new_tokens or self.max_new_tokens
+            # never longer than the model reads: keep the prompt's end (the entity, "Description:")
+            limit = max(8, token_limit(self.model.config, self.tokenizer, default=4096) - budget)
+            side, self.tokenizer.truncation_side = self.tokenizer.truncation_side, "left"
+            try:
+                enc = self.tokenizer(
+                    chunk, return_tensors="pt", padding=True, add_special_tokens=False, truncation=True,
+                    max_length=limit,
+                )  # fmt: skip
+            finally:
+                self.tokenizer.truncation_side = side
             enc = {k: v.to(self.device) for k, v in enc.items()}
             gen = self.model.generate(
                 **enc,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoModelForZeroShotObjectDetection
 
-from .base import Stage
+from .base import Stage, token_limit
 from .vlm_grounding import (
     VLM_FAMILIES,
     grounding_messages,
@@ -290,7 +290,7 @@ class Grounder(Stage):
             return_tensors="pt",
             padding=True,
             truncation=True,
-            max_length=min(self.max_text_tokens, getattr(tok, "model_max_length", 16) or 16),
+            max_length=min(self.max_text_tokens, token_limit(self.model.config, tok, default=16)),
         )
         pixels = self._inputs(self.processor.image_processor(images=images, return_tensors="pt"))
         out = self.model(

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForTokenClassification
 
 from ..types import ENTITY_TYPES
-from .base import Stage
+from .base import Stage, token_limit
 
 __all__ = ["DEFAULT_LABEL_MAP", "Recognizer", "WordSpan"]
 
@@ -88,11 +88,8 @@ class Recognizer(Stage):
             )
         self.tokenizer = tokenizer
         self.label_map = dict(label_map) if label_map is not None else {}
-        model_max = getattr(model.config, "max_position_embeddings", 512) or 512
-        tok_max = getattr(tokenizer, "model_max_length", None)
-        if tok_max is None or tok_max > 100_000:
-            tok_max = model_max
-        self.max_length = int(max_length or min(model_max, tok_max, 512))
+        limit = token_limit(model.config, tokenizer)
+        self.max_length = int(min(max_length, limit) if max_length else min(limit, 512))
         if not 0 <= stride < self.max_length // 2:
             raise ValueError(
                 f"recognizer: stride must be in [0, max_length/2), got {stride} (max_length={self.max_length})"

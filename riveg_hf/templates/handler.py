@@ -103,15 +103,22 @@ class EndpointHandler:
             else:
                 if image.startswith("data:"):
                     image = image.split(",", 1)[-1]
+                if len(image) > (MAX_IMAGE_BYTES * 4 // 3 + 4) * 1.05:  # room for MIME line breaks
+                    raise RequestError(f"'inputs.image' is larger than {MAX_IMAGE_BYTES} bytes", 413)
+                image = "".join(image.split())  # MIME base64 breaks lines every 76 characters: not an error
                 if len(image) > MAX_IMAGE_BYTES * 4 // 3 + 4:
                     raise RequestError(f"'inputs.image' is larger than {MAX_IMAGE_BYTES} bytes", 413)
                 try:
                     image = base64.b64decode(image, validate=True)
                 except (binascii.Error, ValueError):
                     raise RequestError("'inputs.image' is neither valid base64 nor an http(s) URL") from None
-        params = data.get("parameters") or {}
+        params = data.get("parameters")
+        if params is None:
+            params = {}
         if not isinstance(params, dict):
-            raise RequestError("'parameters' must be an object")
+            raise RequestError(
+                f"'parameters' must be an object like {{\"box_threshold\": 0.3}}, got {json.dumps(params)[:80]}"
+            )
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
             raise RequestError(f"unknown parameters {unknown}; valid: {sorted(PARAMETERS)}")
