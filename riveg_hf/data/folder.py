@@ -25,7 +25,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,10 +217,8 @@ def signals_as_exit(signals=(signal.SIGTERM, signal.SIGHUP)):
 
     old = {}
     for sig in signals:
-        try:
+        with suppress(ValueError, OSError):  # not allowed here
             old[sig] = signal.signal(sig, _exit)
-        except (ValueError, OSError):  # not allowed here
-            pass
     try:
         yield
     finally:
