@@ -422,10 +422,21 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         local_files_only=a.local_files_only,
         device=a.device,
     )
-    results = reproduce(args)
+    from riveg_hf.reproduce import StepFailed
+
+    try:
+        results = reproduce(args, runner=_step_runner)
+    except StepFailed as err:
+        print(f"riveg reproduce: error: {err}", file=sys.stderr)
+        return 1
     if results is not None:
         print(f"wrote {a.out}/results.json and {a.out}/results.md")
     return 0
+
+
+def _step_runner(argv: list[str]) -> int:
+    """How ``riveg reproduce`` runs each of its steps: the same ``riveg`` command, in this process."""
+    return main(argv)
 
 
 # --------------------------------------------------------------------------- demo / push

@@ -196,22 +196,19 @@ class OutputLockedError(FileExistsError):
 
 @contextlib.contextmanager
 def _exclusive(path: Path):
-    """Hold ``<path>.lock`` (an OS lock, released when the process dies) while writing ``path``: a second
-    ``riveg predict`` on the same output refuses instead of writing duplicate lines."""
+    """Hold an OS lock on ``path`` itself (released when the process dies, however it dies) while writing it:
+    a second ``riveg predict`` on the same output refuses instead of writing duplicate lines."""
     import fcntl
 
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise OutputLockedError(
-                f"{path} is being written by another process (riveg predict holds {lock_path}); wait for it to "
-                "finish (this one would write the same ids twice) or choose another --output."
+                f"{path} is being written by another process (another riveg predict with the same --output); "
+                "wait for it to finish (this one would write the same ids twice) or choose another --output."
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         os.close(fd)

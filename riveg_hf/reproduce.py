@@ -115,6 +115,19 @@ class Step:
     distributed: bool = False  # runs on every accelerate process
     est_seconds: float = 0.0
     est_disk_bytes: float = 0.0
+    #: what the step must leave behind (paths under OUT); a marker whose outputs are gone is not complete
+    outputs: list[str] = field(default_factory=list)
+    #: what the step is run with besides its command (the Python steps' settings, the inputs' checksums)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class StepFailed(RuntimeError):
+    """A step of the run failed; the message is one line naming the step and the command."""
+
+
+#: the runner of the `riveg` command lines of the steps (``riveg_hf.cli`` gives its ``main``); reproduce never
+#: imports the CLI itself
+Runner = Callable[[list[str]], int]
 
 
 def _parse_base_models(value: str | dict | None) -> dict[str, str]:
@@ -135,12 +148,15 @@ def _parse_base_models(value: str | dict | None) -> dict[str, str]:
     return out
 
 
-def _cli(argv: list[str]) -> None:
-    from .cli import main
+_RUNNER: list[Runner] = []
 
-    code = main(argv)
+
+def _cli(argv: list[str]) -> None:
+    if not _RUNNER:
+        raise RuntimeError("reproduce() was called without a runner for its `riveg` steps")
+    code = _RUNNER[-1](argv)
     if code:
-        raise RuntimeError(f"step failed (exit {code}): riveg {shlex.join(argv)}")
+        raise StepFailed(f"exit {code}: riveg {shlex.join(argv)}")
 
 
 def _params(location: str) -> float | None:
@@ -229,7 +245,8 @@ def plan(args: ReproduceArguments) -> list[Step]:
 
     steps.append(
         Step("data", "build the dataset (text, boxes, images, knowledge, captions)", build, run_data,
-             est_seconds=60 + 0.02 * sum(n.values()), est_disk_bytes=1.5e5 * sum(n.values()) if args.images else 5e7)
+             est_seconds=60 + 0.02 * sum(n.values()), est_disk_bytes=1.5e5 * sum(n.values()) if args.images else 5e7,
+             outputs=["data"], settings={"limit": args.limit, "inputs": _InputDigest(args)})
     )  # fmt: skip
 
     def train_step(stage: str, extra: list[str]) -> Step:
@@ -251,7 +268,8 @@ def plan(args: ReproduceArguments) -> list[Step]:
         params = _params(bases[stage]) or 5e8
         return Step(stage, f"train {stage} from {bases[stage]}", argv, run, distributed=True,
                     est_seconds=EST_SECONDS_PER_EXAMPLE[kind] * examples * args.epochs,
-                    est_disk_bytes=params * 4 * (3 if kind != "grounder-vlm" else 1.2))  # fmt: skip
+                    est_disk_bytes=params * 4 * (3 if kind != "grounder-vlm" else 1.2),
+                    outputs=[f"{stage}/config.json", f"{stage}/riveg_run.json"])  # fmt: skip
 
     steps.append(train_step("mner", ["--config", mner_config]))
     if recipe["visibility"] == "entailment":
@@ -278,7 +296,9 @@ def plan(args: ReproduceArguments) -> list[Step]:
 
     steps.append(
         Step("compose", "save the trained stages as one composite checkpoint (OUT/model)", None, run_compose,
-             est_seconds=30, est_disk_bytes=sum((_params(bases[k]) or 5e8) * 4 for k in bases))
+             est_seconds=30, est_disk_bytes=sum((_params(bases[k]) or 5e8) * 4 for k in bases),
+             outputs=["model/config.json"],
+             settings={"visibility": recipe["visibility"], "untrained": {k: bases[k] for k in UNTRAINED if k in bases}})
     )  # fmt: skip
 
     inputs, preds = out / "test_inputs.jsonl", out / "predictions.jsonl"
@@ -306,15 +326,123 @@ def plan(args: ReproduceArguments) -> list[Step]:
     steps.append(
         Step("predict", "predict the test split with the composite", predict, run_predict, distributed=True,
              est_seconds=EST_SECONDS_PER_EXAMPLE["predict"] * n["test"] * (5 if args.recipe == "vlm" else 1),
-             est_disk_bytes=2e3 * n["test"])
+             est_disk_bytes=2e3 * n["test"], outputs=["predictions.jsonl"])
     )  # fmt: skip
     evaluate = ["evaluate", "--predictions", str(preds), "--dataset", str(data), "--config", "gmner",
                 "--split", "test", "--output", str(out / "scores.json")]  # fmt: skip
     steps.append(
         Step("evaluate", "score with riveg_hf.metrics and write results.json / results.md", evaluate,
-             lambda: _cli(evaluate), est_seconds=10, est_disk_bytes=1e4)
+             lambda: _cli(evaluate), est_seconds=10, est_disk_bytes=1e4, outputs=["scores.json"])
     )  # fmt: skip
     return steps
+
+
+# ---------------------------------------------------------------------- what a step was run with
+class _InputDigest:
+    """Checksums of the run's inputs (the release's txt and xml, the knowledge and caption files, the images'
+    names and sizes), computed once when first needed."""
+
+    def __init__(self, args: ReproduceArguments):
+        self.args = args
+        self._value: dict[str, Any] | None = None
+
+    def value(self) -> dict[str, Any]:
+        if self._value is None:
+            a = self.args
+            self._value = {
+                "raw": _tree_digest(a.raw, content=True),
+                "images": _tree_digest(a.images, content=False) if a.images else None,
+                "knowledge": _tree_digest(a.knowledge, content=True) if a.knowledge else None,
+                "captions": _tree_digest(a.captions, content=True) if a.captions else None,
+            }
+        return self._value
+
+
+def _tree_digest(path: str | os.PathLike, *, content: bool) -> str | None:
+    """SHA-256 over a folder's files (relative names and contents; or names and sizes only)."""
+    import hashlib
+
+    root = Path(path)
+    if not root.exists():
+        return None
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(root) if f != root else f.name).encode() + b"\0")
+        if content:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        else:
+            h.update(str(f.stat().st_size).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _run_with(step: Step, args: ReproduceArguments, previous: str) -> dict[str, Any]:
+    """Everything a step's result depends on: its command, its settings, the run's recipe and limit, and
+    (through ``previous``, the digest of the step before) everything before it."""
+    settings = {k: (v.value() if isinstance(v, _InputDigest) else v) for k, v in step.settings.items()}
+    return {"step": step.name, "command": step.command, "settings": settings, "recipe": args.recipe,
+            "limit": args.limit, "previous": previous}  # fmt: skip
+
+
+def _digest(obj: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+_HASH_LIMIT = 64 << 20  # files above this are recorded by size and modification time, not content
+
+
+def _output_record(path: Path) -> dict[str, Any] | None:
+    """What identifies an output: a file's size and SHA-256 (or mtime when large); a folder's listing."""
+    import hashlib
+
+    if path.is_file():
+        st = path.stat()
+        rec: dict[str, Any] = {"kind": "file", "size": st.st_size}
+        if st.st_size <= _HASH_LIMIT:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            rec["sha256"] = h.hexdigest()
+        else:
+            rec["mtime_ns"] = st.st_mtime_ns
+        return rec
+    if path.is_dir():
+        listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        return {"kind": "dir", "files": len(listing), "digest": _digest(listing)}
+    return None
+
+
+def _completion(marker: Path, run_with: dict[str, Any], out: Path, step: Step) -> tuple[bool, str]:
+    """(complete?, why not) for a step's marker."""
+    if not marker.is_file():
+        return False, "not run yet"
+    try:
+        m = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False, "its marker is unreadable"
+    if (
+        not isinstance(m, dict)
+        or not isinstance(m.get("run_with"), dict)
+        or not isinstance(m.get("outputs"), dict)
+    ):
+        return False, "its marker does not record what it was run with (an older or foreign marker)"
+    if m.get("fingerprint") != _digest(run_with):
+        before = m["run_with"]
+        changed = sorted(k for k in run_with if k != "previous" and before.get(k) != run_with[k])
+        if not changed:
+            return False, "a step before it was run again or with other settings"
+        what = ", ".join(changed)
+        return False, f"it was run with other settings ({what} changed)"
+    for rel in step.outputs:
+        if _output_record(out / rel) != m["outputs"].get(rel):
+            return False, f"its output {rel} is missing or changed since it was written"
+    return True, ""
 
 
 def _write_test_inputs(data: Path, path: Path, *, with_knowledge: bool) -> None:
@@ -407,8 +535,15 @@ def _human(seconds: float) -> str:
 def _print_plan(args: ReproduceArguments, steps: list[Step]) -> None:
     print(f"riveg reproduce --recipe {args.recipe} -> {args.out} (dry run: nothing is written)")
     done_dir = Path(args.out) / ".steps"
+    previous, rerun = "", False
     for k, s in enumerate(steps, 1):
-        state = "done, skipped" if (done_dir / f"{s.name}.json").is_file() else "to run"
+        run_with = _run_with(s, args, previous)
+        previous = _digest(run_with)
+        complete, why = _completion(done_dir / f"{s.name}.json", run_with, Path(args.out), s)
+        rerun = rerun or not complete or args.force == s.name
+        state = (
+            "done, skipped" if not rerun else ("to run" if why == "not run yet" else f"to run again: {why}")
+        )
         cmd = (
             f"riveg {shlex.join(s.command)}"
             if s.command
@@ -422,8 +557,38 @@ def _print_plan(args: ReproduceArguments, steps: list[Step]) -> None:
     )
 
 
-def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
-    """Run (or with ``dry_run`` print) the plan; returns the results (``OUT/results.json``)."""
+def _check_paths(args: ReproduceArguments) -> None:
+    """Refuse an --out that overlaps an input: the run rebuilds and replaces folders under --out (data/,
+    model/ ...), which would delete a release or images kept there."""
+    out = Path(args.out).expanduser().resolve()
+    inputs = {
+        "--raw": args.raw,
+        "--images": args.images,
+        "--knowledge": args.knowledge,
+        "--captions": args.captions,
+    }
+    for name, loc in _parse_base_models(args.base_models).items():
+        if Path(loc).expanduser().exists():
+            inputs[f"--base-models {name}"] = loc
+    for flag, loc in inputs.items():
+        if not loc:
+            continue
+        p = Path(loc).expanduser().resolve()
+        if p == out or out in p.parents or p in out.parents:
+            raise ValueError(
+                f"--out {args.out} overlaps {flag} {loc}: reproduce writes and replaces folders under --out (data/, "
+                "model/, the trained stages), which would delete that input. Choose an --out folder outside the "
+                "inputs (e.g. runs/NAME)."
+            )
+
+
+def reproduce(args: ReproduceArguments, runner: Runner | None = None) -> dict[str, Any] | None:
+    """Run (or with ``dry_run`` print) the plan; returns the results (``OUT/results.json``).
+
+    ``runner(argv) -> exit code`` runs the steps' ``riveg`` command lines (the CLI passes its ``main``).
+    A step is complete when its marker records the same command, settings and inputs as this run (and every
+    step before it is complete) and the outputs it recorded are still there, unchanged; the first step that
+    is not reruns, with every step after it. A failed step raises :class:`StepFailed` (one line)."""
     from accelerate.utils import gather_object
 
     from .distributed import partial_state
@@ -433,29 +598,56 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
             "riveg reproduce: no --images: entailment and grounding cannot be trained without images",
             file=sys.stderr,
         )
+    _check_paths(args)
     steps = plan(args)
     if args.dry_run:
         _print_plan(args, steps)
         return None
+    if runner is None:
+        raise ValueError("reproduce() needs runner=, the function that runs a `riveg` command line")
     state = partial_state()
     out = Path(args.out)
     done_dir = out / ".steps"
     names = [s.name for s in steps]
-    if args.force:
-        if args.force not in names:
-            raise ValueError(f"--force must name a step of this recipe: {names}")
-        if state.is_main_process:
-            for later in names[names.index(args.force) :]:
-                (done_dir / f"{later}.json").unlink(missing_ok=True)
-        state.wait_for_everyone()
+    if args.force and args.force not in names:
+        raise ValueError(f"--force must name a step of this recipe: {names}")
     if state.is_main_process:
         _write_json(out / "reproduce_args.json", {k: v for k, v in vars(args).items()})
+    _RUNNER.append(runner)
+    try:
+        _run_steps(args, steps, state, out, done_dir, gather_object)
+    finally:
+        _RUNNER.pop()
+    if not state.is_main_process:
+        return None
+    results = _results(args, steps)
+    _write_json(out / "results.json", results)
+    (out / "results.md").write_text(_results_md(results), encoding="utf-8")
+    print(_results_md(results))
+    return results
+
+
+def _run_steps(args, steps, state, out: Path, done_dir: Path, gather_object) -> None:
+    previous = ""
+    rerun = False
     for s in steps:
+        run_with = _run_with(s, args, previous)
+        previous = _digest(run_with)
         marker = done_dir / f"{s.name}.json"
-        if marker.is_file():
+        complete, why = (False, "--force") if args.force == s.name else _completion(marker, run_with, out, s)
+        if complete and not rerun:
             if state.is_main_process:
                 print(f"[{s.name}] done earlier ({marker}), skipped")
             continue
+        if not rerun:
+            rerun = True
+            if marker.is_file() and state.is_main_process:
+                print(f"[{s.name}] runs again: {why}; so do the steps after it", flush=True)
+            state.wait_for_everyone()
+            if state.is_main_process:
+                for later in steps[steps.index(s) :]:
+                    (done_dir / f"{later.name}.json").unlink(missing_ok=True)
+            state.wait_for_everyone()
         if state.is_main_process:
             print(
                 f"[{s.name}] {s.what}" + (f"\n  riveg {shlex.join(s.command)}" if s.command else ""),
@@ -465,17 +657,32 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
         ran = False
         with _PeakRSS() as peak:
             if s.distributed or state.is_main_process:
-                s.run()
+                try:
+                    s.run()
+                except StepFailed as err:
+                    raise StepFailed(f"step {s.name!r} failed ({err}); fix it and run the same command again "
+                                     "(the steps done so far are kept)") from None  # fmt: skip
+                except Exception as err:
+                    if os.environ.get("RIVEG_VERBOSE") == "1":
+                        raise
+                    raise StepFailed(f"step {s.name!r} failed: {type(err).__name__}: {err} (--verbose shows the "
+                                     "traceback; the steps done so far are kept)") from None  # fmt: skip
                 ran = True
         # which processes ran the step (all of them for training and prediction, the main one otherwise)
         ran_on = [i for i, r in enumerate(gather_object([ran])) if r]
         state.wait_for_everyone()
         if state.is_main_process:
+            missing = [rel for rel in s.outputs if _output_record(out / rel) is None]
+            if missing:
+                raise StepFailed(f"step {s.name!r} ended without writing {missing}")
             _write_json(
                 marker,
                 {
                     "step": s.name,
                     "command": (["riveg", *s.command] if s.command else None),
+                    "fingerprint": _digest(run_with),
+                    "run_with": run_with,
+                    "outputs": {rel: _output_record(out / rel) for rel in s.outputs},
                     "processes": ran_on,
                     "wall_time_s": round(time.perf_counter() - t0, 1),
                     **peak.result,
@@ -483,13 +690,6 @@ def reproduce(args: ReproduceArguments) -> dict[str, Any] | None:
                 },
             )
         state.wait_for_everyone()
-    if not state.is_main_process:
-        return None
-    results = _results(args, steps)
-    _write_json(out / "results.json", results)
-    (out / "results.md").write_text(_results_md(results), encoding="utf-8")
-    print(_results_md(results))
-    return results
 
 
 def _results(args: ReproduceArguments, steps: list[Step]) -> dict[str, Any]:

@@ -130,7 +130,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_reproduce_end_to_end_resumes_after_a_kill(real_subset, tmp_path):
+def test_reproduce_end_to_end_resumes_after_a_kill(real_subset, tmp_path, capsys):
     out = tmp_path / "run"
     argv = _argv(real_subset, out)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -155,6 +155,59 @@ def test_reproduce_end_to_end_resumes_after_a_kill(real_subset, tmp_path):
     # a rerun does nothing but rewrite the results
     assert cli(argv) == 0
     assert json.loads((out / "results.json").read_text())["ours"] == results["ours"]
+    # the same folder asked for another recipe (or limit): nothing of the smoke run counts as done
+    capsys.readouterr()
+    assert cli([*_argv(real_subset, out, recipe="vlm"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "done, skipped" not in text and "to run again: it was run with other settings (" in text
+    assert "recipe" in text.split("1. data", 1)[1].splitlines()[0]
+    # an output removed (or changed) since its step ran: that step and the ones after it run again
+    (out / "model" / "config.json").unlink()
+    assert cli([*argv, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "4. grounder [done, skipped]" in text
+    assert "5. compose [to run again: its output model/config.json is missing or changed" in text
+    assert "6. predict [to run" in text
+
+
+def test_forged_markers_and_scores_count_for_nothing(real_subset, tmp_path, capsys):
+    out = tmp_path / "forged"
+    (out / ".steps").mkdir(parents=True)
+    for step in ("data", "mner", "entailment", "grounder", "compose", "predict", "evaluate"):
+        (out / ".steps" / f"{step}.json").write_text(json.dumps({"step": step, "wall_time_s": 1}))
+    (out / "scores.json").write_text(json.dumps({"gmner_f1": 0.97, "mner_f1": 0.99, "eeg_f1": 0.98}))
+    assert cli([*_argv(real_subset, out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "done, skipped" not in text and text.count("does not record what it was run with") == 7
+
+
+def test_a_failed_step_ends_in_one_line(real_subset, tmp_path, capsys):
+    out = tmp_path / "fail"
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    argv = _argv(real_subset, out)
+    argv[argv.index("--base-models") + 1] = f"mner={empty}"
+    assert cli(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("riveg reproduce: error: step 'mner' failed") and "Traceback" not in "".join(
+        err
+    )
+    assert (out / ".steps" / "data.json").is_file() and not (out / ".steps" / "mner.json").exists()
+
+
+def test_an_out_folder_overlapping_an_input_is_refused_before_anything_is_deleted(tmp_path, capsys):
+    from .helpers import write_release
+
+    run = tmp_path / "run"
+    raw = write_release(run / "data" / "twitter-gmner" / "v2.0", {})
+    images = run / "data" / "images"
+    images.mkdir(parents=True)
+    (images / "1.jpg").write_bytes(b"jpg")
+    for flags in (["--raw", str(raw)], ["--raw", str(tmp_path / "elsewhere"), "--images", str(images)],
+                  ["--raw", str(tmp_path)]):  # fmt: skip
+        assert cli(["reproduce", *flags, "--out", str(run)]) == 2
+        assert "overlaps" in capsys.readouterr().err
+    assert (raw / "txt" / "train.txt").is_file() and (images / "1.jpg").read_bytes() == b"jpg"
 
 
 def test_reproduce_vlm_recipe(real_subset, tmp_path):
