@@ -37,9 +37,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import Pipeline, PreTrainedModel
 from transformers.utils import logging
@@ -49,7 +49,17 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .masks import encode_rle
 from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
 from .net import URLFetchError
+from .options import (
+    CALL_OPTIONS,
+    DEFAULT_MAX_ENTITIES_PER_IMAGE,
+    ERROR_MODES,  # noqa: F401  (re-exported: riveg_hf.pipeline.ERROR_MODES)
+    MASK_FORMATS,  # noqa: F401
+    STAGE_OPTIONS,
+    VISIBILITY_MODES,  # noqa: F401
+    split_call_options,
+)
 from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, Stage
+from .stages.grounder import Localization, LocateRequest
 from .text import join_words, split_words
 from .types import GroundedEntity
 
@@ -57,10 +67,6 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["RiVEGInputError", "RiVEGPipeline"]
 
-MASK_FORMATS = ("rle", "array", "none")
-#: Default cap on the entities one image is grounded for (entailment, grounder, segmenter); entities past
-#: it are kept in the output with ``box=None`` and ``"grounding": "skipped: ..."``, never dropped.
-DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 #: Default number of images per vision-model forward (entailment, grounder, segmenter) on an accelerator; bounds
 #: memory. On CPU the default is 1 (``CPU_VISION_BATCH_SIZE``): one image already keeps the cores busy, and larger
 #: vision batches measured slower there (benchmarks/pipeline.py), while the text stages (recognizer, expander LLM)
@@ -70,41 +76,41 @@ DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 #: generation gave 1.56x the tweets/s of one image per generation, same run).
 DEFAULT_VISION_BATCH_SIZE = 8
 CPU_VISION_BATCH_SIZE = 1
-ERROR_MODES = ("return", "raise")
-#: Who decides "visible?": the entailment stage (RiVEG; the grounder then boxes what it passed), or the grounder
-#: itself (a vision-language grounder's null answer = not visible; the end-to-end style, no entailment call).
-VISIBILITY_MODES = ("entailment", "grounder")
 
-#: options of from_components that configure a stage, and the stage/option they go to
-_STAGE_OPTIONS = {
-    "label_map": ("recognizer", "label_map"),
-    "stride": ("recognizer", "stride"),
-    "max_length": ("recognizer", "max_length"),
-    "prompt": ("expander", "prompt"),
-    "template": ("expander", "template"),
-    "max_new_tokens": ("expander", "max_new_tokens"),
-    "knowledge_prompt": ("expander", "knowledge_prompt"),
-    "endpoint_model": ("expander", "endpoint_model"),
-    "hypothesis": ("entailment", "hypothesis"),
-    "logit_bias": ("entailment", "logit_bias"),
-    "mask_threshold": ("segmenter", "mask_threshold"),
-}
-#: call-time options (also accepted by from_components / pipeline(...) as defaults)
-_CALL_OPTIONS = {
-    "preprocess": ("max_image_pixels", "allow_url_images"),
-    "forward": (
-        "max_entities_per_image",
-        "vision_batch_size",
-        "visibility",
-        "box_threshold",
-        "entailment_threshold",
-        "use_descriptions",
-        "use_knowledge",
-        "return_masks",
-        "errors",
-    ),
-    "postprocess": ("mask_format",),
-}
+
+@dataclass
+class _Run:
+    """The stages and options of one forward pass."""
+
+    recognizer: Any
+    expander: Expander
+    captioner: Any
+    entailment: Any  # None: the locator's answer decides visibility
+    locator: Any  # the grounder, or a segmenter's locator (SAM 3), or None
+    segmenter: Any  # None when no mask is asked for
+    box_threshold: float | None
+    entailment_threshold: float | None
+    use_descriptions: bool
+    use_knowledge: bool | None
+    vision_batch_size: int | None
+
+
+@dataclass
+class _Job:
+    """One image to ground: its position in the batch, the image, its (capped) entities, the tweet."""
+
+    item: int
+    image: Any
+    entities: list[dict[str, Any]]
+    text: str
+
+
+@dataclass
+class _Located:
+    """The locator's answer for one job: ``index`` maps an entity of the job to its entry in ``result``."""
+
+    index: dict[int, int]
+    result: Localization
 
 
 class RiVEGInputError(ValueError):
@@ -181,10 +187,11 @@ class RiVEGPipeline(Pipeline):
         ``revision``, ``local_files_only``, ``token``, ``cache_dir`` and ``dtype`` reach every
         component loaded here; ``device`` places them all.
 
-        Stage options: ``label_map``, ``stride``, ``max_length`` (recognizer); ``prompt``,
-        ``template``, ``max_new_tokens``, ``knowledge_prompt`` (expander); ``hypothesis``,
-        ``logit_bias``, ``entailment_threshold`` (entailment); ``box_threshold`` (grounder);
-        ``mask_threshold`` (segmenter). Call options saved as defaults: ``use_descriptions``,
+        Stage options (:data:`riveg_hf.options.STAGE_OPTIONS`, each owned by one stage; an option for an absent
+        stage is an error naming it): ``label_map``, ``stride``, ``max_length`` (recognizer); ``prompt``,
+        ``template``, ``max_new_tokens``, ``knowledge_prompt``, ``endpoint_model`` (expander); ``hypothesis``,
+        ``logit_bias``, ``entailment_threshold`` (entailment); ``box_threshold`` (the grounder, or a SAM 3
+        segmenter that finds the boxes); ``mask_threshold`` (segmenter). Call options saved as defaults: ``use_descriptions``,
         ``use_knowledge``, ``return_masks``, ``mask_format``, ``errors``, ``max_image_pixels``,
         ``allow_url_images`` (False: image URLs are refused; see README, Security),
         ``max_entities_per_image`` (100: entities past it keep ``box=None`` and say so in ``"grounding"``).
@@ -195,29 +202,6 @@ class RiVEGPipeline(Pipeline):
         """
         if recognizer is None:
             raise ValueError("from_components needs a recognizer (a token-classification checkpoint).")
-        stage_opts: dict[str, dict[str, Any]] = {name: {} for name in STAGES}
-        call_opts: dict[str, Any] = {}
-        valid_call = {k for keys in _CALL_OPTIONS.values() for k in keys}
-        for key, value in options.items():
-            if key in _STAGE_OPTIONS:
-                stage, opt = _STAGE_OPTIONS[key]
-                stage_opts[stage][opt] = value
-            elif key == "entailment_threshold":
-                stage_opts["entailment"]["threshold"] = value
-            elif key == "box_threshold":
-                stage_opts["grounder"]["box_threshold"] = value
-            elif key in valid_call:
-                call_opts[key] = value
-            else:
-                valid = sorted([*_STAGE_OPTIONS, "entailment_threshold", "box_threshold", *valid_call])
-                raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
-        hub = {
-            "revision": revision,
-            "local_files_only": local_files_only,
-            "token": token,
-            "cache_dir": cache_dir,
-            "dtype": dtype,
-        }
         given = {
             "recognizer": recognizer,
             "captioner": captioner,
@@ -226,6 +210,14 @@ class RiVEGPipeline(Pipeline):
             "grounder": grounder,
             "segmenter": segmenter,
         }
+        stage_opts, call_opts = _route_options(options, {k for k, v in given.items() if v is not None})
+        hub = {
+            "revision": revision,
+            "local_files_only": local_files_only,
+            "token": token,
+            "cache_dir": cache_dir,
+            "dtype": dtype,
+        }
         stages: dict[str, Stage] = {}
         for name, spec in given.items():
             if spec is None:
@@ -233,6 +225,17 @@ class RiVEGPipeline(Pipeline):
                     stages[name] = Expander(None, None, **stage_opts[name])
                 continue
             stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub)
+        for key, value in stage_opts.pop(
+            "_locator", {}
+        ).items():  # a segmenter that locates owns box_threshold
+            seg = stages["segmenter"]
+            if seg.locator() is None:
+                raise ValueError(
+                    f"{key} is an option of the grounder (the stage that finds boxes), and this pipeline has none: "
+                    f"{type(seg.model).__name__} segments boxes it is given. Pass grounder=... (or a SAM 3 "
+                    "segmenter, which finds boxes itself), or leave out box_threshold."
+                )
+            setattr(seg, key, value)
         if task is None:
             task = "segmented-mner" if "segmenter" in stages else "grounded-mner"
         _check_task(task)
@@ -254,24 +257,21 @@ class RiVEGPipeline(Pipeline):
         Returns the names of the compiled modules.
         """
         done = []
-        for stage_name, attr in (
-            ("entailment", "vision_model"),
-            ("segmenter", "vision_encoder"),
-            ("grounder", "model.backbone"),
-        ):
+        for stage_name in stages:
             stage = self.stages.get(stage_name)
-            if stage_name not in stages or stage is None or stage.model is None:
+            if stage is None or stage.model is None:
                 continue
-            owner, _, leaf = ("model." + attr).rpartition(".")
-            parent = stage
-            for part in owner.split("."):
-                parent = getattr(parent, part, None)
-                if parent is None:
-                    break
-            module = getattr(parent, leaf, None) if parent is not None else None
-            if isinstance(module, torch.nn.Module) and not hasattr(module, "_orig_mod"):
-                setattr(parent, leaf, torch.compile(module, **compile_kwargs))
-                done.append(f"{stage_name}.{attr}")
+            for path in getattr(stage, "compile_modules", ()):
+                owner, _, leaf = path.rpartition(".")
+                parent = stage
+                for part in owner.split(".") if owner else []:
+                    parent = getattr(parent, part, None)
+                    if parent is None:
+                        break
+                module = getattr(parent, leaf, None) if parent is not None else None
+                if isinstance(module, torch.nn.Module) and not hasattr(module, "_orig_mod"):
+                    setattr(parent, leaf, torch.compile(module, **compile_kwargs))
+                    done.append(f"{stage_name}.{path.removeprefix('model.')}")
         return done
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
@@ -292,36 +292,9 @@ class RiVEGPipeline(Pipeline):
 
     # ------------------------------------------------------------------ parameters
     def _sanitize_parameters(self, **kwargs: Any):
-        pre, fwd, post = {}, {}, {}
-        for key, value in kwargs.items():
-            if key in _CALL_OPTIONS["preprocess"]:
-                pre[key] = value
-            elif key in _CALL_OPTIONS["forward"]:
-                fwd[key] = value
-            elif key in _CALL_OPTIONS["postprocess"]:
-                post[key] = value
-            else:
-                valid = sorted(k for keys in _CALL_OPTIONS.values() for k in keys)
-                raise TypeError(f"{self.task}: unknown option {key!r}; valid options: {valid}")
-        if "mask_format" in post and post["mask_format"] not in MASK_FORMATS:
-            raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {post['mask_format']!r}")
-        if "errors" in fwd and fwd["errors"] not in ERROR_MODES:
-            raise ValueError(f"errors must be one of {ERROR_MODES}, got {fwd['errors']!r}")
-        for key in ("box_threshold", "entailment_threshold"):
-            if key in fwd and fwd[key] is not None and not _is_unit_number(fwd[key]):
-                raise ValueError(f"{key} must be a number in [0, 1] (not a boolean), got {fwd[key]!r}")
-        cap = fwd.get("max_entities_per_image")
-        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-            raise ValueError(f"max_entities_per_image must be a positive integer or None, got {cap!r}")
-        if fwd.get("visibility", "entailment") not in VISIBILITY_MODES:
-            raise ValueError(f"visibility must be one of {VISIBILITY_MODES}, got {fwd['visibility']!r}")
-        vbs = fwd.get("vision_batch_size")
-        if vbs is not None and (not isinstance(vbs, int) or isinstance(vbs, bool) or vbs < 1):
-            raise ValueError(f"vision_batch_size must be a positive integer, got {vbs!r}")
-        for key, where in (("allow_url_images", pre), ("use_descriptions", fwd), ("return_masks", fwd)):
-            if key in where and where[key] is not None and not isinstance(where[key], bool):
-                raise ValueError(f"{key} must be True or False, got {where[key]!r}")
-        return pre, fwd, post
+        return split_call_options(
+            kwargs
+        )  # one validator, shared with the endpoint handler (riveg_hf.options)
 
     # ------------------------------------------------------------------ calling
     def __call__(
@@ -426,112 +399,212 @@ class RiVEGPipeline(Pipeline):
         vision_batch_size: int | None = None,
         visibility: str = "entailment",
     ) -> list[dict[str, Any]]:
-        recognizer = self._stage("recognizer")
-        expander: Expander = self._stage("expander") or Expander(None, None)
-        captioner = self._stage("captioner")
-        entailment = self._stage("entailment")
-        grounder = self._stage("grounder")
-        segmenter = self._stage("segmenter")
+        """The stages over one batch, as named steps: caption -> recognize -> describe -> cap entities ->
+        (decide visibility -> locate -> segment, per batch with a per-image retry) -> collect."""
         if return_masks is None:
             return_masks = self.task == "segmented-mner"
+        run = _Run(
+            self._stage("recognizer"),
+            self._stage("expander") or Expander(None, None),
+            self._stage("captioner"),
+            None if visibility == "grounder" else self._stage("entailment"),
+            self._locator(),
+            self._mask_stage(return_masks),
+            box_threshold,
+            entailment_threshold,
+            use_descriptions,
+            use_knowledge,
+            vision_batch_size,
+        )
+        self._caption(batch, run)  # 1
+        spans = self._recognize(batch, run)  # 2
+        entities = self._describe(batch, spans, run)  # 3
+        jobs = self._cap_entities(batch, entities, run.locator, max_entities_per_image)  # 4
+        failed = self._each_image_on_failure(jobs, lambda js: self._ground(js, run))  # 5-7
+        return self._collect(batch, entities, failed, errors)  # 8
+
+    # ------------------------------------------------------------------ the steps
+    def _locator(self):
+        """The stage that finds boxes: the grounder, else a segmenter that locates (SAM 3 from text)."""
+        grounder = self._stage("grounder")
+        if grounder is not None:
+            return grounder
+        segmenter = self._stage("segmenter")
+        return segmenter.locator() if segmenter is not None else None
+
+    def _mask_stage(self, return_masks: bool):
+        segmenter = self._stage("segmenter")
         if return_masks and segmenter is None:
             raise ValueError(
                 "masks were asked for (segmented-mner / return_masks=True) but there is no segmenter."
             )
+        return segmenter if return_masks else None
 
-        # 1. captions, once per image (only when an LLM will read them)
-        wants_caption = captioner is not None and expander.has_llm
-        need_cap = [
-            b
-            for b in batch
-            if wants_caption and b["image"] is not None and b.get("caption") is None and b["words"]
-        ]
-        if need_cap:
-            for b, cap in zip(need_cap, captioner.caption([b["image"] for b in need_cap])):
+    def _caption(self, batch: list[dict[str, Any]], run: _Run) -> None:
+        """1. Captions, once per image, only when an LLM will read them."""
+        if run.captioner is None or not run.expander.has_llm:
+            return
+        need = [b for b in batch if b["image"] is not None and b.get("caption") is None and b["words"]]
+        if need:
+            for b, cap in zip(need, run.captioner.caption([b["image"] for b in need])):
                 b["caption"] = cap
 
-        # 2. recognizer, once over the batch (with PGIM knowledge when the recognizer was trained with it)
+    def _recognize(self, batch: list[dict[str, Any]], run: _Run) -> list[list]:
+        """2. The recognizer once over the batch (with PGIM knowledge when it was trained with it)."""
         knowledge = [None] * len(batch)
-        if recognizer.uses_knowledge and use_knowledge is not False:
+        if run.recognizer.uses_knowledge and run.use_knowledge is not False:
             missing = [b for b in batch if b["knowledge"] is None and b["words"]]
-            if missing and expander.has_llm:
-                for b, k in zip(
-                    missing,
-                    expander.knowledge([b["text"] for b in missing], [b.get("caption") for b in missing]),
-                ):
+            if missing and run.expander.has_llm:
+                written = run.expander.knowledge(
+                    [b["text"] for b in missing], [b.get("caption") for b in missing]
+                )
+                for b, k in zip(missing, written):
                     b["knowledge"] = k.split() or None
             knowledge = [b["knowledge"] for b in batch]
+        spans: list[list] = [[] for _ in batch]
         has_words = [i for i, b in enumerate(batch) if b["words"]]
-        spans_per_item: list[list] = [[] for _ in batch]
         if has_words:
-            found = recognizer([batch[i]["words"] for i in has_words], [knowledge[i] for i in has_words])
-            for i, spans in zip(has_words, found):
-                spans_per_item[i] = spans
+            found = run.recognizer([batch[i]["words"] for i in has_words], [knowledge[i] for i in has_words])
+            for i, sp in zip(has_words, found):
+                spans[i] = sp
+        return spans
 
-        # 3. descriptions, once over all entities of the batch (cached)
+    def _describe(
+        self, batch: list[dict[str, Any]], spans: list[list], run: _Run
+    ) -> list[list[dict[str, Any]]]:
+        """3. The entities as output records, with their descriptions (once over the batch, cached)."""
         entities: list[list[dict[str, Any]]] = []
         requests: list[ExpansionRequest] = []
-        for b, spans in zip(batch, spans_per_item):
+        for b, item_spans in zip(batch, spans):
             ents = []
-            for sp in spans:
+            for sp in item_spans:
                 c0, c1 = b["offsets"][sp.start][0], b["offsets"][sp.end - 1][1]
-                ent = {
-                    "entity": b["text"][c0:c1],
-                    "type": sp.type,
-                    "start": c0,
-                    "end": c1,
-                    "score": sp.score,
-                    "token_start": sp.start,
-                    "token_end": sp.end,
-                }
-                ents.append(ent)
-                requests.append(ExpansionRequest(ent["entity"], sp.type, b["text"], b.get("caption")))
+                ents.append({"entity": b["text"][c0:c1], "type": sp.type, "start": c0, "end": c1, "score": sp.score,
+                             "token_start": sp.start, "token_end": sp.end, "groundable": False,
+                             "groundable_score": None, "box": None, "box_score": None, "mask": None})  # fmt: skip
+                requests.append(ExpansionRequest(ents[-1]["entity"], sp.type, b["text"], b.get("caption")))
             entities.append(ents)
-        descriptions = iter(expander.describe(requests)) if requests else iter(())
+        described = iter(run.expander.describe(requests)) if requests else iter(())
         for ents in entities:
             for ent in ents:
-                ent["description"], ent["description_source"] = next(descriptions)
+                ent["description"], ent["description_source"] = next(described)
+        return entities
 
-        # 4-6. over the whole batch, stage by stage: entailment, grounding, segmentation (each vision model
-        # encodes each image once, `vision_batch_size` images per forward)
-        # the stage that finds boxes: the grounder, or SAM 3 from the descriptions (segmenter, no grounder)
-        text_segmenter = (
-            grounder is None and segmenter is not None and getattr(segmenter, "text_prompted", False)
-        )
-        locator = segmenter if text_segmenter else grounder
-        jobs: list[tuple[int, Any, list[dict[str, Any]], str]] = []
+    def _cap_entities(self, batch, entities, locator, cap: int | None) -> list[_Job]:
+        """4. One grounding job per image with entities; entities past the cap are kept, with a note."""
+        jobs = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
-            if b["image"] is not None and ents and locator is not None:
-                cap = len(ents) if max_entities_per_image is None else max_entities_per_image
-                for ent in ents[cap:]:
-                    ent.update(
-                        groundable=False,
-                        groundable_score=None,
-                        box=None,
-                        box_score=None,
-                        mask=None,
-                        grounding=f"skipped: the image has {len(ents)} entities, above "
-                        f"max_entities_per_image={cap}; raise it to ground them",
-                    )
-                jobs.append((k, b["image"], ents[:cap], b["text"]))
-            else:
-                for ent in ents:
-                    ent.update(groundable=False, groundable_score=None, box=None, box_score=None, mask=None)
-        stages = (entailment, locator, segmenter if return_masks else None)
-        if visibility == "grounder":  # the grounder's answer decides (a VLM's null = not visible)
-            stages = (None, *stages[1:])
-        options = (box_threshold, entailment_threshold, use_descriptions, vision_batch_size)
+            if b["image"] is None or not ents or locator is None:
+                continue
+            limit = len(ents) if cap is None else cap
+            for ent in ents[limit:]:
+                ent["grounding"] = (f"skipped: the image has {len(ents)} entities, above "
+                                    f"max_entities_per_image={limit}; raise it to ground them")  # fmt: skip
+            jobs.append(_Job(k, b["image"], ents[:limit], b["text"]))
+        return jobs
+
+    def _each_image_on_failure(self, jobs: list[_Job], step) -> dict[int, BaseException]:
+        """``step(jobs)`` over the whole batch; if it fails, each image alone, so one bad input never loses the
+        others. Returns the failed inputs' errors by position in the batch."""
         failed: dict[int, BaseException] = {}
+        if not jobs:
+            return failed
         try:
-            if jobs:
-                self._ground(jobs, *stages, *options)
+            step(jobs)
         except (RuntimeError, ValueError, BoxError):
-            # one input broke the batched call: run each alone, so that it never loses the others
             for job in jobs:
                 try:
-                    self._ground([job], *stages, *options)
+                    step([job])
                 except (RuntimeError, ValueError, BoxError) as err:
-                    failed[job[0]] = err
+                    failed[job.item] = err
+        return failed
+
+    def _ground(self, jobs: list[_Job], run: _Run) -> None:
+        """5-7. Decide visibility, locate, segment: each vision model encodes each image once."""
+        visible, probs = self._decide_visibility(jobs, run)  # 5
+        located = self._locate(jobs, visible, run)  # 6
+        keep = self._kept(jobs, visible, located, run)
+        masks = self._segment(jobs, located, keep, run)  # 7
+        for job, pr, loc, kp, ms in zip(jobs, probs, located, keep, masks):
+            for i, ent in enumerate(job.entities):
+                k = loc.index.get(i)
+                box = loc.result.boxes[k] if k is not None else None
+                score = loc.result.score(k) if k is not None else None
+                ent.update(groundable=i in kp, groundable_score=pr[i] if pr[i] is not None else score,
+                           box=box if i in kp else None, box_score=score, mask=ms.get(i))  # fmt: skip
+                note = loc.result.notes[k] if k is not None else None
+                if note:
+                    ent["grounding"] = note
+
+    def _vbs(self, stage, run: _Run) -> int:
+        return run.vision_batch_size or self.default_vision_batch_size(stage)
+
+    def _decide_visibility(
+        self, jobs: list[_Job], run: _Run
+    ) -> tuple[list[list[bool]], list[list[float | None]]]:
+        """5. The entailment stage's P(visible) per entity (RiVEG), or every entity passed on to the locator."""
+        if run.entailment is None:
+            return [[True] * len(j.entities) for j in jobs], [[None] * len(j.entities) for j in jobs]
+        ent = run.entailment
+        hyps = [ent.hypotheses([(e["entity"], e["type"], e["description"] or e["entity"]) for e in j.entities])
+                for j in jobs]  # fmt: skip
+        probs = ent.score_many(
+            [(j.image, h) for j, h in zip(jobs, hyps)], vision_batch_size=self._vbs(ent, run)
+        )
+        threshold = ent.threshold if run.entailment_threshold is None else run.entailment_threshold
+        return [[bool(p >= threshold) for p in pr] for pr in probs], [[float(p) for p in pr] for pr in probs]
+
+    def _locate(self, jobs: list[_Job], visible: list[list[bool]], run: _Run) -> list[_Located]:
+        """6. One request per image for the entities still visible: their descriptions (or names)."""
+        asked = [[i for i, v in enumerate(vis) if v] for vis in visible]
+        requests = []
+        for job, idx in zip(jobs, asked):
+            ents = [job.entities[i] for i in idx]
+            queries = [
+                e["description"] if run.use_descriptions and e.get("description") else e["entity"]
+                for e in ents
+            ]
+            context = [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
+            requests.append(LocateRequest(job.image, queries, text=job.text, entities=context))
+        results = run.locator.locate_many(requests, vision_batch_size=self._vbs(run.locator, run))
+        return [_Located({i: k for k, i in enumerate(idx)}, res) for idx, res in zip(asked, results)]
+
+    def _kept(self, jobs, visible, located: list[_Located], run: _Run) -> list[set[int]]:
+        """Which entities keep their box: with an entailment stage its decision is final and the locator's top
+        box is kept (as in RiVEG); without one, the locator's score decides (when it has scores)."""
+        locator = run.locator
+        threshold = locator.box_threshold if run.box_threshold is None else run.box_threshold
+        keep = []
+        for loc in located:
+            kept = set()
+            for i, k in loc.index.items():
+                box, score = loc.result.boxes[k], loc.result.score(k)
+                if box is not None and (run.entailment is not None or score is None or score >= threshold):
+                    kept.add(i)
+            keep.append(kept)
+        return keep
+
+    def _segment(
+        self, jobs, located: list[_Located], keep: list[set[int]], run: _Run
+    ) -> list[dict[int, Any]]:
+        """7. Masks of the kept boxes: the locator's own (SAM 3 from text), else the segmenter, once per image."""
+        if run.segmenter is None:
+            return [{} for _ in jobs]
+        if run.locator.returns_masks:
+            return [{i: loc.result.mask(loc.index[i]) for i in sorted(kp)} for loc, kp in zip(located, keep)]
+        if not any(keep):
+            return [{} for _ in jobs]
+        order = [sorted(kp) for kp in keep]
+        items = [
+            (j.image, [loc.result.boxes[loc.index[i]] for i in o]) for j, loc, o in zip(jobs, located, order)
+        ]
+        segmented = run.segmenter.segment_many(items, vision_batch_size=self._vbs(run.segmenter, run))
+        return [dict(zip(o, m)) for o, m in zip(order, segmented)]
+
+    def _collect(
+        self, batch, entities, failed: dict[int, BaseException], errors: str
+    ) -> list[dict[str, Any]]:
+        """8. One output per input: its entities, or its error (raised with ``errors="raise"``)."""
         out = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
             if k in failed:
@@ -542,103 +615,6 @@ class RiVEGPipeline(Pipeline):
             else:
                 out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
         return out
-
-    def _ground(
-        self,
-        jobs,
-        entailment,
-        grounder,
-        segmenter,
-        box_threshold,
-        entailment_threshold,
-        use_descriptions,
-        vision_batch_size,
-    ) -> None:
-        """``jobs`` = ``[(index, image, entities, text)]``: visibility, box and mask of each entity, in place.
-
-        ``vision_batch_size`` None: each stage's default (``default_vision_batch_size(stage)``)."""
-
-        def vbs(stage: Stage) -> int:
-            return vision_batch_size or self.default_vision_batch_size(stage)
-
-        queries = [
-            [e["description"] if use_descriptions and e.get("description") else e["entity"] for e in ents]
-            for _, _, ents, _ in jobs
-        ]
-        if entailment is not None:
-            hyps = [
-                entailment.hypotheses(
-                    [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
-                )
-                for _, _, ents, _ in jobs
-            ]
-            probs = entailment.score_many(
-                [(img, h) for (_, img, _, _), h in zip(jobs, hyps)], vision_batch_size=vbs(entailment)
-            )
-            threshold = entailment.threshold if entailment_threshold is None else entailment_threshold
-            visible = [[bool(p >= threshold) for p in pr] for pr in probs]
-        else:
-            probs = [[None] * len(ents) for _, _, ents, _ in jobs]
-            visible = [[True] * len(ents) for _, _, ents, _ in jobs]
-        to_ground = [[i for i, v in enumerate(vis) if v] for vis in visible]
-        contexts = [
-            {
-                "text": text,
-                "entities": [
-                    (ents[i]["entity"], ents[i]["type"], ents[i]["description"] or ents[i]["entity"])
-                    for i in tg
-                ],
-            }
-            for (_, _, ents, text), tg in zip(jobs, to_ground)
-        ]
-        diagnostics: list[dict[str, Any]] = []
-        grounded = grounder.ground_many(
-            [(img, [qs[i] for i in tg]) for (_, img, _, _), qs, tg in zip(jobs, queries, to_ground)],
-            vision_batch_size=vbs(grounder),
-            contexts=contexts,
-            diagnostics=diagnostics,
-        )
-        unparsable = [{tg[j] for j in d.get("unparsable", [])} for tg, d in zip(to_ground, diagnostics)]
-        found = [{i: r[:2] for i, r in zip(tg, g)} for tg, g in zip(to_ground, grounded)]
-        threshold = grounder.box_threshold if box_threshold is None else box_threshold
-        # With an entailment model its decision is final and the detector's top box is kept (as in RiVEG);
-        # without one, the detector's score decides visibility.
-        keep = [
-            sorted(
-                i
-                for i, (box, score) in f.items()
-                if box is not None and (entailment is not None or score is None or score >= threshold)
-            )
-            for f in found
-        ]
-        masks: list[dict[int, np.ndarray]] = [{} for _ in jobs]
-        if segmenter is not None and segmenter is grounder:  # SAM 3 from text: the masks came with the boxes
-            masks = [
-                {i: r[2] for i, r in zip(tg, g) if i in set(kp)}
-                for tg, g, kp in zip(to_ground, grounded, keep)
-            ]
-        elif segmenter is not None and any(keep):
-            segmented = segmenter.segment_many(
-                [(img, [f[i][0] for i in kp]) for (_, img, _, _), f, kp in zip(jobs, found, keep)],
-                vision_batch_size=vbs(segmenter),
-            )
-            masks = [dict(zip(kp, m)) for kp, m in zip(keep, segmented)]
-        for (_, _, ents, _), pr, f, kp, ms, unparsable_i in zip(jobs, probs, found, keep, masks, unparsable):
-            kept = set(kp)
-            for i, ent in enumerate(ents):
-                box, score = f.get(i, (None, None))
-                ent.update(
-                    groundable=i in kept,
-                    groundable_score=float(pr[i]) if pr[i] is not None else score,
-                    box=box if i in kept else None,
-                    box_score=score,
-                    mask=ms.get(i),
-                )
-                if i in unparsable_i:
-                    ent["grounding"] = (
-                        "the grounder's answer had no usable entry for this entity (malformed, truncated or "
-                        "missing): reported as not visible"
-                    )
 
     def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
         if "error" in model_outputs:
@@ -739,8 +715,33 @@ class _LazyRows(torch.utils.data.Dataset):
         return iter(self.ds)
 
 
-def _is_unit_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+def _route_options(
+    options: dict[str, Any], present: set[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """from_components' options -> (per stage: its arguments; the call options saved as defaults). An option for
+    a stage that is absent is an error naming the stage (it used to be silently dropped)."""
+    per_stage: dict[str, dict[str, Any]] = {name: {} for name in STAGES}
+    calls: dict[str, Any] = {}
+    for key, value in options.items():
+        opt = STAGE_OPTIONS.get(key)
+        if opt is None:
+            if key not in CALL_OPTIONS:
+                valid = sorted([*STAGE_OPTIONS, *CALL_OPTIONS])
+                raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
+            calls[key] = value
+            continue
+        if opt.stage in present or opt.stage == "expander":  # the template expander is always there
+            per_stage[opt.stage][opt.argument] = value
+        elif opt.alternative in present:
+            per_stage.setdefault("_locator", {})[opt.argument] = value  # checked once the stage is built
+        else:
+            owner = opt.stage + (f" (or a {opt.alternative} that locates)" if opt.alternative else "")
+            raise ValueError(
+                f"from_components: {key} is an option of the {owner}, and this pipeline has no {opt.stage}: pass "
+                f"{opt.stage}=... or leave out {key}."
+            )
+    split_call_options(calls)  # validated now, not at the first call
+    return per_stage, calls
 
 
 def _is_hf_dataset(x: Any) -> bool:

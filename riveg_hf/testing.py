@@ -77,7 +77,9 @@ __all__ = [
     "tiny_owlv2",
     "tiny_preset",
     "tiny_qwen2_5_vl",
+    "tiny_qwen2_vl",
     "tiny_qwen3_vl",
+    "tiny_qwen3_vl_moe",
     "tiny_recognizer",
     "tiny_sam",
     "tiny_sam2",
@@ -599,6 +601,82 @@ def tiny_qwen3_vl(seed: int = 0):
         chat_template=_VLM_CHAT_TEMPLATE,
     )
     return model, proc
+
+
+def tiny_qwen2_vl(seed: int = 0):
+    """A tiny random Qwen2-VL (relative 0-1000 coordinates, box-token answers) with a Qwen-style processor."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tok, ids = _vlm_tokenizer()
+    with _seeded(seed):
+        cfg = Qwen2VLConfig(
+            text_config={
+                "vocab_size": len(tok),
+                **_VLM_TEXT_DIMS,
+                "max_position_embeddings": 4096,
+                "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]},
+                "bos_token_id": ids["<|endoftext|>"],
+                "eos_token_id": ids["<|im_end|>"],
+                "pad_token_id": ids["<|endoftext|>"],
+            },
+            vision_config={
+                "depth": 1,
+                "embed_dim": 32,
+                "hidden_size": 32,
+                "num_heads": 4,
+                "mlp_ratio": 2,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+            },  # fmt: skip
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+        )
+        model = Qwen2VLForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    proc = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16),
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_VLM_CHAT_TEMPLATE,
+    )
+    return model, proc
+
+
+def tiny_qwen3_vl_moe(seed: int = 0):
+    """A tiny random Qwen3-VL-MoE (the Qwen3-VL-30B-A3B / 235B-A22B architecture): relative 0-1000 coordinates."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    dense, proc = tiny_qwen3_vl(seed)
+    tok = proc.tokenizer
+    cfg = dense.config.to_dict()
+    text = {k: v for k, v in cfg["text_config"].items() if k not in ("model_type", "architectures")}
+    text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, decoder_sparse_step=1,
+                num_local_experts=4)  # fmt: skip
+    vision = {k: v for k, v in cfg["vision_config"].items() if k not in ("model_type", "architectures")}
+    with _seeded(seed):
+        moe = Qwen3VLMoeForConditionalGeneration(
+            Qwen3VLMoeConfig(
+                text_config=text,
+                vision_config=vision,
+                image_token_id=cfg["image_token_id"],
+                video_token_id=cfg["video_token_id"],
+                vision_start_token_id=cfg["vision_start_token_id"],
+                vision_end_token_id=cfg["vision_end_token_id"],
+            )  # fmt: skip
+        ).eval()
+    moe.generation_config.eos_token_id = dense.generation_config.eos_token_id
+    moe.generation_config.pad_token_id = dense.generation_config.pad_token_id
+    assert tok is proc.tokenizer
+    return moe, proc
 
 
 def tiny_qwen2_5_vl(seed: int = 0):

@@ -89,14 +89,14 @@ def test_one_bad_image_in_a_batch_does_not_lose_the_others(dummy_dir, photo, mon
         recognizer=every_word_recognizer("B-LOC"), grounder=dummy_dir["grounder"], box_threshold=0.0
     )
     g = pipe.stages["grounder"]
-    real = g.ground_many
+    real = g.locate_many
 
-    def flaky(items, **kw):
-        if any(img.size == (90, 40) for img, _ in items):
+    def flaky(requests, **kw):
+        if any(r.image.size == (90, 40) for r in requests):
             raise RuntimeError("the detector failed on this image")
-        return real(items, **kw)
+        return real(requests, **kw)
 
-    monkeypatch.setattr(g, "ground_many", flaky)
+    monkeypatch.setattr(g, "locate_many", flaky)
     bad = Image.new("RGB", (90, 40))
     out = pipe(
         [{"text": "Paris", "image": photo}, {"text": "Rome", "image": bad}, {"text": "Oslo", "image": photo}]
@@ -161,7 +161,7 @@ def test_a_vlm_grounder_batches_images_on_cpu_by_default(dummy_dir, photo, monke
     seen: dict[str, list] = {"entailment": [], "grounder": []}
     for name in seen:
         cls = type(pipe.stages[name])
-        method = "score_many" if name == "entailment" else "ground_many"
+        method = "score_many" if name == "entailment" else "locate_many"
         real = getattr(cls, method)
 
         def spy(self, items, _real=real, _name=name, **kw):
@@ -208,8 +208,11 @@ def _family(name: str):
         "florence2": lambda: {"grounder": tiny_florence2()},
         "qwen3vl": lambda: {"grounder": tiny_qwen3_vl(), "visibility": "grounder"},
     }[name]()
+    gate = (
+        {"entailment_threshold": 0.0} if "entailment" in parts else {}
+    )  # an option of a stage that is there
     return RiVEGPipeline.from_components(
-        recognizer=every_word_recognizer("B-LOC"), **parts, box_threshold=0.0, entailment_threshold=0.0
+        recognizer=every_word_recognizer("B-LOC"), **parts, box_threshold=0.0, **gate
     )
 
 

@@ -11,9 +11,13 @@ import riveg_hf.data.report
 import riveg_hf.masks
 import riveg_hf.metrics.core
 import riveg_hf.net
+import riveg_hf.serving.client
 import riveg_hf.stages.expander
+import riveg_hf.stages.grounders.florence2
+import riveg_hf.stages.vlm_answers
 import riveg_hf.stages.vlm_grounding
 import riveg_hf.text
+import riveg_hf.training.vlm
 
 
 @pytest.mark.parametrize(
@@ -28,6 +32,10 @@ import riveg_hf.text
         riveg_hf.metrics.core,
         riveg_hf.net,
         riveg_hf.stages.expander,
+        riveg_hf.stages.vlm_answers,
+        riveg_hf.stages.grounders.florence2,
+        riveg_hf.serving.client,
+        riveg_hf.training.vlm,
         riveg_hf.stages.vlm_grounding,
     ],
     ids=lambda m: m.__name__,

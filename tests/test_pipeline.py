@@ -325,16 +325,16 @@ def test_detector_boxes_outside_the_image_are_clipped_and_nan_scores_ignored(pip
     grounder = pipe.stages["grounder"]
     fake_scores = np.array([[np.nan, 0.9]])
     fake_boxes = np.array([[0.5, 0.5, 0.2, 0.2], [1.2, -0.3, 1.0, 0.8]])  # cxcywh, the 2nd far outside
-    best = type(grounder)._best  # per query: its best box over the call's boxes, NaN scores as 0
+    from riveg_hf.stages.grounders._detector import best_per_query  # per query its best box, NaN scores as 0
 
     def fake(scores, boxes):
-        return lambda items, keys, vbs: {k: best(scores, boxes) for k in keys}
+        return lambda items, vbs: [best_per_query(scores, boxes) for _ in items]
 
-    monkeypatch.setattr(grounder, "_gdino_many", fake(fake_scores, fake_boxes))
+    monkeypatch.setattr(grounder, "_many", fake(fake_scores, fake_boxes))
     [(box, score)] = grounder.ground(photo, ["a thing"])
     assert score == pytest.approx(0.9)
     assert box == [pytest.approx(0.7 * 128), 0.0, 128.0, pytest.approx(0.1 * 128)]
-    monkeypatch.setattr(grounder, "_gdino_many", fake(np.array([[np.nan]]), fake_boxes[:1]))
+    monkeypatch.setattr(grounder, "_many", fake(np.array([[np.nan]]), fake_boxes[:1]))
     assert grounder.ground(photo, ["x"])[0][1] == 0.0
 
 

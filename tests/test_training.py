@@ -160,7 +160,7 @@ def test_vision_training_needs_images(tmp_path):
                 "1",
             ]
         )
-        == 1
+        == 2  # bad input: a dataset without images (riveg_cli.EXIT_BAD_INPUT)
     )
 
 

@@ -15,7 +15,14 @@ from riveg_hf.cli import main as cli
 from riveg_hf.data import load_built_dataset
 from riveg_hf.stages import Entailment, Grounder
 from riveg_hf.stages.vlm_grounding import to_original_xyxy
-from riveg_hf.testing import every_word_recognizer, tiny_florence2, tiny_qwen2_5_vl, tiny_qwen3_vl
+from riveg_hf.testing import (
+    every_word_recognizer,
+    tiny_florence2,
+    tiny_qwen2_5_vl,
+    tiny_qwen2_vl,
+    tiny_qwen3_vl,
+    tiny_qwen3_vl_moe,
+)
 from riveg_hf.training.vision import VisionTrainingArguments, train_entailment
 from riveg_hf.training.vlm import (
     VLMGrounderArguments,
@@ -80,14 +87,12 @@ def test_targets_in_each_family_coordinates_by_hand(one_image):
     # Qwen2.5-VL: pixels of the processor's resized image; 64x48 -> 56x56 (min_pixels), so
     # x * 56/64, y * 56/48: [10, 8, 40, 30] -> [8.75, 9.33, 35, 35] -> rounded
     q25 = _Encoder(Grounder(*tiny_qwen2_5_vl()))
-    assert q25.target(x, image, (56, 56)) == (
-        '[{"entity": "Ferrari", "bbox_2d": [9, 9, 35, 35]}, {"entity": "Paris", "bbox_2d": null}]'
-    )
-    # Qwen3-VL: 0..1000 on each axis, whatever the resize: 10/64, 8/48, 40/64, 30/48
-    q3 = _Encoder(Grounder(*tiny_qwen3_vl()))
-    assert q3.target(x, image, (64, 64)) == (
-        '[{"entity": "Ferrari", "bbox_2d": [156, 167, 625, 625]}, {"entity": "Paris", "bbox_2d": null}]'
-    )
+    # the cookbooks' trained format: bbox_2d + label, an entity the image does not show left out
+    assert q25.target(x, image, (56, 56)) == '[{"bbox_2d": [9, 9, 35, 35], "label": "Ferrari"}]'
+    # Qwen3-VL (dense and MoE) and Qwen2-VL: 0..1000 on each axis, whatever the resize: 10/64, 8/48, 40/64, 30/48
+    for build in (tiny_qwen3_vl, tiny_qwen3_vl_moe, tiny_qwen2_vl):
+        rel = _Encoder(Grounder(*build()))
+        assert rel.target(x, image, (64, 64)) == '[{"bbox_2d": [156, 167, 625, 625], "label": "Ferrari"}]', build
     # Florence-2: its processor's own quantization into 1000 bins (floor); invisible entities left out
     fl = _Encoder(Grounder(*tiny_florence2()))
     assert fl.target(x, image, None) == "ferrari, an organization<loc_156><loc_166><loc_625><loc_625>"

@@ -1,4 +1,6 @@
-"""RiVEG's five stages, each a small module behind one protocol (:class:`~riveg_hf.stages.base.Stage`).
+"""RiVEG's five roles, each one base class (:class:`~riveg_hf.stages.base.Stage` underneath), with one module per
+model family where families differ (:mod:`riveg_hf.stages.grounders`, :mod:`riveg_hf.stages.segmenters`),
+chosen from a registry by the checkpoint's model type.
 
 Data flow: text + image -> :class:`Recognizer` (entities) -> :class:`Expander` (descriptions,
 with the optional :class:`Captioner`) -> :class:`Entailment` (visible?) -> :class:`Grounder`
@@ -8,7 +10,7 @@ with the optional :class:`Captioner`) -> :class:`Entailment` (visible?) -> :clas
 from .base import ComponentLoadError, Stage
 from .entailment import Entailment, calibrate_threshold
 from .expander import Captioner, Expander, ExpansionRequest, clean_description, template_description
-from .grounder import Grounder
+from .grounder import Grounder, Localization, LocateRequest, Locator
 from .recognizer import Recognizer, WordSpan
 from .segmenter import Segmenter
 
@@ -30,6 +32,9 @@ __all__ = [
     "Expander",
     "ExpansionRequest",
     "Grounder",
+    "Localization",
+    "LocateRequest",
+    "Locator",
     "Recognizer",
     "Segmenter",
     "Stage",

@@ -74,6 +74,7 @@ class Entailment(Stage):
     """Image + hypotheses -> probability that the image shows each entity."""
 
     name = "entailment"
+    compile_modules = ("model.vision_model",)
     auto_classes = (
         AutoModelForZeroShotImageClassification,
         BlipForImageTextRetrieval,

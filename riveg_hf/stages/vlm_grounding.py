@@ -1,42 +1,43 @@
-"""Visual grounding with a vision-language model (Qwen2.5-VL, Qwen3-VL): prompt, answer format, parser.
+"""Visual grounding with a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): prompt, answer format,
+coordinates -- shared by the in-process grounder, the served one and ``riveg train grounder``.
 
-**One generation per image for all of that image's entities.** The prompt gives the tweet and, per
-entity, its name, type and description, and asks for a JSON list with one object per entity, in the
-same order::
+**One generation per image for all of that image's entities.** The prompt gives the tweet and, per entity,
+its name, type and description, and asks for the format the Qwen-VL models are trained on (their cookbooks'
+grounding prompts: "... output all the coordinates in JSON format", answered with ``bbox_2d`` + ``label``)::
 
-    [{"entity": "Golden Gate Bridge", "bbox_2d": [x1, y1, x2, y2]}, {"entity": "Obama", "bbox_2d": null}]
+    [{"bbox_2d": [x1, y1, x2, y2], "label": "Golden Gate Bridge"}]
 
-``null`` means "not visible" (the end-to-end style of visibility, see the pipeline's ``visibility``).
+with the entity's name as the label, and an entity the image does not show **left out** (Qwen3-VL's trained
+behaviour: it skips the categories it does not see). Reading the answer (any of the shapes real models emit,
+names matched to entities) is :mod:`riveg_hf.stages.vlm_answers`; an entity the answer does not mention is
+"not visible" (the end-to-end style of visibility, see the pipeline's ``visibility``).
 
-**Coordinates** differ by family, and :func:`to_original_xyxy` maps them back to pixel ``xyxy`` of the
-original image:
+**Coordinates** differ by family (:data:`VLM_FAMILIES`), and :func:`to_original_xyxy` maps them back to pixel
+``xyxy`` of the original image; :func:`from_original_xyxy` is its inverse, for training targets:
 
-* ``qwen2_5_vl``: absolute pixels of the image *as the processor resized it* (``image_grid_thw`` x the
-  patch size), so a box is scaled by ``original / resized`` on each axis;
-* ``qwen3_vl``: relative coordinates in ``0..1000`` on each axis.
+* ``qwen2_5_vl``: **absolute pixels of the image as the processor resized it** (``image_grid_thw`` x the
+  patch size: ``smart_resize`` to multiples of 28 within min/max pixels), so a box is scaled by
+  ``original / resized`` on each axis (the Qwen2.5-VL cookbook's ``plot_bounding_boxes`` divides by
+  ``input_width`` / ``input_height``);
+* ``qwen2_vl``, ``qwen3_vl``, ``qwen3_vl_moe``: **relative coordinates in 0..1000** on each axis, whatever
+  the resize (Qwen2-VL's paper and its ``process_bbox`` notebook; the Qwen3-VL cookbook divides by 1000).
+  Qwen2-VL's own answers use its box tokens ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, which the parser reads.
 
-**The parser** (:func:`parse_grounding_answer`) never raises: prose or code fences around the JSON,
-truncated JSON (the objects that are complete are kept), missing, extra or repeated entities (first
-answer wins), boxes with inverted corners (swapped), outside the image (clipped; nothing left -> None),
-or not four numbers (None). Each entity gets a box or None, and the entities for which the answer had
-no usable object are counted (``unparsable``) and noted in the output.
-
-**box_score** is the mean probability the model gave to the generated tokens of that entity's
-``bbox_2d`` value (the numbers of its box): a confidence in the coordinates, 1.0 for a perfectly
-certain answer; None for "not visible".
+**box_score** is the mean probability the model gave to the generated tokens of that entity's box (the
+numbers of its box): a confidence in the coordinates; None for "not visible".
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+
+from .vlm_answers import match_objects, parse_objects
 
 __all__ = [
     "VLM_FAMILIES",
+    "GroundingRead",
     "ParsedAnswer",
     "build_grounding_prompt",
     "format_grounding_answer",
@@ -44,157 +45,162 @@ __all__ = [
     "grounding_messages",
     "max_new_tokens_for",
     "parse_grounding_answer",
+    "read_grounding_answer",
     "to_original_xyxy",
 ]
 
 #: model_type -> coordinate convention
-VLM_FAMILIES = {"qwen2_5_vl": "absolute", "qwen2_vl": "absolute", "qwen3_vl": "relative-1000"}
-
-_CONVENTION_TEXT = {
-    "absolute": "pixel coordinates of the image",
-    "relative-1000": "coordinates relative to the image, from 0 to 1000 on each axis",
+VLM_FAMILIES = {
+    "qwen2_vl": "relative-1000",
+    "qwen2_5_vl": "absolute",
+    "qwen3_vl": "relative-1000",
+    "qwen3_vl_moe": "relative-1000",
 }
+CONVENTIONS = ("absolute", "relative-1000")
+
+NOTE_NOT_MENTIONED = "not mentioned in the grounder's answer: reported as not visible"
+NOTE_MALFORMED = "the grounder's answer had no usable entry for this entity (its box is malformed): reported as not visible"
+NOTE_UNPARSABLE = (
+    "the grounder's answer had no usable entry for this entity (malformed, truncated or not an answer): reported "
+    "as not visible"
+)
+NOTE_OUTSIDE = "the grounder's box lies outside the image: reported as not visible"
 
 
-def build_grounding_prompt(text: str, entities: Sequence[tuple[str, str, str]], convention: str) -> str:
+def build_grounding_prompt(
+    text: str, entities: Sequence[tuple[str, str, str]], convention: str | None = None
+) -> str:
     """The user turn that asks for every entity's box in one answer (the image goes before it).
 
-    >>> print(build_grounding_prompt("Obama in Paris", [("Obama", "PER", "a man in a suit")], "absolute"))
+    ``convention`` is accepted for compatibility and not used: each family answers in its own trained
+    coordinates, which the prompt does not try to change.
+
+    >>> print(build_grounding_prompt("Obama in Paris", [("Obama", "PER", "a man in a suit")]))
     ... # doctest: +NORMALIZE_WHITESPACE
     Tweet: Obama in Paris
     Entities:
     1. Obama (PER): a man in a suit
-    For each entity, give the bounding box [x1, y1, x2, y2] of the region of the image that shows it, in pixel
-    coordinates of the image, or null if the image does not show it. Answer with a JSON list only, one object
-    per entity in the same order: [{"entity": "...", "bbox_2d": [x1, y1, x2, y2] or null}].
+    Locate every entity above that the image shows, and output all the bbox coordinates in JSON format:
+    [{"bbox_2d": [x1, y1, x2, y2], "label": "<the entity's name>"}]. Leave out an entity the image does not show.
     """
     lines = [f"Tweet: {text}", "Entities:"]
     lines += [f"{i}. {e} ({t}): {d}" for i, (e, t, d) in enumerate(entities, 1)]
     lines.append(
-        "For each entity, give the bounding box [x1, y1, x2, y2] of the region of the image that shows it, in "
-        f"{_CONVENTION_TEXT[convention]}, or null if the image does not show it. Answer with a JSON list only, "
-        'one object per entity in the same order: [{"entity": "...", "bbox_2d": [x1, y1, x2, y2] or null}].'
+        "Locate every entity above that the image shows, and output all the bbox coordinates in JSON format: "
+        '[{"bbox_2d": [x1, y1, x2, y2], "label": "<the entity\'s name>"}]. Leave out an entity the image does '
+        "not show."
     )
     return "\n".join(lines)
 
 
-def grounding_messages(text: str, entities: Sequence[tuple[str, str, str]], convention: str) -> list[dict]:
+def grounding_messages(
+    text: str, entities: Sequence[tuple[str, str, str]], convention: str | None = None
+) -> list[dict]:
     """The chat the grounder sends (and ``riveg train grounder`` trains on): one user turn, image first."""
     return [
         {
             "role": "user",
-            "content": [
-                {"type": "image"},
-                {"type": "text", "text": build_grounding_prompt(text, entities, convention)},
-            ],
+            "content": [{"type": "image"}, {"type": "text", "text": build_grounding_prompt(text, entities)}],
         }
     ]
 
 
 def format_grounding_answer(names: Sequence[str], boxes: Sequence[Sequence[float] | None]) -> str:
-    """The answer the grounder expects (and training targets): a JSON list, integer coordinates.
+    """The answer the grounder expects (and training targets): the visible entities only, integer coordinates.
 
     >>> format_grounding_answer(["Obama", "NASA"], [[10.4, 20, 30, 40.6], None])
-    '[{"entity": "Obama", "bbox_2d": [10, 20, 30, 41]}, {"entity": "NASA", "bbox_2d": null}]'
+    '[{"bbox_2d": [10, 20, 30, 41], "label": "Obama"}]'
     """
     return json.dumps(
         [
-            {"entity": str(n), "bbox_2d": None if b is None else [round(float(v)) for v in b]}
+            {"bbox_2d": [round(float(v)) for v in b], "label": str(n)}
             for n, b in zip(names, boxes)
+            if b is not None
         ],
         ensure_ascii=False,
     )
 
 
 def max_new_tokens_for(n_entities: int, per_entity: int = 48, base: int = 16) -> int:
-    """The generation budget grows with the entities: about 48 tokens per ``{"entity", "bbox_2d"}`` object."""
+    """The generation budget grows with the entities: about 48 tokens per ``{"bbox_2d", "label"}`` object."""
     return base + per_entity * max(1, n_entities)
 
 
+@dataclass
+class GroundingRead:
+    """An answer read for the entities asked: per entity its box in original pixels (or None), the
+    character span of that box in the answer (for box_score), and a note when it has no box."""
+
+    boxes: list[list[float] | None]
+    spans: list[tuple[int, int] | None]
+    notes: list[str | None]
+    #: per entity, how it was matched ("name", "description", "position", "not-mentioned")
+    how: list[str] = field(default_factory=list)
+
+
+def read_grounding_answer(
+    answer: str | None,
+    entities: Sequence[tuple[str, str, str]],
+    convention: str,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+) -> GroundingRead:
+    """Parse ``answer``, give each entity ``(name, type, description)`` its object, map its box to original
+    pixels. Never raises; every entity gets a box or None (with a note saying why)."""
+    objects = parse_objects(answer)
+    n = len(entities)
+    if not objects:
+        return GroundingRead([None] * n, [None] * n, [NOTE_UNPARSABLE] * n, ["not-mentioned"] * n)
+    match = match_objects(objects, [(e, d) for e, _, d in entities])
+    boxes, spans, notes = [], [], []
+    for k in match.index:
+        if k is None:
+            boxes.append(None), spans.append(None), notes.append(NOTE_NOT_MENTIONED)
+            continue
+        obj = objects[k]
+        if obj.status == "none":
+            boxes.append(None), spans.append(None), notes.append(None)  # the model said: not visible
+            continue
+        if obj.status != "box":
+            boxes.append(None), spans.append(None), notes.append(NOTE_MALFORMED)
+            continue
+        xyxy = to_original_xyxy(obj.box, convention, original_size, input_size)
+        boxes.append(xyxy)
+        spans.append(obj.span if xyxy is not None else None)
+        notes.append(None if xyxy is not None else NOTE_OUTSIDE)
+    return GroundingRead(boxes, spans, notes, match.how)
+
+
+# ---------------------------------------------------------------------- the earlier interface
 @dataclass
 class ParsedAnswer:
     """Boxes in the model's coordinates (None = not visible or unusable), per entity, in order."""
 
     boxes: list[list[float] | None]
-    #: per entity, the character span of its ``bbox_2d`` value in the answer (for box_score), or None
     spans: list[tuple[int, int] | None] = field(default_factory=list)
-    #: entities for which the answer had no usable object (missing, truncated, or a bbox_2d that is neither
-    #: null nor four finite numbers)
+    #: entities for which the answer had no usable object (not mentioned, truncated, or a malformed box)
     unparsable: list[int] = field(default_factory=list)
 
 
-_OBJECT_RE = re.compile(r"\{[^{}]*\}")
-_BBOX_VALUE_RE = re.compile(r'"bbox_2d"\s*:\s*(null|\[[^\]]*\])')
-
-
-def _norm(name: Any) -> str:
-    return re.sub(r"[^0-9a-z]+", "", str(name).casefold())
-
-
-def _box_value(value: Any) -> list[float] | None:
-    if not isinstance(value, (list, tuple)) or len(value) != 4:
-        return None
-    try:
-        box = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in box):
-        return None
-    x0, x1 = sorted((box[0], box[2]))
-    y0, y1 = sorted((box[1], box[3]))
-    return [x0, y0, x1, y1]
-
-
 def parse_grounding_answer(answer: str, names: Sequence[str]) -> ParsedAnswer:
-    """Read an answer in the format of the module doc; never raises (see the module doc).
+    """Boxes per entity name, in the model's coordinates (:func:`read_grounding_answer` without the mapping).
 
-    >>> p = parse_grounding_answer('Sure! [{"entity": "Obama", "bbox_2d": [10, 20, 5, 40]}, {"entity": "NASA", '
+    >>> p = parse_grounding_answer('Sure! [{"label": "Obama", "bbox_2d": [10, 20, 5, 40]}, {"label": "NASA", '
     ...                            '"bbox_2d": null}]', ["Obama", "NASA", "Paris"])
     >>> p.boxes, p.unparsable
     ([[5.0, 20.0, 10.0, 40.0], None, None], [2])
     """
-    n = len(names)
-    boxes: list[list[float] | None] = [None] * n
-    spans: list[tuple[int, int] | None] = [None] * n
-    answered = [False] * n
-    malformed = [False] * n
-    # every complete {...} object, in order (survives prose, code fences and a truncated list)
-    objects = []
-    for m in _OBJECT_RE.finditer(answer or ""):
-        try:
-            obj = json.loads(m.group(0))
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict) and "bbox_2d" in obj:
-            vm = _BBOX_VALUE_RE.search(m.group(0))
-            span = (m.start() + vm.start(1), m.start() + vm.end(1)) if vm else None
-            objects.append((obj, span))
-    by_name: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        by_name.setdefault(_norm(name), []).append(i)
-    unnamed = []
-    for k, (obj, span) in enumerate(objects):
-        target = None
-        for i in by_name.get(_norm(obj.get("entity", obj.get("label", ""))), []):
-            if not answered[i]:
-                target = i
-                break
-        if target is None:
-            unnamed.append((k, obj, span))
-            continue
-        answered[target] = True
-        boxes[target], spans[target] = _box_value(obj["bbox_2d"]), span
-        malformed[target] = obj["bbox_2d"] is not None and boxes[target] is None
-    # objects whose name matches no entity fill the unanswered entities by position (a model that misspells)
-    for k, obj, span in unnamed:
-        if k < n and not answered[k] and _norm(obj.get("entity", "")) not in by_name:
-            answered[k] = True
-            boxes[k], spans[k] = _box_value(obj["bbox_2d"]), span
-            malformed[k] = obj["bbox_2d"] is not None and boxes[k] is None
-    spans = [sp if b is not None else None for b, sp in zip(boxes, spans)]
-    return ParsedAnswer(
-        boxes=boxes, spans=spans, unparsable=[i for i in range(n) if not answered[i] or malformed[i]]
-    )
+    objects = parse_objects(answer)
+    match = match_objects(objects, [(n, None) for n in names])
+    boxes, spans, bad = [], [], []
+    for i, k in enumerate(match.index):
+        obj = objects[k] if k is not None else None
+        if obj is None or obj.status in ("malformed", "missing"):
+            bad.append(i)
+        ok = obj is not None and obj.status == "box"
+        boxes.append(list(obj.box) if ok else None)
+        spans.append(obj.span if ok else None)
+    return ParsedAnswer(boxes, spans, bad)
 
 
 def to_original_xyxy(
@@ -216,9 +222,7 @@ def to_original_xyxy(
     elif convention == "relative-1000":
         sx, sy = w / 1000.0, h / 1000.0
     else:
-        raise ValueError(
-            f"unknown coordinate convention {convention!r}; valid: {sorted(set(VLM_FAMILIES.values()))}"
-        )
+        raise ValueError(f"unknown coordinate convention {convention!r}; valid: {list(CONVENTIONS)}")
     x0, y0, x1, y1 = (float(v) for v in box)
     out = [
         min(max(x0 * sx, 0.0), w),
@@ -250,9 +254,7 @@ def from_original_xyxy(
         sx, sy = 1000.0 / w, 1000.0 / h
         lim_x = lim_y = 1000
     else:
-        raise ValueError(
-            f"unknown coordinate convention {convention!r}; valid: {sorted(set(VLM_FAMILIES.values()))}"
-        )
+        raise ValueError(f"unknown coordinate convention {convention!r}; valid: {list(CONVENTIONS)}")
     x0, y0, x1, y1 = (float(v) for v in box)
     return [
         min(max(round(x0 * sx), 0), lim_x),

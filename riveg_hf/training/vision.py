@@ -342,6 +342,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
 
     from ..stages.base import Stage
     from ..stages.grounder import Grounder
+    from ..stages.grounders._detector import clean_query
 
     t0 = time.perf_counter()
     state = partial_state()
@@ -366,7 +367,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
         ) from None
 
     def collate(items):
-        prompts = [Grounder.clean_query(x["description"]) + "." for x in items]
+        prompts = [clean_query(x["description"]) + "." for x in items]
         images = [_img(x) for x in items]
         enc = processor(images=images, text=prompts, return_tensors="pt", padding=True)
         labels = []

@@ -43,14 +43,13 @@ from typing import Any
 import torch
 
 from ..metrics.core import compute_gmner
-from ..stages.grounder import FLORENCE2_TASK, Grounder
+from ..stages.grounder import Grounder, LocateRequest
 from ..stages.vlm_grounding import (
+    NOTE_MALFORMED,
+    NOTE_UNPARSABLE,
     VLM_FAMILIES,
-    format_grounding_answer,
-    from_original_xyxy,
     grounding_messages,
-    parse_grounding_answer,
-    to_original_xyxy,
+    read_grounding_answer,
 )
 from .common import accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
 from .vision import (
@@ -209,32 +208,11 @@ class _Encoder:
             self.eos_text = self.tok.convert_ids_to_tokens(int(eos))
 
     def prompt(self, x: dict[str, Any]) -> str:
-        if self.family == "florence2":
-            return FLORENCE2_TASK + ". ".join(Grounder.clean_query(d) for _, _, d in x["entities"])
-        messages = grounding_messages(x["text"], x["entities"], self.grounder.convention)
-        return self.proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.grounder.training_prompt(x["text"], x["entities"])
 
     def target(self, x: dict[str, Any], image, input_size: tuple[int, int] | None) -> str:
-        if self.family == "florence2":
-            post = self.proc.post_processor
-            parts = []
-            for (_, _, desc), boxes in zip(x["entities"], x["boxes"]):
-                box = target_box(boxes)
-                if box is not None:
-                    q = post.quantize(torch.tensor([box]), size=image.size)[0].tolist()
-                    parts.append(Grounder.clean_query(desc) + "".join(f"<loc_{int(v)}>" for v in q))
-            return "".join(parts)
-        names = [e for e, _, _ in x["entities"]]
-        conv = self.grounder.convention
-        return format_grounding_answer(
-            names,
-            [
-                None
-                if target_box(b) is None
-                else from_original_xyxy(target_box(b), conv, image.size, input_size)
-                for b in x["boxes"]
-            ],
-        )
+        boxes = [target_box(b) for b in x["boxes"]]
+        return self.grounder.training_target(x["entities"], boxes, image.size, input_size)
 
     def input_size(self, grid) -> tuple[int, int]:
         _, gh, gw = (int(v) for v in grid)
@@ -294,30 +272,24 @@ class _Encoder:
 
 
 # ---------------------------------------------------------------------- scoring
+#: the notes of an entity the answer left unusable (not an omission, which means "not visible")
+_BAD_ANSWER = (NOTE_MALFORMED, NOTE_UNPARSABLE)
+
+
 def _predictions(grounder: Grounder, examples: list[dict[str, Any]], batch_size: int = 4):
     """Generate with the pipeline's grounder -> (metric predictions per example, unparsable count)."""
-    items = [(_img(x), [d for _, _, d in x["entities"]]) for x in examples]
-    contexts = [{"text": x["text"], "entities": x["entities"]} for x in examples]
-    diagnostics: list[dict[str, Any]] = []
-    results = grounder.ground_many(
-        items, vision_batch_size=batch_size, contexts=contexts, diagnostics=diagnostics
-    )
+    requests = [LocateRequest(_img(x), [d for _, _, d in x["entities"]], text=x["text"], entities=x["entities"])
+                for x in examples]  # fmt: skip
+    results = grounder.locate_many(requests, vision_batch_size=batch_size)
     preds = []
-    for x, row in zip(examples, results):
-        preds.append(
-            [
-                {
-                    "start": s,
-                    "end": e,
-                    "type": t,
-                    "box": box
-                    if box is not None and (score is None or score >= grounder.box_threshold)
-                    else None,
-                }
-                for (s, e, t), (box, score) in zip(x["spans"], row)
-            ]
-        )
-    unparsable = sum(len(d.get("unparsable", [])) for d in diagnostics)
+    for x, loc in zip(examples, results):
+        row = []
+        for k, (s, e, t) in enumerate(x["spans"]):
+            box, score = loc.boxes[k], loc.score(k)
+            keep = box is not None and (score is None or score >= grounder.box_threshold)
+            row.append({"start": s, "end": e, "type": t, "box": box if keep else None})
+        preds.append(row)
+    unparsable = sum(sum(n in _BAD_ANSWER for n in loc.notes) for loc in results)
     return preds, unparsable
 
 
@@ -350,22 +322,21 @@ def grounding_reward(
     ...         {"start": 2, "end": 3, "type": "LOC", "boxes": []}]
     >>> kw = dict(names=["Obama", "Paris"], spans=[[0, 1, "PER"], [2, 3, "LOC"]], references=refs,
     ...           convention="relative-1000", original_size=(100, 100), input_size=(112, 112))
-    >>> grounding_reward('[{"entity": "Obama", "bbox_2d": [0, 0, 500, 500]}, {"entity": "Paris", "bbox_2d": null}]', **kw)
+    >>> grounding_reward('[{"bbox_2d": [0, 0, 500, 500], "label": "Obama"}]', **kw)  # Paris left out: not visible
     1.0
-    >>> grounding_reward('[{"entity": "Obama", "bbox_2d": [600, 600, 900, 900]}]', **kw)  # wrong box, Paris unparsable
-    -0.25
+    >>> grounding_reward('[{"bbox_2d": [600, 600, 900, 900], "label": "Obama"}, {"bbox_2d": true, "label": "Paris"}]',
+    ...                  **kw)  # Obama wrong, Paris right (no box) but malformed: 0.5 - 0.5 x 1/2
+    0.25
     """
-    parsed = parse_grounding_answer(answer, names)
-    preds = []
-    for (s, e, t), box in zip(spans, parsed.boxes):
-        xyxy = (
-            None
-            if box is None
-            else to_original_xyxy(box, convention, tuple(original_size), tuple(input_size))
-        )
-        preds.append({"start": int(s), "end": int(e), "type": t, "box": xyxy})
+    read = read_grounding_answer(
+        answer, [(n, "", n) for n in names], convention, tuple(original_size), tuple(input_size)
+    )
+    preds = [
+        {"start": int(s), "end": int(e), "type": t, "box": box} for (s, e, t), box in zip(spans, read.boxes)
+    ]
     f1 = float(compute_gmner([preds], [references])["gmner_f1"])
-    return f1 - FORMAT_PENALTY * len(parsed.unparsable) / max(1, len(names))
+    bad = sum(n in _BAD_ANSWER for n in read.notes)
+    return f1 - FORMAT_PENALTY * bad / max(1, len(names))
 
 
 # ---------------------------------------------------------------------- training
@@ -577,7 +548,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
         grid = proc.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
         rows.append(
             {
-                "prompt": grounding_messages(x["text"], x["entities"], grounder.convention),
+                "prompt": grounding_messages(x["text"], x["entities"]),
                 "image": image,
                 "names": [e for e, _, _ in x["entities"]],
                 "spans": json.dumps([list(s) for s in x["spans"]]),

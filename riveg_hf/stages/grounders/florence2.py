@@ -1,0 +1,114 @@
+"""Florence-2: caption-to-phrase grounding of the image's queries, one generation per image.
+
+The queries are joined into one caption (``"q1. q2. q3"``) and grounded with
+``<CAPTION_TO_PHRASE_GROUNDING>``; the processor's own post-processing maps its ``<loc_N>`` tokens to pixels.
+Florence-2 grounds the **noun phrases** of a caption, not the caption's sentences: for "A green car parked in
+front of a yellow building." it answers "A green car" and "a yellow building" (transformers.js' Florence-2
+test, in ``tests/fixtures/real_vlm_answers.json``), and its processor drops non-ASCII letters from the phrases
+("Beyoncé" -> "Beyonc"). So a phrase belongs to the query that **contains** it (whole words), both sides folded
+the way the processor folds (ASCII only) and normalised (:func:`~riveg_hf.stages.vlm_answers.normalize_name`);
+phrases come in caption order, so each is given to the first query at or after the previous phrase's query that
+contains it, and a query keeps its first phrase (a description's head: "a man" of "a man in a suit"). A query
+that contains no phrase is "not visible", with a note. A Florence-2 fine-tuned by ``riveg train grounder``
+answers each query whole, which this rule takes as well (a query contains itself).
+
+Why not ``<OPEN_VOCABULARY_DETECTION>`` per query: it costs one generation per entity instead of one per image,
+and the phrase rule recovers the head of each description, which is what the detector can see. Florence-2
+gives no score: ``box_score`` is None (the entailment stage or the answer decides visibility).
+"""
+
+from __future__ import annotations
+
+from ..grounder import Grounder, Localization, LocateRequest, clip_box, register
+from ..vlm_answers import normalize_name
+from ._detector import clean_query
+
+#: Florence-2's task for grounding phrases of a caption
+FLORENCE2_TASK = "<CAPTION_TO_PHRASE_GROUNDING>"
+NOT_GROUNDED = (
+    "not grounded: no phrase of Florence-2's answer is part of this query (reported as not visible)"
+)
+
+
+def _fold(text: str) -> str:
+    return normalize_name(str(text).encode("ascii", "ignore").decode("ascii"))
+
+
+def assign_phrases(phrases: list[str], queries: list[str]) -> list[int | None]:
+    """Per query, the index of its phrase (see the module doc), or None.
+
+    >>> assign_phrases(["A green car", "a yellow building"], ["a green car parked", "a yellow building"])
+    [0, 1]
+    >>> assign_phrases(["Beyonc"], ["Beyoncé on stage"])
+    [0]
+    """
+    folded_q = [f" {_fold(q)} " for q in queries]
+    out: list[int | None] = [None] * len(queries)
+    cursor = 0
+    for p, phrase in enumerate(phrases):
+        fp = _fold(phrase)
+        if not fp:
+            continue
+        k = next((k for k in range(cursor, len(queries)) if f" {fp} " in folded_q[k]), None)
+        if k is None:  # a query the answer grounds whole, or a phrase longer than its query
+            k = next((k for k in range(cursor, len(queries)) if folded_q[k].strip() and folded_q[k] in f" {fp} "),
+                     None)  # fmt: skip
+        if k is None:
+            continue
+        cursor = k
+        if out[k] is None:
+            out[k] = p
+    return out
+
+
+@register
+class Florence2Grounder(Grounder):
+    family = "florence2"
+    model_types = ("florence2",)
+    default_box_threshold = 0.0
+    has_scores = False
+    batches_on_cpu = True
+
+    # ------------------------------------------------------------------ training (riveg train grounder)
+    def training_prompt(self, text: str, entities) -> str:
+        return FLORENCE2_TASK + ". ".join(clean_query(d) for _, _, d in entities)
+
+    def training_target(self, entities, boxes, image_size, input_size=None) -> str:
+        """``query<loc_x0><loc_y0><loc_x1><loc_y1>`` per visible entity (quantized by the processor); an entity
+        that is not visible is left out."""
+        import torch
+
+        post, parts = self.processor.post_processor, []
+        for (_, _, desc), box in zip(entities, boxes):
+            if box is not None:
+                q = post.quantize(torch.tensor([box]), size=image_size)[0].tolist()
+                parts.append(clean_query(desc) + "".join(f"<loc_{int(v)}>" for v in q))
+        return "".join(parts)
+
+    def _locate(self, requests: list[LocateRequest], vision_batch_size: int) -> list[Localization]:
+        proc = self.processor
+        out = []
+        for start in range(0, len(requests), vision_batch_size):
+            chunk = requests[start : start + vision_batch_size]
+            cleaned = [[clean_query(q) for q in r.queries] for r in chunk]
+            prompts = [FLORENCE2_TASK + ". ".join(qs) for qs in cleaned]
+            enc = proc(text=prompts, images=[r.image for r in chunk], return_tensors="pt", padding=True)
+            n_max = max(len(qs) for qs in cleaned)
+            gen = self.model.generate(**self._inputs(enc), max_new_tokens=16 + 16 * n_max, do_sample=False,
+                                      num_beams=1)  # fmt: skip
+            for r, qs, text in zip(chunk, cleaned, proc.batch_decode(gen, skip_special_tokens=False)):
+                out.append(self._read(text, r, qs))
+        return out
+
+    def _read(self, text: str, request: LocateRequest, queries: list[str]) -> Localization:
+        size = request.image.size
+        parsed = self.processor.post_process_generation(text=text, task=FLORENCE2_TASK, image_size=size)
+        found = parsed.get(FLORENCE2_TASK) or {}
+        labels, boxes = list(found.get("labels") or []), list(found.get("bboxes") or [])
+        which = assign_phrases([str(x) for x in labels], list(request.queries))
+        out_boxes, notes = [], []
+        for k in which:
+            box = clip_box(boxes[k], size) if k is not None else None
+            out_boxes.append(box)
+            notes.append(None if box is not None else NOT_GROUNDED)
+        return Localization(out_boxes, None, None, notes)

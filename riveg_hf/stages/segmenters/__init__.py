@@ -1,0 +1,1 @@
+"""The segmenter families, one module each (see :mod:`riveg_hf.stages.segmenter`)."""
