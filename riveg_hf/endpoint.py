@@ -24,9 +24,11 @@ __all__ = ["ChatEndpoint", "default_cache_path"]
 class ChatEndpoint(ChatClient):
     """``complete(prompts)`` -> one answer per prompt from a chat-completions server (see the module doc)."""
 
-    def complete(self, prompts: Sequence[str], max_tokens: int = 64) -> list[str]:
-        """Answers in the order of ``prompts`` (``""`` for a failed request), ``concurrency`` in flight."""
+    def complete(self, prompts: Sequence[str | list[dict]], max_tokens: int = 64) -> list[str]:
+        """Answers in the order of ``prompts`` (a user turn, or a list of chat messages; ``""`` for a failed
+        request), ``concurrency`` in flight."""
         results = self.chat_many(
-            [{"messages": [{"role": "user", "content": p}], "max_tokens": int(max_tokens)} for p in prompts]
-        )
+            [{"messages": p if isinstance(p, list) else [{"role": "user", "content": p}], "max_tokens": int(max_tokens)}
+             for p in prompts]
+        )  # fmt: skip
         return [r.text if r.ok and r.text and r.text.strip() else "" for r in results]

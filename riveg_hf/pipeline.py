@@ -24,7 +24,7 @@ stay in the output with ``box=None`` and a ``"grounding"`` note, so the cost of 
 linear and bounded.
 
 Output per input: a list of entity dicts ``{"entity", "type", "start", "end", "score",
-"description", "groundable", "groundable_score", "box", "box_score", "mask"}`` (JSON-safe),
+"description", "description_source", "groundable", "groundable_score", "box", "box_score", "mask"}`` (JSON-safe),
 with character offsets ``start``/``end`` (plus ``token_start``/``token_end`` for ``tokens``
 input), ``box`` as ``{"xmin","ymin","xmax","ymax"}`` pixels of the original image or None,
 ``mask`` a COCO RLE (``mask_format="rle"``), a boolean array (``"array"``) or None.
@@ -482,12 +482,16 @@ class RiVEGPipeline(Pipeline):
                 ents.append({"entity": b["text"][c0:c1], "type": sp.type, "start": c0, "end": c1, "score": sp.score,
                              "token_start": sp.start, "token_end": sp.end, "groundable": False,
                              "groundable_score": None, "box": None, "box_score": None, "mask": None})  # fmt: skip
-                requests.append(ExpansionRequest(ents[-1]["entity"], sp.type, b["text"], b.get("caption")))
+            names = tuple(dict.fromkeys(e["entity"] for e in ents))
+            for e in ents:
+                others = tuple(n for n in names if n != e["entity"])
+                requests.append(ExpansionRequest(e["entity"], e["type"], b["text"], b.get("caption"), others))
             entities.append(ents)
-        described = iter(run.expander.describe(requests)) if requests else iter(())
+        described = iter(run.expander.describe_detailed(requests)) if requests else iter(())
         for ents in entities:
             for ent in ents:
-                ent["description"], ent["description_source"] = next(described)
+                d = next(described)
+                ent["description"], ent["description_source"] = d.description, d.source
         return entities
 
     def _cap_entities(self, batch, entities, locator, cap: int | None) -> list[_Job]:
@@ -640,6 +644,7 @@ class RiVEGPipeline(Pipeline):
                 mask=mask,
                 token_start=ent["token_start"] if model_outputs["from_tokens"] else None,
                 token_end=ent["token_end"] if model_outputs["from_tokens"] else None,
+                description_source=ent.get("description_source"),
                 extra={"grounding": ent["grounding"]} if "grounding" in ent else {},
             )
             results.append(g.to_dict())

@@ -32,6 +32,7 @@ OUTPUT_KEYS = (
     "end",
     "score",
     "description",
+    "description_source",
     "groundable",
     "groundable_score",
     "box",
@@ -57,6 +58,8 @@ class GroundedEntity:
     end: int
     score: float = 1.0
     description: str | None = None
+    #: "llm", "cache", "template" (no LLM) or "fallback" (the LLM's answer was rejected; see description_rejected)
+    description_source: str | None = None
     groundable: bool = False
     groundable_score: float | None = None
     box: dict[str, float] | None = None

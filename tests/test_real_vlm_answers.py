@@ -143,7 +143,9 @@ def test_florence2_answers_post_processed_as_transformers_does(entry, florence_p
     boxes = parsed.get("bboxes") or []
     labels = parsed.get("labels") or parsed.get("bboxes_labels") or []
     got = [float(v) for b in boxes for v in b]
-    assert got == pytest.approx([float(v) for w in entry["expected"] for v in w["box_original_xyxy"]], abs=1.0)
+    assert got == pytest.approx(
+        [float(v) for w in entry["expected"] for v in w["box_original_xyxy"]], abs=1.0
+    )
     # each phrase goes to the query that contains it (the rule of riveg_hf.stages.grounders.florence2); a label
     # repeated for several boxes ("wheel", "wheel") goes to the next query that contains it
     queries = [f"{w['name']} in the photo" for w in entry["expected"]]

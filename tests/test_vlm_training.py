@@ -92,7 +92,9 @@ def test_targets_in_each_family_coordinates_by_hand(one_image):
     # Qwen3-VL (dense and MoE) and Qwen2-VL: 0..1000 on each axis, whatever the resize: 10/64, 8/48, 40/64, 30/48
     for build in (tiny_qwen3_vl, tiny_qwen3_vl_moe, tiny_qwen2_vl):
         rel = _Encoder(Grounder(*build()))
-        assert rel.target(x, image, (64, 64)) == '[{"bbox_2d": [156, 167, 625, 625], "label": "Ferrari"}]', build
+        assert rel.target(x, image, (64, 64)) == '[{"bbox_2d": [156, 167, 625, 625], "label": "Ferrari"}]', (
+            build
+        )
     # Florence-2: its processor's own quantization into 1000 bins (floor); invisible entities left out
     fl = _Encoder(Grounder(*tiny_florence2()))
     assert fl.target(x, image, None) == "ferrari, an organization<loc_156><loc_166><loc_625><loc_625>"

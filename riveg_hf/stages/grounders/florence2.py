@@ -49,13 +49,18 @@ def assign_phrases(phrases: list[str], queries: list[str]) -> list[int | None]:
         fp = _fold(phrase)
         if not fp:
             continue
-        order = [*range(cursor, len(queries)), *(k for k in range(cursor) if out[k] is None)]  # caption order first
+        order = [
+            *range(cursor, len(queries)),
+            *(k for k in range(cursor) if out[k] is None),
+        ]  # caption order first
         cands = [k for k in order if f" {fp} " in folded_q[k]]
         if not cands:  # a query the answer grounds whole, or a phrase longer than its query
             cands = [k for k in order if folded_q[k].strip() and folded_q[k] in f" {fp} "]
         if not cands:
             continue
-        free = [k for k in cands if out[k] is None]  # a repeated phrase ("a man" twice) goes to the next query
+        free = [
+            k for k in cands if out[k] is None
+        ]  # a repeated phrase ("a man" twice) goes to the next query
         k = free[0] if free else cands[0]
         cursor = k
         if out[k] is None:
