@@ -45,27 +45,46 @@ class CallOption:
     nullable: bool = True
     doc: str = ""
 
-    def check(self, value: Any) -> Any:
-        """``value`` if valid, else ValueError saying what was received and what is expected."""
+    def check(self, value: Any, *, json_values: bool = False) -> Any:
+        """``value`` if valid, else ValueError saying what was received and what is expected (``json_values``:
+        the received value written as JSON, ``true`` / ``null``, for an endpoint's answer)."""
         if value is None and self.nullable:
             return value
+        got = _json(value) if json_values else repr(value)
+        yes_no = "true or false" if json_values else "True or False"
+        problem = None
         if self.kind == "unit":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-            want = "a number in [0, 1] (not a boolean)"
+            if isinstance(value, bool):
+                problem = f"must be a number, got {got} (a number in [0, 1], not a boolean)"
+            elif not isinstance(value, (int, float)):
+                problem = f"must be a number, got {got}"
+            elif not 0.0 <= value <= 1.0:
+                problem = f"must be in [0, 1], got {got}"
         elif self.kind == "bool":
-            ok, want = isinstance(value, bool), "True or False"
-        elif self.kind == "positive-int":
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            want = "a positive integer" + (" or None" if self.nullable else "")
-        elif self.kind == "int":
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            if not isinstance(value, bool):
+                problem = f"must be {yes_no}, got {got}"
+        elif self.kind in ("positive-int", "int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                problem = f"must be an integer, got {got}"
+            elif self.kind == "positive-int" and value < 1:
+                problem = f"must be a positive integer{' or None' if self.nullable else ''}, got {got}"
         elif self.kind == "choice":
-            ok, want = value in self.choices, f"one of {self.choices}"
+            if value not in self.choices:
+                problem = f"must be one of {list(self.choices)}, got {got}"
         else:  # pragma: no cover
             raise AssertionError(self.kind)
-        if not ok:
-            raise ValueError(f"{self.name} must be {want}, got {value!r}")
+        if problem:
+            raise ValueError(f"{self.name} {problem}")
         return value
+
+
+def _json(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 CALL_OPTIONS: dict[str, CallOption] = {
@@ -101,23 +120,26 @@ def validate_call_options(
     allowed: Iterable[str] | None = None,
     choices: Mapping[str, Iterable[str]] | None = None,
     where: str = "pipeline",
+    json_values: bool = False,
 ) -> dict[str, Any]:
     """Check every option (unknown names and values, with the valid choices in the message); returns a copy.
 
-    ``allowed`` restricts the names (the endpoint handler's parameters), ``choices`` narrows a choice option
-    (``{"mask_format": ("rle", "none")}``: JSON answers only).
+    The one validator of the pipeline and the endpoint handler. ``allowed`` restricts the names (the handler's
+    parameters), ``choices`` narrows a choice option (``{"mask_format": ("rle", "none")}``: JSON answers only),
+    ``json_values`` writes received values as JSON in the messages.
     """
     names = list(allowed) if allowed is not None else list(CALL_OPTIONS)
+    unknown = sorted(k for k in options if k not in names)
+    if unknown:
+        if json_values:
+            raise TypeError(f"unknown {where} {unknown}; valid: {sorted(names)}")
+        raise TypeError(f"{where}: unknown option {unknown[0]!r}; valid options: {sorted(names)}")
     out = {}
     for key, value in options.items():
-        if key not in names:
-            raise TypeError(f"{where}: unknown option {key!r}; valid options: {sorted(names)}")
         opt = CALL_OPTIONS[key]
         if choices and key in choices:
-            narrowed = tuple(choices[key])
-            if value not in narrowed:
-                raise ValueError(f"{key} must be one of {list(narrowed)} here, got {value!r}")
-        out[key] = opt.check(value)
+            opt = CallOption(opt.name, opt.hook, "choice", tuple(choices[key]), opt.nullable, opt.doc)
+        out[key] = opt.check(value, json_values=json_values)
     return out
 
 

@@ -21,13 +21,14 @@ from typing import Any
 MAX_TEXT_CHARS = 10_000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # decoded image payload
 MAX_IMAGE_PIXELS = 40_000_000
-PARAMETERS = {
-    "box_threshold": float,
-    "entailment_threshold": float,
-    "mask_format": str,
-    "use_descriptions": bool,
-    "max_entities_per_image": int,
-}
+#: the call options a request may set (validated by riveg_hf.options, the pipeline's own validator)
+PARAMETERS = (
+    "box_threshold",
+    "entailment_threshold",
+    "mask_format",
+    "use_descriptions",
+    "max_entities_per_image",
+)
 MASK_FORMATS = ("rle", "none")  # "array" would not be JSON
 
 
@@ -119,27 +120,18 @@ class EndpointHandler:
             raise RequestError(
                 f"'parameters' must be an object like {{\"box_threshold\": 0.3}}, got {json.dumps(params)[:80]}"
             )
-        unknown = sorted(set(params) - set(PARAMETERS))
-        if unknown:
-            raise RequestError(f"unknown parameters {unknown}; valid: {sorted(PARAMETERS)}")
-        for key, typ in PARAMETERS.items():
-            if key not in params:
-                continue
-            value = params[key]
-            ok = isinstance(value, typ if typ is not float else (int, float))
-            if typ is not bool and isinstance(value, bool):
-                ok = False  # JSON true/false is not a number
-            if not ok:
-                what = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}[typ]
-                raise RequestError(f"parameter {key!r} must be {what}, got {json.dumps(value)}")
-        for key in ("box_threshold", "entailment_threshold"):
-            if key in params and not 0.0 <= params[key] <= 1.0:
-                raise RequestError(f"parameter {key!r} must be in [0, 1], got {params[key]}")
-        if "max_entities_per_image" in params and params["max_entities_per_image"] < 1:
-            raise RequestError("parameter 'max_entities_per_image' must be a positive integer")
-        if "mask_format" in params and params["mask_format"] not in MASK_FORMATS:
-            raise RequestError(
-                f"parameter 'mask_format' must be one of {list(MASK_FORMATS)} (JSON responses), "
-                f"got {params['mask_format']!r}"
+        from riveg_hf.options import validate_call_options
+
+        try:
+            params = validate_call_options(
+                params,
+                allowed=PARAMETERS,
+                choices={"mask_format": MASK_FORMATS},
+                where="parameters",
+                json_values=True,
             )
+        except TypeError as err:
+            raise RequestError(str(err)) from None
+        except ValueError as err:
+            raise RequestError(f"parameter {err} (JSON responses)") from None
         return {"text": text, "image": image}, params
