@@ -221,6 +221,9 @@ def _add_train(sub) -> None:
         "  riveg train grounder --dataset twitter-gmner --base-model vg --method grpo --output vg-grpo\n"
         "  riveg train entailment --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output ent-vlm",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Defaults of every flag left out: the stage's arguments dataclass (riveg_hf.training.mner."
+        "MNERTrainingArguments, riveg_hf.training.common.VisionTrainingArguments, riveg_hf.training.vlm."
+        "VLMGrounderArguments), the one source of them.",
     )
     p.add_argument("stage", choices=["mner", "entailment", "grounder"])
     p.add_argument("--dataset", required=True, help="dataset folder or hub id")
@@ -234,14 +237,14 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--descriptions", help="entailment/grounder: jsonl {id, start, end, description} per entity"
     )
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=None)
     p.add_argument(
         "--max-steps", type=int, default=None, help="stop after this many optimizer steps (quick runs)"
     )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--max-length", type=int, default=None, help="mner: tokens per example")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-train-samples", type=int, default=None)
     p.add_argument("--max-eval-samples", type=int, default=None)
     p.add_argument(
@@ -252,21 +255,24 @@ def _add_train(sub) -> None:
         "vision-language models (grounder: Qwen2.5-VL / Qwen3-VL / Florence-2; entailment: Qwen-VL)"
     )
     v.add_argument(
-        "--method", choices=["sft", "grpo"], default="sft", help="grounder: SFT, or GRPO after SFT (trl)"
+        "--method",
+        choices=["sft", "grpo"],
+        default=None,
+        help="grounder: SFT (default), or GRPO after SFT (trl)",
     )
     v.add_argument("--full-finetune", action="store_true", help="train all weights instead of LoRA adapters")
-    v.add_argument("--lora-r", type=int, default=16)
-    v.add_argument("--lora-alpha", type=int, default=32)
+    v.add_argument("--lora-r", type=int, default=None)
+    v.add_argument("--lora-alpha", type=int, default=None)
     v.add_argument(
         "--save",
         choices=["merged", "adapter"],
-        default="merged",
+        default=None,
         help="LoRA output: merged weights or base + adapter",
     )
     v.add_argument(
         "--entities",
         choices=["gold", "predicted"],
-        default="gold",
+        default=None,
         help="grounder: train on gold entities, or on --recognizer's predictions",
     )
     v.add_argument("--recognizer", help="MNER model folder for --entities predicted")
@@ -274,10 +280,10 @@ def _add_train(sub) -> None:
     v.add_argument(
         "--mixed-precision",
         choices=["auto", "no", "bf16", "fp16"],
-        default="auto",
+        default=None,
         help="auto: bf16 on GPUs that support it",
     )
-    v.add_argument("--num-generations", type=int, default=4, help="GRPO: sampled answers per image")
+    v.add_argument("--num-generations", type=int, default=None, help="GRPO: sampled answers per image")
     p.set_defaults(func="_cmd_train")
 
 
@@ -373,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.verbose:
         os.environ["RIVEG_VERBOSE"] = "1"
-    func = getattr(importlib.import_module("riveg_hf.cli"), args.func)  # torch & co. load only now
+    func = getattr(importlib.import_module("riveg_cli.commands"), args.func)  # torch & co. load only now
     try:
         return int(func(args) or 0)
     except CLIError as err:

@@ -634,7 +634,7 @@ def tiny_qwen2_vl(seed: int = 0):
                 "patch_size": 14,
                 "spatial_merge_size": 2,
                 "temporal_patch_size": 2,
-            },  # fmt: skip
+            },
             image_token_id=ids["<|image_pad|>"],
             video_token_id=ids["<|video_pad|>"],
             vision_start_token_id=ids["<|vision_start|>"],
@@ -671,7 +671,7 @@ def tiny_qwen3_vl_moe(seed: int = 0):
                 video_token_id=cfg["video_token_id"],
                 vision_start_token_id=cfg["vision_start_token_id"],
                 vision_end_token_id=cfg["vision_end_token_id"],
-            )  # fmt: skip
+            )
         ).eval()
     moe.generation_config.eos_token_id = dense.generation_config.eos_token_id
     moe.generation_config.pad_token_id = dense.generation_config.pad_token_id
@@ -794,6 +794,20 @@ TINY_BY_CLASS = {
     "Sam3Model": tiny_sam3,
 }
 _STAGE_OPTION_NAMES = {("entailment", "threshold"): "entailment_threshold"}
+
+#: A tiny random model per grounder family (model type -> builder): what the per-family conformance tests run.
+#: A new family adds its module (riveg_hf.stages.grounders), its line in FAMILY_MODULES, and its builder here.
+TINY_LOCATORS = {
+    "grounding-dino": tiny_grounding_dino,
+    "mm-grounding-dino": lambda: tiny_mm_grounding_dino(),
+    "owlv2": tiny_owlv2,
+    "florence2": tiny_florence2,
+    "qwen2_vl": tiny_qwen2_vl,
+    "qwen2_5_vl": tiny_qwen2_5_vl,
+    "qwen3_vl": tiny_qwen3_vl,
+    "qwen3_vl_moe": tiny_qwen3_vl_moe,
+    "sam3": tiny_sam3,  # a segmenter that locates (Segmenter.locator())
+}
 
 
 def tiny_preset(name: str, **options: Any):

@@ -10,13 +10,26 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["LoopConfig", "accelerate_loop", "dataset_provenance", "peak_memory_mb", "write_run_record"]
+__all__ = [
+    "LazyImage",
+    "LoopConfig",
+    "LoopResult",
+    "VisionTrainingArguments",
+    "accelerate_loop",
+    "dataset_provenance",
+    "image_of",
+    "load_descriptions",
+    "load_image_splits",
+    "peak_memory_mb",
+    "resolve_mixed_precision",
+    "write_run_record",
+]
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -67,9 +80,11 @@ def write_run_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> P
     return path
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopConfig:
-    output_dir: str
+    """The optimisation settings of the accelerate loop -- the one source of their defaults: the vision and VLM
+    training arguments inherit them, and the CLI's flags default to "unset" (these values)."""
+
     epochs: float = 3.0
     max_steps: int | None = None
     batch_size: int = 8
@@ -79,19 +94,94 @@ class LoopConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     seed: int = 42
-    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "auto" for the latest in output_dir
+    resume_from_checkpoint: str | None = (
+        None  # a checkpoint folder, or "auto" for the latest in the output folder
+    )
+    #: accelerate's mixed precision: "no", "bf16", "fp16", or "auto" (bf16 on a GPU that supports it, else "no")
+    mixed_precision: str = "no"
     save_every_epoch: bool = True
     #: how many of the latest ``checkpoint-*`` folders to keep (older ones are removed once a new one is
     #: complete); None keeps all
     keep_checkpoints: int | None = 2
     log_every: int = 10
-    mixed_precision: str = "no"
-    history: list[dict[str, float]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("history")
-        return d
+
+@dataclass(kw_only=True)
+class VisionTrainingArguments(LoopConfig):
+    """``riveg train entailment | grounder`` (accelerate): the data, the base model, the loop's settings."""
+
+    dataset: str
+    base_model: str
+    output: str
+    config: str = "gmner"
+    descriptions: str | None = None
+    hypothesis: str = "{entity}({type})-{description}"  # riveg_hf.stages.entailment.DEFAULT_HYPOTHESIS
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    local_files_only: bool = False
+
+
+@dataclass
+class LoopResult:
+    """What a training loop leaves: the loss (and validation) history."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """``auto``: bf16 on a GPU that supports it, else full precision; other values as accelerate takes them."""
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+class LazyImage:
+    """An encoded image, decoded when used (a split's images need not fit in memory decoded)."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def get(self):
+        from ..images import load_image
+
+        return load_image(self.data)
+
+
+def image_of(x: dict[str, Any]):
+    return x["image"].get() if isinstance(x["image"], LazyImage) else x["image"]
+
+
+def load_descriptions(path: str | None) -> dict[tuple[str, int, int], str]:
+    """``{(id, start, end): description}`` from a jsonl of ``{id, start, end, description}`` lines."""
+    if not path:
+        return {}
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            try:
+                out[(str(row["id"]), int(row["start"]), int(row["end"]))] = str(row["description"])
+            except KeyError as err:
+                raise ValueError(
+                    f"{path}:{lineno}: missing key {err.args[0]!r}; need id, start, end, description"
+                ) from None
+    return out
+
+
+def load_image_splits(args: VisionTrainingArguments):
+    """The dataset's splits for a vision stage; refused when it has no train split or no images."""
+    from ..data import load_built_dataset
+
+    ds = load_built_dataset(args.dataset, args.config)
+    if "train" not in ds:
+        raise ValueError(f"{args.dataset} has no train split")
+    if "image" not in ds["train"].column_names:
+        raise ValueError(
+            f"{args.dataset} ({args.config}) has no images; build it with --images (config gmner)."
+        )
+    return ds
 
 
 def _latest_checkpoint(output_dir: str) -> str | None:
@@ -125,12 +215,13 @@ def accelerate_loop(
     loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
     cfg: LoopConfig,
     on_epoch_end: Callable[[torch.nn.Module, int, int], dict[str, Any] | None] | None = None,
-) -> LoopConfig:
+    output_dir: str | None = None,
+) -> LoopResult:
     """A plain training loop under ``accelerate`` (runs unchanged with ``accelerate launch`` on GPUs/nodes).
 
     Seeds are fixed, a progress bar shows on the main process, a checkpoint (``accelerator.save_state``)
-    is written after each epoch, and ``resume_from_checkpoint`` continues from one. Returns ``cfg`` with
-    the loss history (``cfg.history``). ``on_epoch_end(unwrapped_model, epoch, step)`` runs after each
+    is written after each epoch into ``output_dir`` (default ``cfg.output``), and ``resume_from_checkpoint``
+    continues from one. Returns the loss history (``result.history``). ``on_epoch_end(unwrapped_model, epoch, step)`` runs after each
     epoch (validation); what it returns is added to the history, and the model is set back to training.
     """
     from accelerate import Accelerator
@@ -142,7 +233,12 @@ def accelerate_loop(
     from ..distributed import partial_state
 
     partial_state()  # several processes on a machine without GPU: one CPU group, which the Accelerator uses
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision)
+    output_dir = str(output_dir or cfg.output)
+    result = LoopResult()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+    )
     set_seed(cfg.seed)
     g = torch.Generator()
     g.manual_seed(cfg.seed)
@@ -160,12 +256,12 @@ def accelerate_loop(
     start_epoch, step = 0, 0
     resume = cfg.resume_from_checkpoint
     if resume == "auto":
-        resume = _latest_checkpoint(cfg.output_dir)
+        resume = _latest_checkpoint(output_dir)
     if resume:
         accelerator.load_state(resume)
         state = json.loads((Path(resume) / "loop_state.json").read_text())
         start_epoch, step = state["epoch"], state["step"]
-        cfg.history = state.get("history", [])
+        result.history = state.get("history", [])
         accelerator.print(f"resumed from {resume} (epoch {start_epoch}, step {step})")
     bar = tqdm(total=total, initial=step, disable=not accelerator.is_local_main_process, desc="training")
     model.train()
@@ -187,33 +283,33 @@ def accelerate_loop(
                 step += 1
                 value = accelerator.gather(loss.detach().float().reshape(1)).mean().item()
                 running.append(value)
-                cfg.history.append({"step": step, "loss": value})
+                result.history.append({"step": step, "loss": value})
                 bar.update(1)
                 if step % cfg.log_every == 0:
                     bar.set_postfix(
                         loss=f"{sum(running[-cfg.log_every :]) / len(running[-cfg.log_every :]):.4f}"
                     )
         if cfg.save_every_epoch or step >= total:
-            ckpt = Path(cfg.output_dir) / f"checkpoint-{step}"
+            ckpt = Path(output_dir) / f"checkpoint-{step}"
             accelerator.save_state(str(ckpt))
             if accelerator.is_main_process:
                 (ckpt / "loop_state.json").write_text(
-                    json.dumps({"epoch": epoch + 1, "step": step, "history": cfg.history})
+                    json.dumps({"epoch": epoch + 1, "step": step, "history": result.history})
                 )
-                _prune_checkpoints(cfg.output_dir, cfg.keep_checkpoints)
+                _prune_checkpoints(output_dir, cfg.keep_checkpoints)
         if on_epoch_end is not None:
             extra = on_epoch_end(accelerator.unwrap_model(model), epoch + 1, step)
             model.train()
             if extra:
-                cfg.history.append({"epoch": epoch + 1, "step": step, **extra})
+                result.history.append({"epoch": epoch + 1, "step": step, **extra})
         if step >= total:
             break
     bar.close()
     accelerator.wait_for_everyone()
-    cfg.history.append({"seconds": time.perf_counter() - t0})
+    result.history.append({"seconds": time.perf_counter() - t0})
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
-    return cfg
+    return result
 
 
 def base_model_error(base_model: str, err: BaseException) -> OSError:

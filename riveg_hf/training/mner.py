@@ -293,6 +293,6 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
 
 
 def _write_card(args: MNERTrainingArguments, record: dict[str, Any]) -> None:
-    from ..hub import component_card
+    from ..cards import component_card
 
     component_card("mner", record).save(Path(args.output) / "README.md")

@@ -18,62 +18,29 @@ e.g. written by an LLM) or, without it, the template ``"Entity, a type"``.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..images import load_image
-from ..stages.entailment import DEFAULT_HYPOTHESIS, Entailment, calibrate_threshold
+from ..stages.entailment import Entailment, calibrate_threshold
 from ..stages.expander import template_description
-from .common import LoopConfig, accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
+from .common import (
+    LazyImage,
+    VisionTrainingArguments,
+    accelerate_loop,
+    dataset_provenance,
+    image_of,
+    load_descriptions,
+    load_image_splits,
+    peak_memory_mb,
+    write_run_record,
+)
 
 __all__ = ["VisionTrainingArguments", "entity_examples", "train_entailment", "train_grounder"]
-
-
-@dataclass
-class VisionTrainingArguments:
-    dataset: str
-    base_model: str
-    output: str
-    config: str = "gmner"
-    descriptions: str | None = None
-    hypothesis: str = DEFAULT_HYPOTHESIS
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    seed: int = 42
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    resume_from_checkpoint: str | None = None
-    mixed_precision: str = "no"
-    local_files_only: bool = False
-
-
-def _load_descriptions(path: str | None) -> dict[tuple[str, int, int], str]:
-    if not path:
-        return {}
-    out = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            try:
-                out[(str(row["id"]), int(row["start"]), int(row["end"]))] = str(row["description"])
-            except KeyError as err:
-                raise ValueError(
-                    f"{path}:{lineno}: missing key {err.args[0]!r}; need id, start, end, description"
-                ) from None
-    return out
 
 
 def entity_examples(
@@ -91,7 +58,7 @@ def entity_examples(
         if row["image"] is None or (row["image"].get("bytes") is None and row["image"].get("path") is None):
             counts["rows_without_image"] += 1
             continue
-        image = _LazyImage(row["image"])
+        image = LazyImage(row["image"])
         for e in row["entities"]:
             typ = names[e["type"]] if isinstance(e["type"], int) else e["type"]
             if groundable_only and not e["groundable"]:
@@ -113,33 +80,6 @@ def entity_examples(
     return out, counts
 
 
-class _LazyImage:
-    """An encoded image, decoded when used (a split's images need not fit in memory decoded)."""
-
-    def __init__(self, data: dict):
-        self.data = data
-
-    def get(self):
-        return load_image(self.data)
-
-
-def _img(x):
-    return x["image"].get() if isinstance(x["image"], _LazyImage) else x["image"]
-
-
-def _splits(args: VisionTrainingArguments):
-    from ..data import load_built_dataset
-
-    ds = load_built_dataset(args.dataset, args.config)
-    if "train" not in ds:
-        raise ValueError(f"{args.dataset} has no train split")
-    if "image" not in ds["train"].column_names:
-        raise ValueError(
-            f"{args.dataset} ({args.config}) has no images; build it with --images (config gmner)."
-        )
-    return ds
-
-
 def _need_images(counts: dict[str, int], args) -> None:
     if counts["entities"] == 0:
         raise ValueError(
@@ -148,32 +88,9 @@ def _need_images(counts: dict[str, int], args) -> None:
         )
 
 
-def _loop_config(args: VisionTrainingArguments) -> LoopConfig:
-    return LoopConfig(
-        output_dir=args.output,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-        grad_accum=args.grad_accum,
-        seed=args.seed,
-        resume_from_checkpoint=args.resume_from_checkpoint,
-        mixed_precision=_mixed_precision(args.mixed_precision),
-    )
-
-
-def _mixed_precision(choice: str) -> str:
-    """``auto``: bf16 on a GPU that supports it, else full precision; other values as accelerate takes them."""
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
 def _finish(kind: str, model, processor, record: dict[str, Any], args, state, t0: float) -> dict[str, Any]:
     """Time and memory into the record; on the main process save model, processor, run record and card."""
-    from ..hub import component_card
+    from ..cards import component_card
 
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
     record.update(peak_memory_mb())
@@ -195,8 +112,8 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     state = partial_state()
-    ds = _splits(args)
-    desc = _load_descriptions(args.descriptions)
+    ds = load_image_splits(args)
+    desc = load_descriptions(args.descriptions)
     train, counts = entity_examples(ds["train"], desc, max_examples=args.max_train_samples)
     _need_images(counts, args)
     model, processor = Stage.load_model_and_processor(args.base_model, local_files_only=args.local_files_only)
@@ -235,10 +152,13 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
         hyps = stage.hypotheses([(x["entity"], x["type"], x["description"]) for x in items])
         labels = torch.tensor([int(x["label"]) for x in items])
         if vlm:  # the question with each image; the answer's first token is yes / no
-            return {**dict(stage.vlm_encode([(_img(x), h) for x, h in zip(items, hyps)])), "labels": labels}
+            return {
+                **dict(stage.vlm_encode([(image_of(x), h) for x, h in zip(items, hyps)])),
+                "labels": labels,
+            }
         tok = stage._tokenize(hyps)
         ip = getattr(processor, "image_processor", processor)
-        pixels = ip(images=[_img(x) for x in items], return_tensors="pt")["pixel_values"]
+        pixels = ip(images=[image_of(x) for x in items], return_tensors="pt")["pixel_values"]
         return {**{k: v.cpu() for k, v in tok.items()}, "pixel_values": pixels, "labels": labels}
 
     def loss_fn(m, batch):
@@ -265,7 +185,7 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
         logits = cos * logit_scale + m.riveg_logit_bias
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
 
-    cfg = accelerate_loop(train_model, train, collate, loss_fn, _loop_config(args))
+    cfg = accelerate_loop(train_model, train, collate, loss_fn, args)
     if train_model is not model:  # LoRA: merge into the base weights (exact), a plain checkpoint again
         model = train_model.merge_and_unload()
         stage.model = model
@@ -294,7 +214,7 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
             )
             scores = np.concatenate(
                 [
-                    stage.score(_img(x), stage.hypotheses([(x["entity"], x["type"], x["description"])]))
+                    stage.score(image_of(x), stage.hypotheses([(x["entity"], x["type"], x["description"])]))
                     for x in dev
                 ]
             )
@@ -336,8 +256,14 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
     from .vlm import VLMGrounderArguments, is_vlm_checkpoint, train_vlm_grounder
 
     if is_vlm_checkpoint(args.base_model, args.local_files_only):
-        if not isinstance(args, VLMGrounderArguments):
-            args = VLMGrounderArguments(**{**args.__dict__, "mixed_precision": "auto"})
+        if not isinstance(args, VLMGrounderArguments):  # what was set beyond the defaults carries over
+            base = VisionTrainingArguments(
+                dataset=args.dataset, base_model=args.base_model, output=args.output
+            )
+            given = {k: v for k, v in vars(args).items() if v != getattr(base, k)}
+            args = VLMGrounderArguments(dataset=args.dataset, base_model=args.base_model, output=args.output,
+                                        **{k: v for k, v in given.items() if k not in ("dataset", "base_model",
+                                                                                     "output")})  # fmt: skip
         return train_vlm_grounder(args)
 
     from ..stages.base import Stage
@@ -346,8 +272,8 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     state = partial_state()
-    ds = _splits(args)
-    desc = _load_descriptions(args.descriptions)
+    ds = load_image_splits(args)
+    desc = load_descriptions(args.descriptions)
     train, counts = entity_examples(
         ds["train"], desc, groundable_only=True, max_examples=args.max_train_samples
     )
@@ -368,7 +294,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
 
     def collate(items):
         prompts = [clean_query(x["description"]) + "." for x in items]
-        images = [_img(x) for x in items]
+        images = [image_of(x) for x in items]
         enc = processor(images=images, text=prompts, return_tensors="pt", padding=True)
         labels = []
         for x, image in zip(items, images):
@@ -384,7 +310,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
         return m(**batch, labels=labels).loss
 
     model.train()
-    cfg = accelerate_loop(model, train, collate, loss_fn, _loop_config(args))
+    cfg = accelerate_loop(model, train, collate, loss_fn, args)
     model.eval()
     record: dict[str, Any] = {
         "task": "grounder",
@@ -403,7 +329,7 @@ def train_grounder(args: VisionTrainingArguments) -> dict[str, Any]:
             grounder = Grounder(model, processor)
             ious = []
             for x in dev:
-                ((box, _score),) = grounder.ground(_img(x), [x["description"]])
+                ((box, _score),) = grounder.ground(image_of(x), [x["description"]])
                 ious.append(max((iou_xyxy(box, b) for b in x["boxes"]), default=0.0) if box else 0.0)
             record["validation"] = {
                 "grounding_accuracy": float(np.mean([i >= 0.5 for i in ious])),

@@ -51,14 +51,17 @@ from ..stages.vlm_grounding import (
     grounding_messages,
     read_grounding_answer,
 )
-from .common import accelerate_loop, dataset_provenance, peak_memory_mb, write_run_record
-from .vision import (
+from .common import (
+    LazyImage,
     VisionTrainingArguments,
-    _LazyImage,
-    _load_descriptions,
-    _loop_config,
-    _mixed_precision,
-    _splits,
+    accelerate_loop,
+    dataset_provenance,
+    image_of,
+    load_descriptions,
+    load_image_splits,
+    peak_memory_mb,
+    resolve_mixed_precision,
+    write_run_record,
 )
 
 __all__ = [
@@ -78,8 +81,13 @@ LORA_TARGETS = (
 FORMAT_PENALTY = 0.5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VLMGrounderArguments(VisionTrainingArguments):
+    """A vision-language stage's training (grounder SFT / GRPO, or VLM entailment): the vision arguments plus
+    LoRA and the method. ``learning_rate`` unset: 1e-4 with LoRA, 1e-5 for a full fine-tune (one default,
+    whether from the CLI or from Python)."""
+
+    learning_rate: float | None = None
     method: str = "sft"  # sft | grpo
     lora: bool = True  # False: full fine-tuning
     lora_r: int = 16
@@ -94,6 +102,10 @@ class VLMGrounderArguments(VisionTrainingArguments):
     num_generations: int = 4
     max_completion_length: int | None = None
     temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.learning_rate is None:
+            self.learning_rate = 1e-4 if self.lora else 1e-5
 
 
 def is_vlm_checkpoint(location: str, local_files_only: bool = False) -> bool:
@@ -169,7 +181,7 @@ def grounding_examples(
         out.append(
             {
                 "id": row["id"],
-                "image": _LazyImage(row["image"]),
+                "image": LazyImage(row["image"]),
                 "text": " ".join(row["tokens"]),
                 "entities": ents,
                 "spans": spans,
@@ -185,10 +197,6 @@ def grounding_examples(
         if max_examples and len(out) >= max_examples:
             break
     return out, counts
-
-
-def _img(x):
-    return x["image"].get() if isinstance(x["image"], _LazyImage) else x["image"]
 
 
 # ---------------------------------------------------------------------- encoding
@@ -219,7 +227,7 @@ class _Encoder:
         return gw * self.patch, gh * self.patch
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        images = [_img(x) for x in items]
+        images = [image_of(x) for x in items]
         if self.family == "florence2":
             enc = self.proc(
                 text=[self.prompt(x) for x in items], images=images, return_tensors="pt", padding=True
@@ -278,7 +286,7 @@ _BAD_ANSWER = (NOTE_MALFORMED, NOTE_UNPARSABLE)
 
 def _predictions(grounder: Grounder, examples: list[dict[str, Any]], batch_size: int = 4):
     """Generate with the pipeline's grounder -> (metric predictions per example, unparsable count)."""
-    requests = [LocateRequest(_img(x), [d for _, _, d in x["entities"]], text=x["text"], entities=x["entities"])
+    requests = [LocateRequest(image_of(x), [d for _, _, d in x["entities"]], text=x["text"], entities=x["entities"])
                 for x in examples]  # fmt: skip
     results = grounder.locate_many(requests, vision_batch_size=batch_size)
     preds = []
@@ -354,7 +362,7 @@ def _load(args: VLMGrounderArguments) -> Grounder:
 
 
 def _examples(args: VLMGrounderArguments, ds):
-    desc = _load_descriptions(args.descriptions)
+    desc = load_descriptions(args.descriptions)
     recognizer = None
     if args.entities == "predicted":
         if not args.recognizer:
@@ -426,7 +434,7 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     state = partial_state()
-    ds = _splits(args)
+    ds = load_image_splits(args)
     train, dev, counts = _examples(args, ds)
     grounder = _load(args)
     base_model = grounder.model
@@ -460,7 +468,7 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
         return {"validation": scores}
 
     cfg = accelerate_loop(
-        model, train, encoder.collate, lambda m, b: m(**b).loss, _loop_config(args), on_epoch_end=validate
+        model, train, encoder.collate, lambda m, b: m(**b).loss, args, on_epoch_end=validate
     )
     if best.get("state") is not None:
         model.load_state_dict(best.pop("state"), strict=False)
@@ -494,7 +502,7 @@ def _record_head(args: VLMGrounderArguments, grounder: Grounder) -> dict[str, An
 
 
 def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderArguments, state, t0: float):
-    from ..hub import component_card
+    from ..cards import component_card
 
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
     record.update(peak_memory_mb())
@@ -532,7 +540,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     state = partial_state()
-    ds = _splits(args)
+    ds = load_image_splits(args)
     train, dev, counts = _examples(args, ds)
     grounder = _load(args)
     if grounder.family != "vlm":
@@ -544,7 +552,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     proc.tokenizer.padding_side = "left"
     rows = []
     for x in train:
-        image = _img(x)
+        image = image_of(x)
         grid = proc.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
         rows.append(
             {
@@ -589,7 +597,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
         report_to=[],
         seed=args.seed,
         temperature=args.temperature,
-        bf16=_mixed_precision(args.mixed_precision) == "bf16",
+        bf16=resolve_mixed_precision(args.mixed_precision) == "bf16",
         remove_unused_columns=False,
         # several processes on a machine without GPU: keep the CPU process group (the Trainer forms its own)
         use_cpu=state.distributed_type == DistributedType.MULTI_CPU,
