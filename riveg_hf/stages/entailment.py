@@ -19,12 +19,17 @@ decision; a fine-tuned checkpoint carries its calibrated threshold in its config
 
 The image is encoded **once** per call, however many hypotheses the tweet has, and
 :meth:`Entailment.score_many` encodes several images in one vision forward.
+
+One base class (:class:`Entailment`), one module per family in :mod:`riveg_hf.stages.entailers` (``itm``,
+``contrastive``, ``vlm``), tried in :data:`FAMILY_MODULES` order; ``Entailment(model, processor)`` and
+``Entailment.from_pretrained(...)`` give the family that accepts the model.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,9 +43,40 @@ from transformers import (
 from ..types import TYPE_WORDS
 from .base import Stage, token_limit
 
-__all__ = ["DEFAULT_HYPOTHESIS", "Entailment", "calibrate_threshold"]
+__all__ = ["DEFAULT_HYPOTHESIS", "FAMILY_MODULES", "Entailment", "calibrate_threshold", "register"]
 
-_VLM_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+#: the entailment families, ``riveg_hf.stages.entailers.<name>``, tried in this order (the first that accepts
+#: the model serves it); each registers its class on import
+FAMILY_MODULES = ("itm", "vlm", "contrastive")
+_FAMILIES: list[type] = []
+
+
+def register(cls):
+    _FAMILIES.append(cls)
+    return cls
+
+
+def family_class(model) -> type:
+    for name in FAMILY_MODULES:
+        importlib.import_module(f"{__package__}.entailers.{name}")
+    by_module = {c.__module__.rsplit(".", 1)[-1]: c for c in _FAMILIES}
+    for name in FAMILY_MODULES:
+        cls = by_module.get(name)
+        if cls is not None and cls.accepts(model):
+            return cls
+    raise TypeError(
+        f"entailment: {type(model).__name__} is neither an image-text matching model "
+        "(BlipForImageTextRetrieval), a vision-language model (Qwen-VL), nor a dual encoder with "
+        "get_image_features/get_text_features (CLIPModel, SiglipModel, ...)."
+    )
+
+
+def _vlm_types() -> tuple[str, ...]:
+    from .vlm_grounding import VLM_FAMILIES
+
+    return tuple(VLM_FAMILIES)
+
+
 #: The question a vision-language entailment model answers, per hypothesis.
 VLM_QUESTION = "Does the image show {hypothesis}? Answer yes or no."
 
@@ -71,7 +107,7 @@ def calibrate_threshold(scores: Sequence[float], labels: Sequence[bool], metric:
 
 
 class Entailment(Stage):
-    """Image + hypotheses -> probability that the image shows each entity."""
+    """Image + hypotheses -> probability that the image shows each entity (the base of every family)."""
 
     name = "entailment"
     compile_modules = ("model.vision_model",)
@@ -81,6 +117,18 @@ class Entailment(Stage):
         AutoModelForImageTextToText,
         AutoModel,
     )
+    #: the family's name: "itm", "contrastive", "vlm"
+    kind: ClassVar[str] = ""
+
+    def __new__(cls, model=None, processor=None, **options):
+        if cls is Entailment and model is not None:
+            cls = family_class(model)
+        return super().__new__(cls)
+
+    @classmethod
+    def accepts(cls, model) -> bool:
+        """Whether this family serves ``model``."""
+        return False
 
     def __init__(
         self,
@@ -93,24 +141,6 @@ class Entailment(Stage):
         batch_size: int = 32,
     ):
         super().__init__(model, processor)
-        if isinstance(model, BlipForImageTextRetrieval):
-            self.kind = "itm"
-        elif model.config.model_type in _VLM_TYPES:
-            self.kind = "vlm"
-            processor.tokenizer.padding_side = (
-                "left"  # the answer's first token is predicted at the last position
-            )
-            tok = processor.tokenizer
-            self._yes = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")})
-            self._no = sorted({tok.encode(w, add_special_tokens=False)[0] for w in ("no", "No")})
-        elif hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
-            self.kind = "contrastive"
-        else:
-            raise TypeError(
-                f"entailment: {type(model).__name__} is neither an image-text matching model "
-                "(BlipForImageTextRetrieval) nor a dual encoder with get_image_features/get_text_features "
-                "(CLIPModel, SiglipModel, ...)."
-            )
         cfg_threshold = getattr(model.config, "riveg_entailment_threshold", None)
         self.threshold = float(
             threshold if threshold is not None else (cfg_threshold if cfg_threshold is not None else 0.5)
@@ -138,18 +168,15 @@ class Entailment(Stage):
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         tok = getattr(self.processor, "tokenizer", self.processor)
-        kwargs: dict[str, Any] = {"return_tensors": "pt", "truncation": True}
-        limit = token_limit(self.model.config, tok, default=64)
-        if self.kind == "contrastive" and "siglip" in type(self.model).__name__.lower():
-            kwargs.update(padding="max_length", max_length=min(64, limit))
-        else:
-            kwargs.update(padding=True, max_length=limit)
-        enc = tok(list(texts), **kwargs)
+        enc = tok(list(texts), return_tensors="pt", truncation=True, **self._text_padding(tok))
         return {
             k: v.to(self.device)
             for k, v in enc.items()
             if k in ("input_ids", "attention_mask", "token_type_ids")
         }
+
+    def _text_padding(self, tok) -> dict[str, Any]:
+        return {"padding": True, "max_length": token_limit(self.model.config, tok, default=64)}
 
     def _pixels(self, image) -> torch.Tensor:
         ip = getattr(self.processor, "image_processor", self.processor)
@@ -174,20 +201,9 @@ class Entailment(Stage):
         out: list[np.ndarray] = [np.zeros(0) for _ in items]
         todo = [i for i, (_, hyps) in enumerate(items) if len(hyps)]
         step = max(1, int(vision_batch_size))
-        if self.kind == "vlm":
-            for start in range(0, len(todo), step):
-                chunk = todo[start : start + step]
-                probs = self._vlm_yes([(items[i][0], h) for i in chunk for h in items[i][1]])
-                pos = 0
-                for i in chunk:
-                    out[i] = probs[pos : pos + len(items[i][1])]
-                    pos += len(items[i][1])
-            return out
         for start in range(0, len(todo), step):
             chunk = todo[start : start + step]
-            pixels = self._pixels([items[i][0] for i in chunk])
-            pairs = [(k, h) for k, i in enumerate(chunk) for h in items[i][1]]
-            probs = self._score_pairs(pixels, pairs)
+            probs = self._score_chunk([items[i] for i in chunk])
             pos = 0
             for i in chunk:
                 n = len(items[i][1])
@@ -195,87 +211,14 @@ class Entailment(Stage):
                 pos += n
         return out
 
-    def vlm_encode(self, pairs: Sequence[tuple[Any, str]]) -> dict[str, Any]:
-        """The processor's batch for (image, hypothesis) pairs: the question as the user turn, left-padded,
-        ending where the answer's first token is predicted (used by scoring and by training)."""
-        proc = self.processor
-        texts = [
-            proc.apply_chat_template(
-                [
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image"},
-                            {"type": "text", "text": VLM_QUESTION.format(hypothesis=h)},
-                        ],
-                    }
-                ],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for _, h in pairs
-        ]
-        return proc(text=texts, images=[img for img, _ in pairs], return_tensors="pt", padding=True)
-
-    def vlm_yes_no_logits(self, model, enc) -> torch.Tensor:
-        """``(batch, 2)`` logits of answering [no, yes] (log-sum-exp over each word's first tokens)."""
-        logits = model(**self._inputs(enc)).logits[:, -1, :].float()
-        return torch.stack(
-            [torch.logsumexp(logits[:, self._no], dim=-1), torch.logsumexp(logits[:, self._yes], dim=-1)],
-            dim=-1,
-        )
-
-    def _vlm_yes(self, pairs: Sequence[tuple[Any, str]]) -> np.ndarray:
-        """P(yes) for each (image, hypothesis), from one batched forward of the next-token logits."""
-        two = self.vlm_yes_no_logits(self.model, self.vlm_encode(pairs))
-        prob = torch.softmax(two, dim=-1)[:, 1].cpu().numpy().astype(np.float64)
-        return np.nan_to_num(prob, nan=0.0)
+    def _score_chunk(self, items: Sequence[tuple[Any, Sequence[str]]]) -> np.ndarray:
+        """One batch of images with their hypotheses -> every hypothesis's probability, flat (image order)."""
+        pixels = self._pixels([img for img, _ in items])
+        pairs = [(k, h) for k, (_, hyps) in enumerate(items) for h in hyps]
+        return np.nan_to_num(self._score_pairs(pixels, pairs), nan=0.0)
 
     def _score_pairs(self, pixels: torch.Tensor, pairs: Sequence[tuple[int, str]]) -> np.ndarray:
-        """``pairs`` of (index of the image in ``pixels``, hypothesis) -> probabilities."""
-        out = []
-        if self.kind == "itm":
-            image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state  # once per image
-            for start in range(0, len(pairs), self.batch_size):
-                part = pairs[start : start + self.batch_size]
-                enc = self._tokenize([h for _, h in part])
-                idx = torch.tensor([k for k, _ in part], device=image_embeds.device)
-                emb = image_embeds.index_select(0, idx)
-                att = torch.ones(emb.shape[:-1], dtype=torch.long, device=emb.device)
-                text = self.model.text_encoder(
-                    input_ids=enc["input_ids"],
-                    attention_mask=enc.get("attention_mask"),
-                    encoder_hidden_states=emb,
-                    encoder_attention_mask=att,
-                ).last_hidden_state
-                logits = self.model.itm_head(text[:, 0, :]).float()
-                out.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
-        else:
-            img = _features(self.model.get_image_features(pixel_values=pixels))  # once per image
-            img = img / img.norm(dim=-1, keepdim=True)
-            scale = (
-                self.model.logit_scale.exp().float()
-                if hasattr(self.model, "logit_scale")
-                else torch.tensor(100.0)
-            )
-            if self.logit_bias is not None:
-                bias = torch.tensor(float(self.logit_bias))
-            elif hasattr(self.model, "logit_bias"):
-                bias = self.model.logit_bias.float().reshape(())
-            else:
-                bias = -0.25 * scale
-            for start in range(0, len(pairs), self.batch_size):
-                part = pairs[start : start + self.batch_size]
-                enc = self._tokenize([h for _, h in part])
-                enc.pop("token_type_ids", None)
-                txt = _features(self.model.get_text_features(**enc))
-                txt = txt / txt.norm(dim=-1, keepdim=True)
-                idx = torch.tensor([k for k, _ in part], device=img.device)
-                cos = (txt.float() * img.float().index_select(0, idx)).sum(dim=-1)
-                logits = cos * scale.to(txt.device) + bias.to(txt.device)
-                out.append(torch.sigmoid(logits).cpu())
-        probs = torch.cat(out).numpy().astype(np.float64)
-        return np.nan_to_num(probs, nan=0.0)
+        raise NotImplementedError
 
 
 def _features(out: Any) -> torch.Tensor:

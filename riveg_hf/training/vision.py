@@ -117,9 +117,9 @@ def train_entailment(args: VisionTrainingArguments) -> dict[str, Any]:
     train, counts = entity_examples(ds["train"], desc, max_examples=args.max_train_samples)
     _need_images(counts, args)
     model, processor = Stage.load_model_and_processor(args.base_model, local_files_only=args.local_files_only)
-    from ..stages.entailment import _VLM_TYPES
+    from ..stages.entailment import _vlm_types
 
-    vlm_checkpoint = model.config.model_type in _VLM_TYPES
+    vlm_checkpoint = model.config.model_type in _vlm_types()
     if (
         not vlm_checkpoint
         and not isinstance(model, BlipForImageTextRetrieval)

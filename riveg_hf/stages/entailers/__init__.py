@@ -1,0 +1,1 @@
+"""The entailment families, one module each (see :mod:`riveg_hf.stages.entailment`)."""
