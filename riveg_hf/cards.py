@@ -166,9 +166,15 @@ def composite_card(
             bases.append(spec["repo_id"])
         elif "path" in spec:
             loc = f"subfolder `{spec['path']}/`"
+        elif (spec.get("options") or {}).get("endpoint"):
+            ep = spec["options"]["endpoint"]
+            model = ep.get("model") or "the server's model"
+            loc = f"**served**: `{model}` at `{ep.get('url')}` (OpenAI-compatible server; contacted only with trust_endpoints)"
         else:
             loc = "template (no model)"
-        comps.append({"name": name, "model_class": spec.get("model_class") or "-", "location": loc})
+        served = bool((spec.get("options") or {}).get("endpoint"))
+        cls = spec.get("model_class") or ("served model" if served else "-")
+        comps.append({"name": name, "model_class": cls, "location": loc})
     evals = None
     if results:
         evals = [

@@ -162,10 +162,16 @@ class RiVEGModel(PreTrainedModel):
                     )
                 except ValueError as err:
                     raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
-            if spec.get("model_class") is None:  # a template-only expander
-                if stage_cls is not Expander:
+            if spec.get("model_class") is None:  # a served stage, or a template-only expander
+                if options.get("endpoint") is not None:
+                    try:
+                        stages[name] = stage_cls.served(options.pop("endpoint"), **options)
+                    except (TypeError, ValueError) as err:
+                        raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
+                elif stage_cls is Expander:
+                    stages[name] = Expander(None, None, **options)
+                else:
                     raise ComponentLoadError(f"{root}: component {name!r} has no model_class")
-                stages[name] = Expander(None, None, **options)
                 continue
             if "path" in spec:
                 sub = _safe_subfolder(spec["path"], root)

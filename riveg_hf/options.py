@@ -172,7 +172,6 @@ STAGE_OPTIONS: dict[str, StageOption] = {
         StageOption("template", "expander", "template"),
         StageOption("max_new_tokens", "expander", "max_new_tokens"),
         StageOption("knowledge_prompt", "expander", "knowledge_prompt"),
-        StageOption("endpoint_model", "expander", "endpoint_model"),
         StageOption("hypothesis", "entailment", "hypothesis"),
         StageOption("logit_bias", "entailment", "logit_bias"),
         StageOption("entailment_threshold", "entailment", "threshold"),

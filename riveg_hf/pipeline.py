@@ -224,7 +224,7 @@ class RiVEGPipeline(Pipeline):
                 if name == "expander":
                     stages[name] = Expander(None, None, **stage_opts[name])
                 continue
-            stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub)
+            stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub, stage_opts["_served"])
         for key, value in stage_opts.pop(
             "_locator", {}
         ).items():  # a segmenter that locates owns box_threshold
@@ -726,8 +726,12 @@ def _route_options(
     """from_components' options -> (per stage: its arguments; the call options saved as defaults). An option for
     a stage that is absent is an error naming the stage (it used to be silently dropped)."""
     per_stage: dict[str, dict[str, Any]] = {name: {} for name in STAGES}
+    per_stage["_served"] = {}  # endpoint_model / endpoint_family: every stage given as "endpoint:URL"
     calls: dict[str, Any] = {}
     for key, value in options.items():
+        if key in ("endpoint_model", "endpoint_family"):
+            per_stage["_served"][key] = value
+            continue
         opt = STAGE_OPTIONS.get(key)
         if opt is None:
             if key not in CALL_OPTIONS:
@@ -808,18 +812,27 @@ def _valid_unicode(text: str, field: str) -> str:
     return text
 
 
-def _make_stage(stage_cls: type[Stage], spec: Any, options: dict[str, Any], hub: dict[str, Any]) -> Stage:
-    """A Stage from a hub id / folder, a loaded model, a (model, processor) pair or a Stage."""
+def _make_stage(
+    stage_cls: type[Stage],
+    spec: Any,
+    options: dict[str, Any],
+    hub: dict[str, Any],
+    served: dict | None = None,
+) -> Stage:
+    """A Stage from a hub id / folder, ``"endpoint:URL"`` (a server), a loaded model, a (model, processor) pair
+    or a Stage. ``served``: ``endpoint_model`` / ``endpoint_family`` for a served stage."""
+    served = {k: v for k, v in (served or {}).items() if v is not None}
     if isinstance(spec, Stage):
         for key, value in options.items():
             setattr(spec, key, value)
         return spec
-    if isinstance(spec, str) and spec.startswith("endpoint:"):
-        if stage_cls is not Expander:
-            raise ValueError(
-                f"{stage_cls.name}: 'endpoint:URL' is for the expander (a chat LLM server) only."
-            )
-        return Expander(None, None, endpoint=spec[len("endpoint:") :], **options)
+    if isinstance(spec, str) and spec.startswith("endpoint:"):  # a model on an OpenAI-compatible server
+        return stage_cls.served(spec[len("endpoint:") :], **served, **options)
+    if isinstance(spec, Mapping) and "endpoint" in spec:  # {"endpoint": URL, "model": ..., "family": ...}
+        spec = dict(spec)
+        ep = {"url": spec.pop("endpoint"), **({"model": spec.pop("model")} if spec.get("model") else {})}
+        fam = {"endpoint_family": spec.pop("family")} if spec.get("family") else {}
+        return stage_cls.served(ep, **{**served, **fam}, **spec, **options)
     if isinstance(spec, (str, os.PathLike)):
         return stage_cls.from_pretrained(
             spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"}, **options

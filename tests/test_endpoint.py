@@ -128,5 +128,7 @@ def test_endpoint_expander_in_a_saved_composite_without_the_token(server, dummy_
     again = pipeline("grounded-mner", model=str(tmp_path / "c"), trust_endpoints=True)
     assert again.stages["expander"].endpoint.url == server.url
     assert again.stages["expander"].describe(_requests(["Rome"])) == [("a photo of Rome", "llm")]
-    with pytest.raises(ValueError, match="for the expander"):
+    with pytest.raises(ValueError, match="for the expander, the grounder and the entailment"):
+        RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"], segmenter=f"endpoint:{server.url}")
+    with pytest.raises(ValueError, match="endpoint_family"):  # "llama-test" names no vision-language family
         RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"], grounder=f"endpoint:{server.url}")

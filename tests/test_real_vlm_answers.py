@@ -246,7 +246,9 @@ def test_a_repeated_mention_shares_its_object_and_two_entities_never_share_one_o
     ],
 )
 def test_hostile_answers_never_raise_and_never_become_coordinates(answer):
-    read = _read(answer)  # bounded work (at most MAX_ANSWER_CHARS read, 256 decode attempts): no hang, no raise
+    read = _read(
+        answer
+    )  # bounded work (at most MAX_ANSWER_CHARS read, 256 decode attempts): no hang, no raise
     assert read.boxes == [None, None, None]
     assert all(n is not None for n in read.notes)
 

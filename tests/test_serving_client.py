@@ -293,3 +293,13 @@ def test_many_threads_share_one_client():
             t.join()
         assert out == {k: [f"T{k}-{i}" for i in range(3)] for k in range(4)}
         assert srv.max_in_flight <= 2
+
+
+def test_an_exhausted_quota_is_not_retried():
+    """OpenAI answers 429 both for a rate limit (retry) and for an exhausted quota (not): the body says which."""
+    body = {
+        "error": {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": None}
+    }
+    with ChatServer(lambda r, h: Reply(429, body)) as srv:
+        res = _client(srv.url, max_retries=5).chat(_req())
+        assert not res.ok and "insufficient_quota" in res.error and len(srv.requests) == 1

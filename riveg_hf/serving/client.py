@@ -385,6 +385,15 @@ class ChatClient:
                     )
                 if resp.status_code in RETRY_STATUSES or resp.status_code >= 500:
                     after = _retry_after(resp.headers.get("Retry-After"))
+                    head = b""
+                    async for chunk in resp.aiter_bytes():
+                        head += chunk
+                        if len(head) >= 4096:
+                            break
+                    if (
+                        b"insufficient_quota" in head
+                    ):  # OpenAI's 429 for an exhausted quota: waiting won't help
+                        raise _Failure("HTTP 429 insufficient_quota (not retried)", retry=False)
                     raise _Failure(f"HTTP {resp.status_code}", retry=True, retry_after=after)
                 chunks, n = [], 0
                 async for chunk in resp.aiter_bytes():

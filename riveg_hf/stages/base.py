@@ -294,6 +294,14 @@ class Stage:
         if self.processor is not None:
             self.processor.save_pretrained(directory)
 
+    @classmethod
+    def served(cls, endpoint: str | dict, **options: Any) -> Stage:
+        """This stage on an OpenAI-compatible server (``"endpoint:URL"``); only the LLM / VLM roles have one."""
+        raise ValueError(
+            f"{cls.name}: 'endpoint:URL' (a model on a server) is for the expander, the grounder and the "
+            f"entailment stage (a vision-language model); give the {cls.name} a hub id or a local folder."
+        )
+
     # ------------------------------------------------------------------ runtime
     def clients(self) -> list[Any]:
         """The server clients this stage talks to (:class:`riveg_hf.serving.ChatClient`); none for a local model."""

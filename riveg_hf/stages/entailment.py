@@ -130,6 +130,13 @@ class Entailment(Stage):
         """Whether this family serves ``model``."""
         return False
 
+    @classmethod
+    def served(cls, endpoint, **options):
+        """A vision-language entailment model on a server (:mod:`riveg_hf.stages.entailers.served`)."""
+        from .entailers.served import ServedEntailment
+
+        return ServedEntailment(endpoint, **options)
+
     def __init__(
         self,
         model,

@@ -427,6 +427,11 @@ class Expander(_Generator):
     def clients(self) -> list:
         return [self.endpoint] if self.endpoint is not None else []
 
+    @classmethod
+    def served(cls, endpoint, *, endpoint_family: str | None = None, **options) -> Expander:
+        """The expander's LLM on a server (``endpoint_family`` is for vision-language stages: ignored)."""
+        return cls(None, None, endpoint=endpoint, **options)
+
     @property
     def has_llm(self) -> bool:
         return self.model is not None or self.endpoint is not None

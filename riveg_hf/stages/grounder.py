@@ -207,6 +207,13 @@ class Grounder(Stage):
     def options(self) -> dict[str, Any]:
         return {"box_threshold": self.box_threshold, **{k: getattr(self, k) for k in self.family_options}}
 
+    @classmethod
+    def served(cls, endpoint, **options):
+        """A vision-language grounder on a server (:mod:`riveg_hf.stages.grounders.served`)."""
+        from .grounders.served import ServedGrounder
+
+        return ServedGrounder(endpoint, **options)
+
     # ------------------------------------------------------------------ the protocol
     @torch.no_grad()
     def locate_many(
