@@ -1,6 +1,7 @@
 """Publishing a composite checkpoint: ``riveg push``. ``push_composite`` writes the card
-(:mod:`riveg_hf.cards`), ``handler.py`` (Inference Endpoints) and ``requirements.txt`` into the checkpoint folder
-and uploads it with ``HfApi.upload_folder``.
+(:mod:`riveg_hf.cards`), ``handler.py`` (Inference Endpoints), ``requirements.txt`` and the riveg-hf wheel it
+installs (``wheels/``, :mod:`riveg_hf.wheel`: the package is not on an index) into the checkpoint folder and
+uploads it with ``HfApi.upload_folder``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ def prepare_for_push(
         raise ValueError(f"{folder}/config.json has model_type {cfg.get('model_type')!r}; expected 'riveg'.")
     composite_card(folder, repo_id=repo_id, results=results).save(folder / "README.md")
     shutil.copyfile(HANDLER_TEMPLATE, folder / "handler.py")
-    from . import __version__
+    from .wheel import build_wheel, requirements_lines
 
-    (folder / "requirements.txt").write_text(f"riveg-hf>={__version__}\n", encoding="utf-8")
+    build_wheel(folder / "wheels")  # riveg-hf is not on an index: the endpoint installs it from here
+    (folder / "requirements.txt").write_text("\n".join(requirements_lines("wheels")) + "\n", encoding="utf-8")
     return folder
 
 
@@ -93,6 +95,11 @@ def push_composite(
             tmp_file = folder / f".{name}.tmp"
             shutil.copyfile(stage / name, tmp_file)
             os.replace(tmp_file, folder / name)
+        for whl in (stage / "wheels").glob("*.whl"):
+            (folder / "wheels").mkdir(exist_ok=True)
+            tmp_file = folder / "wheels" / f".{whl.name}.tmp"
+            shutil.copyfile(whl, tmp_file)
+            os.replace(tmp_file, folder / "wheels" / whl.name)
     return info
 
 

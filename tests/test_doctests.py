@@ -12,6 +12,7 @@ import riveg_hf.masks
 import riveg_hf.metrics.core
 import riveg_hf.net
 import riveg_hf.serving.client
+import riveg_hf.serving.images
 import riveg_hf.stages.expander
 import riveg_hf.stages.grounders.florence2
 import riveg_hf.stages.vlm_answers
@@ -35,6 +36,7 @@ import riveg_hf.training.vlm
         riveg_hf.stages.vlm_answers,
         riveg_hf.stages.grounders.florence2,
         riveg_hf.serving.client,
+        riveg_hf.serving.images,
         riveg_hf.training.vlm,
         riveg_hf.stages.vlm_grounding,
     ],

@@ -424,3 +424,66 @@ def test_riveg_demo_command_serves_on_localhost(composite):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---------------------------------------------------------------------- deployable as pushed
+def test_a_pushed_composite_installs_and_serves_from_its_own_folder(tmp_path):
+    """What Inference Endpoints does with a pushed repository: a fresh environment (the endpoint image's
+    torch / transformers already there) runs `pip install -r requirements.txt` -- here with no index at all, so
+    riveg-hf can only come from the wheel shipped in the folder -- then calls handler.py on a request."""
+    import site
+    import subprocess
+    import sys
+
+    from riveg_hf.hub import prepare_for_push
+    from riveg_hf.testing import every_word_recognizer
+
+    folder = tmp_path / "repo"
+    RiVEGPipeline.from_components(recognizer=every_word_recognizer()).save_pretrained(folder)
+    prepare_for_push(folder, "me/riveg")
+    reqs = (folder / "requirements.txt").read_text()
+    assert "--find-links wheels" in reqs and "transformers==" in reqs and "torch==" in reqs
+    assert len(list((folder / "wheels").glob("riveg_hf-*-py3-none-any.whl"))) == 1
+    # the endpoint image: a fresh venv seeing this machine's third-party packages, but not riveg-hf
+    venv = tmp_path / "endpoint-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    deps = tmp_path / "image-packages"
+    deps.mkdir()
+    ours = ("riveg", "model_cards", "datasets_scripts", "__editable__")
+    for sp in site.getsitepackages():
+        for entry in Path(sp).iterdir():
+            if (
+                not entry.name.lower().startswith(ours)
+                and entry.suffix != ".pth"
+                and not (deps / entry.name).exists()
+            ):
+                (deps / entry.name).symlink_to(entry)
+    py = venv / "bin" / "python"
+    vsite = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
+    (Path(vsite) / "image-packages.pth").write_text(str(deps) + "\n")
+    for own in Path(vsite).glob(
+        "setuptools*"
+    ):  # the venv's old setuptools would shadow the image's (torch pins it)
+        subprocess.run(["rm", "-rf", str(own)], check=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+    probe = subprocess.run(
+        [str(py), "-c", "import riveg_hf"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert probe.returncode != 0  # not installed in the endpoint yet
+    inst = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", "-r", "requirements.txt"],
+                          capture_output=True, text=True, env=env, cwd=folder)  # fmt: skip
+    assert inst.returncode == 0, inst.stdout + inst.stderr
+    code = (
+        "import json, riveg_hf; from handler import EndpointHandler; "
+        "out = EndpointHandler('.')({'inputs': {'text': 'Obama visits Paris'}}); "
+        "print(json.dumps({'where': riveg_hf.__file__, 'out': out}))"
+    )
+    run = subprocess.run(
+        [str(py), "-c", code], capture_output=True, text=True, env=env, cwd=folder, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["where"].startswith(vsite)  # from the shipped wheel, installed into the endpoint's environment
+    assert [e["entity"] for e in got["out"]] == ["Obama", "visits", "Paris"]
