@@ -40,7 +40,7 @@ def gold_entities(data: Path, n: int):
     for s in sents:
         spans = tags_to_spans(s.tags)
         names = [" ".join(s.tokens[a:b]) for a, b, _ in spans]
-        for (a, b, t), name in zip(spans, names):
+        for (_a, _b, t), name in zip(spans, names):
             out.append((name, t, " ".join(s.tokens), caps.get(s.id), tuple(x for x in names if x != name)))
             if len(out) == n:
                 return out

@@ -40,7 +40,7 @@ def _add_data(sub) -> None:
         "verified after. Default folder: $RIVEG_DATA, else ~/.cache/riveg-hf/data. Images are not included: "
         "see the README, Datasets.",
     )
-    d.add_argument("datasets", nargs="+", choices=["twitter-gmner", "twitter-mner"])
+    d.add_argument("datasets", nargs="+", choices=["twitter-gmner", "twitter-mner", "twitter-fmnerg"])
     d.add_argument(
         "--dest", default=None, help="data folder (default: $RIVEG_DATA or ~/.cache/riveg-hf/data)"
     )
@@ -56,7 +56,10 @@ def _add_data(sub) -> None:
         "  riveg data build twitter-mner --raw ../shared/data/twitter-mner --out twitter-mner",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("dataset", choices=["twitter-gmner", "twitter-smner", "twitter-mner"])
+    b.add_argument("dataset", choices=["twitter-gmner", "twitter-smner", "twitter-mner", "twitter-fmnerg"])
+    b.add_argument(
+        "--xml", help="twitter-fmnerg: the Twitter-GMNER v2.0 xml/ folder (default: the downloaded one)"
+    )
     b.add_argument(
         "--raw",
         default=None,
@@ -101,6 +104,19 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--config", default=None, help="dataset config (default: the dataset's default)")
     p.add_argument("--split", default="test")
     p.add_argument("--smner", action="store_true", help="score masks (automatic for SMNER datasets)")
+    p.add_argument(
+        "--protocol",
+        default="riveg-hf",
+        choices=["riveg-hf", "riveg", "h-index", "e2e-gmner", "fmnerg", "all"],
+        help="whose scoring to use: this project's (default), a published system's (RiVEG, H-Index, E2E-GMNER, "
+        "TIGER/FMNERG, reimplemented from their code; README, Metrics), or all of them as one table",
+    )
+    p.add_argument(
+        "--level",
+        choices=["fine", "coarse"],
+        default=None,
+        help="Twitter-FMNERG: score the fine types (default) or their coarse types",
+    )
     p.add_argument("--output", help="also write the scores as JSON")
     p.set_defaults(func="_cmd_evaluate")
 

@@ -30,6 +30,12 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
         kwargs.update(knowledge=a.knowledge)
         if a.configs:
             kwargs["configs"] = tuple(a.configs.split(","))
+    if a.dataset == "twitter-fmnerg":
+        kwargs.update(images=a.images, max_image_pixels=a.max_image_pixels, xml=a.xml)
+        if a.configs:
+            kwargs["configs"] = tuple(a.configs.split(","))
+    elif a.xml:
+        raise CLIError("--xml is for twitter-fmnerg (its boxes are Twitter-GMNER's XML).")
     if a.dataset == "twitter-smner":
         if not a.masks:
             raise CLIError(
@@ -45,11 +51,14 @@ def _cmd_data_build(a: argparse.Namespace) -> int:
 
         raw = release_dir(a.dataset)
         if not raw.is_dir():
+            name = a.dataset if a.dataset in ("twitter-mner", "twitter-fmnerg") else "twitter-gmner"
             raise CLIError(
-                f"no --raw given and no downloaded release at {raw}. Get it with `riveg data download "
-                f"{'twitter-mner' if a.dataset == 'twitter-mner' else 'twitter-gmner'}` (or set RIVEG_DATA to the "
-                "folder that holds it), or pass --raw DIR."
+                f"no --raw given and no downloaded release at {raw}. Get it with `riveg data download {name}"
+                f"{' twitter-gmner' if name == 'twitter-fmnerg' else ''}` (or set RIVEG_DATA to the folder that holds "
+                "it), or pass --raw DIR."
             )
+        if a.dataset == "twitter-fmnerg" and kwargs.get("xml") is None:
+            kwargs["xml"] = release_dir("twitter-gmner") / "xml"
     result = build(raw, a.out, **kwargs)
     print(result.summary())
     if a.strict:
@@ -141,8 +150,25 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     type_names = entity_feature["type"].names
     refs = dict(zip(ds["id"], ds["entities"]))
     smner = a.smner or "masks" in entity_feature
+    type_map = None
+    if a.level == "coarse":
+        from riveg_hf.data.fmnerg import FINE_TO_COARSE
+
+        type_map = FINE_TO_COARSE
+    if a.protocol != "riveg-hf" and smner:
+        raise CLIError("--protocol scores boxes (GMNER); SMNER masks have only the riveg-hf protocol")
     fn = compute_smner if smner else compute_gmner
-    scores = fn(preds, refs, type_names=type_names)
+    kwargs = {"type_map": type_map} if type_map else {}
+    scores = fn(preds, refs, type_names=type_names, **kwargs)
+    if a.protocol != "riveg-hf":
+        from riveg_hf.metrics import PROTOCOLS, format_protocol_table
+
+        names = list(PROTOCOLS) if a.protocol == "all" else ["riveg-hf", a.protocol]
+        by = {"riveg-hf": {**scores, "scored_by": PROTOCOLS["riveg-hf"][1]}}
+        for name in names[1:]:
+            by[name] = compute_gmner(preds, refs, type_names=type_names, protocol=name, **kwargs)
+        scores["protocols"] = {k: {m: v for m, v in s.items() if m not in ("per_type", "diagnostics")}
+                               for k, s in by.items()}  # fmt: skip
     print(
         f"{a.predictions} vs {a.dataset} [{a.split}]: {len(preds)} predicted examples, {len(refs)} gold examples"
     )
@@ -153,6 +179,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
             f"entity: {failed[:5]}{' ...' if len(failed) > 5 else ''}"
         )
     print(format_table(scores))
+    if "protocols" in scores:
+        print("\nthe same predictions under each system's own scoring (README, Metrics):")
+        print(format_protocol_table(scores["protocols"]))
     if a.output:
         Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
         print(f"wrote {a.output}")

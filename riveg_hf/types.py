@@ -18,12 +18,24 @@ from typing import Any
 
 from .boxes import as_xyxy, xyxy_to_dict
 
-__all__ = ["ENTITY_TYPES", "OUTPUT_KEYS", "TYPE_WORDS", "GroundedEntity"]
+__all__ = ["ENTITY_TYPES", "OUTPUT_KEYS", "TYPE_WORDS", "GroundedEntity", "type_word"]
 
 #: The entity types of Twitter-GMNER / Twitter-SMNER.
 ENTITY_TYPES = ("PER", "LOC", "ORG", "OTHER")
 #: Words used in prompts and template descriptions.
 TYPE_WORDS = {"PER": "person", "LOC": "location", "ORG": "organization", "OTHER": "named entity"}
+
+
+def type_word(type_: str) -> str:
+    """The words for a type in prompts and templates: ``"PER"`` -> ``"person"``, ``"sports_team"`` -> ``"sports
+    team"`` (any dataset's type set, e.g. Twitter-FMNERG's).
+
+    >>> type_word("ORG"), type_word("sports_team"), type_word("")
+    ('organization', 'sports team', 'named entity')
+    """
+    return TYPE_WORDS.get(type_) or " ".join(str(type_).replace("_", " ").split()).lower() or "named entity"
+
+
 #: Keys of one pipeline output, in order.
 OUTPUT_KEYS = (
     "entity",

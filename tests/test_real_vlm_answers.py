@@ -291,7 +291,7 @@ def test_a_chinese_label_split_across_tokens_decodes_whole_and_matches(monkeypat
 
     def canned(**kw):
         out = real(**{**kw, "max_new_tokens": 1})
-        new = torch.tensor([ids + [tok.eos_token_id]])
+        new = torch.tensor([[*ids, tok.eos_token_id]])
         out.sequences = torch.cat([kw["input_ids"], new], dim=1)
         out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
         return out
@@ -318,7 +318,7 @@ def test_qwen2_vl_and_qwen3_vl_moe_answer_in_relative_coordinates(family, monkey
 
     def canned(**kw):
         out = real(**{**kw, "max_new_tokens": 1})
-        new = torch.tensor([ids + [tok.eos_token_id]])
+        new = torch.tensor([[*ids, tok.eos_token_id]])
         out.sequences = torch.cat([kw["input_ids"], new], dim=1)
         out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
         return out

@@ -141,16 +141,19 @@ def _text_lines(path: str):
             yield lineno, line.rstrip("\r\n")
 
 
-def _split_columns(line: str, path: str, lineno: int) -> tuple[str, str]:
+def _split_columns(
+    line: str, path: str, lineno: int, columns: int = 2, tag_column: int = 1
+) -> tuple[str, str]:
     parts = [p.strip(_ASCII_SPACE) for p in line.split("\t")]
-    if len(parts) != 2:
+    if len(parts) != columns:
         parts = line.split()
-    if len(parts) != 2:
+    if len(parts) != columns:
+        want = "'token<TAB>tag'" if columns == 2 else "'token<TAB>coarse tag<TAB>fine tag'"
         raise CoNLLFormatError(
-            f"{path}:{lineno}: expected 2 columns 'token<TAB>tag', got {len(parts)} in {line!r}. "
-            "Each token line must hold exactly one token and one BIO tag, separated by a tab."
+            f"{path}:{lineno}: expected {columns} columns {want}, got {len(parts)} in {line!r}. "
+            "Each token line must hold exactly one token and its BIO tag(s), separated by tabs."
         )
-    return parts[0], parts[1]
+    return parts[0], parts[tag_column]
 
 
 def read_conll(
@@ -160,8 +163,12 @@ def read_conll(
     type_map: Mapping[str, str] | None = None,
     has_ids: bool = True,
     report: Report | None = None,
+    columns: int = 2,
+    tag_column: int = 1,
 ) -> list[Sentence]:
     """Read a CoNLL file with ``IMGID:`` lines into :class:`Sentence` objects.
+
+    ``columns`` / ``tag_column``: Twitter-FMNERG's files have three (token, coarse tag, fine tag).
 
     * ``allowed_tags`` -- the tag set (e.g. :func:`bio_tags` of the types, plus ``X`` for
       knowledge words); a tag outside it raises :class:`CoNLLFormatError` listing the set.
@@ -215,7 +222,7 @@ def read_conll(
                     "Each tweet must start with a line IMGID:<id>."
                 )
             cur = Sentence(id=None, tokens=[], tags=[], line=lineno)
-        token, tag = _split_columns(line, path, lineno)
+        token, tag = _split_columns(line, path, lineno, columns, tag_column)
         if token == "" or (tag == "X" and not token.strip()):
             if tag == "X":  # an empty knowledge word (RiVEG's files have a few): nothing to keep
                 report.count("empty_knowledge_word")

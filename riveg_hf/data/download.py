@@ -99,8 +99,33 @@ SOURCES: dict[str, Source] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class FileSource:
+    """A release fetched file by file (its repository's archive is too big: FMNERG's is ~0.9 GB of features)."""
+
+    repo: str
+    ref: str  # the commit
+    files: dict[str, str]  # path in the repository -> destination (relative to the data folder)
+    description: str
+
+
+FILE_SOURCES: dict[str, FileSource] = {
+    "twitter-fmnerg": FileSource(
+        repo="NUSTM/FMNERG",
+        ref="222d8e5d26674c7a0ddb6f853efecac0ca27aba0",
+        files={
+            f"Twitter10000v2/txt_fine/{s}.txt": f"twitter-fmnerg/txt_fine/{s}.txt"
+            for s in ("train", "dev", "test")
+        },
+        description="Twitter-FMNERG (Wang et al., ACM MM 2023): txt_fine/ (token, coarse tag, fine tag); its boxes "
+        "are Twitter-GMNER v2.0's XML (riveg data download twitter-gmner)",
+    ),
+}
+
 #: where ``riveg data build <name>`` finds the downloaded release inside the data folder
 RELEASE_SUBDIRS = {
+    "twitter-fmnerg": "twitter-fmnerg",
     "twitter-gmner": "twitter-gmner/v2.0",
     "twitter-smner": "twitter-gmner/v2.0",
     "twitter-mner": "twitter-mner",
@@ -438,8 +463,12 @@ def download_release(
 
 
 def _download_release(name, dest, *, force, progress, timeout) -> Path:
+    if name in FILE_SOURCES:
+        return _download_files(
+            name, FILE_SOURCES[name], dest, force=force, progress=progress, timeout=timeout
+        )
     if name not in SOURCES:
-        raise ValueError(f"unknown release {name!r}; valid: {sorted(SOURCES)}")
+        raise ValueError(f"unknown release {name!r}; valid: {sorted([*SOURCES, *FILE_SOURCES])}")
     src = SOURCES[name]
     deadline = time.monotonic() + float(timeout)
     dest = Path(dest).expanduser() if dest is not None else default_data_dir()
@@ -504,3 +533,69 @@ def _verified(dest: Path, rel: str, digest: str) -> bool:
     except DownloadError:
         return False
     return p.is_file() and _sha256(p) == digest
+
+
+def _raw_url(src: FileSource, path: str) -> str:
+    base = os.environ.get("RIVEG_DATA_RAW_MIRROR", "https://raw.githubusercontent.com").rstrip("/")
+    return f"{base}/{src.repo}/{src.ref}/{path}"
+
+
+def _looks_like_fmnerg(path: Path) -> bool:
+    """The first lines of a FMNERG text file: ``IMGID:`` then ``token<TAB>coarse<TAB>fine`` (not an error page)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = [fh.readline() for _ in range(3)]
+    return head[0].startswith("IMGID:") and len(head[1].rstrip("\n").split("\t")) == 3
+
+
+def _download_files(name, src: FileSource, dest, *, force, progress, timeout) -> Path:
+    """The file-by-file release (see :class:`FileSource`): each file resumable, checksummed on the first download
+    and verified after, installed by an atomic rename; the other files of the folder are left alone."""
+    deadline = time.monotonic() + float(timeout)
+    dest = Path(dest).expanduser() if dest is not None else default_data_dir()
+    downloads = dest / ".downloads"
+    cache = downloads / f"{name}-{src.ref}"
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest_path = downloads / f"{name}.json"
+    manifest = _read_manifest(manifest_path)
+    if manifest is not None and not force:
+        bad = [rel for rel, d in manifest["files"].items() if not _verified(dest, rel, d)]
+        if not bad:
+            print(f"{name}: {len(manifest['files'])} files already in {dest}, checksums verified", flush=True)
+            return dest
+    files: dict[str, str] = {}
+    for remote, rel in src.files.items():
+        cached = cache / Path(remote).name
+        if force:
+            cached.unlink(missing_ok=True)
+        if not cached.is_file():
+            part = cached.with_name(cached.name + ".part")
+            url = _raw_url(src, remote)
+            print(f"{name}: downloading {remote} from {url}", flush=True)
+            _fetch(url, part, progress=progress, deadline=deadline)
+            os.replace(part, cached)
+            part.with_name(part.name + ".json").unlink(missing_ok=True)
+        if not _looks_like_fmnerg(cached):
+            cached.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{name}: {remote} is not a FMNERG text file (IMGID: lines, then token<TAB>coarse<TAB>fine); it was "
+                "deleted, run the same command again."
+            )
+        digest = _sha256(cached)
+        if manifest is not None and not force and manifest["files"].get(rel) not in (None, digest):
+            cached.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{name}: {remote} differs from the file recorded on the first download: the release changed "
+                "upstream or the file is corrupt. Run again to download it anew, or accept it with --force."
+            )
+        target = _safe_rel(dest, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.copyfile(cached, tmp)
+        os.replace(tmp, target)
+        files[rel] = digest
+    _write_manifest(manifest_path, {"name": name, "repo": src.repo, "ref": src.ref, "archive": cache.name,
+                                    "archive_sha256": "", "files": files})  # fmt: skip
+    print(
+        f"{name}: {len(files)} file(s) installed in {dest} (SHA-256 recorded in {manifest_path})", flush=True
+    )
+    return dest

@@ -50,10 +50,13 @@ class RawRelease:
     """A raw release folder with ``txt/{train,dev,test}.txt`` and ``xml/<id>.xml``."""
 
     root: Path
+    #: the folder of the CoNLL files (``txt``; Twitter-FMNERG: ``txt_fine``) and of the XML boxes
+    txt_name: str = "txt"
+    xml: Path | None = None
 
     def __post_init__(self):
         self.root = Path(self.root)
-        if not (self.root / "txt").is_dir():
+        if not (self.root / self.txt_name).is_dir():
             raise FileNotFoundError(
                 f"--raw {self.root} is not a Twitter-GMNER release: a release folder holds txt/train.txt, "
                 "txt/dev.txt, txt/test.txt (CoNLL: IMGID:<id> lines, then token<TAB>tag) and xml/<id>.xml "
@@ -63,14 +66,14 @@ class RawRelease:
 
     def txt(self, split: str) -> Path:
         for name in _AUX_SPLIT_NAMES.get(split, (split,)):
-            p = self.root / "txt" / f"{name}.txt"
+            p = self.root / self.txt_name / f"{name}.txt"
             if p.is_file():
                 return p
-        raise FileNotFoundError(f"{self.root / 'txt'}: no file for split {split!r}")
+        raise FileNotFoundError(f"{self.root / self.txt_name}: no file for split {split!r}")
 
     @property
     def xml_dir(self) -> Path:
-        return self.root / "xml"
+        return Path(self.xml) if self.xml is not None else self.root / "xml"
 
 
 def _aux_file(folder: Path, split: str, pattern: str) -> Path | None:
@@ -198,17 +201,31 @@ def gmner_records(
     align_passes: Sequence[str] = PASSES,
     max_image_pixels: int | None = None,
     report: Report | None = None,
+    release: RawRelease | None = None,
+    tag_columns: tuple[int, int] = (2, 1),
+    extra_tags: tuple[int, Sequence[str], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Read one split of a raw Twitter-GMNER release into records (see the module doc).
+
+    ``release``: another layout (Twitter-FMNERG: ``txt_fine/`` and Twitter-GMNER's XML); ``tag_columns``:
+    (columns, the tag column); ``extra_tags`` ``(column, types, field)``: a second tag level read from the same
+    file, stored on each entity as ``field`` (FMNERG: the other type level).
 
     Every entity is kept (``groundable=False`` when no object names it); every XML object
     that names no entity is reported (``unmatched_object``); see :mod:`riveg_hf.data.align`
     for how names are matched. ``masks`` (a folder of ``<id>.json``) adds one COCO RLE per
     box (Twitter-SMNER).
     """
-    release = RawRelease(Path(raw))
+    release = release if release is not None else RawRelease(Path(raw))
     report = report if report is not None else Report()
-    sents = read_conll(release.txt(split), allowed_tags=bio_tags(types), report=report)
+    columns, tag_column = tag_columns
+    sents = read_conll(release.txt(split), allowed_tags=bio_tags(types), report=report, columns=columns,
+                       tag_column=tag_column)  # fmt: skip
+    other: dict[str, list[str]] = {}
+    if extra_tags is not None:
+        col, other_types, _ = extra_tags
+        other = {s.id: s.tags for s in read_conll(release.txt(split), allowed_tags=bio_tags(other_types),
+                                                  report=Report(), columns=columns, tag_column=col)}  # fmt: skip
     caps = load_captions(captions, split, report)
     images_dir = Path(images) if images is not None else None
     if images_dir is not None and not images_dir.is_dir():
@@ -271,6 +288,9 @@ def gmner_records(
             }
             if entity_masks is not None:
                 ent["masks"] = entity_masks[i]
+            if extra_tags is not None:
+                tag = (other.get(s.id) or [""] * len(s.tokens))[st]
+                ent[extra_tags[2]] = tag[2:] if tag[:2] in ("B-", "I-") else None
             entities.append(ent)
         report.count("tweets")
         report.count("entities", len(entities))

@@ -9,7 +9,8 @@
 from pathlib import Path
 
 from .core import MetricInputError, compute_gmner, compute_smner, prf
-from .report import format_table
+from .protocols import PROTOCOLS
+from .report import format_protocol_table, format_table
 
 _MODULES = Path(__file__).resolve().parent / "modules"
 #: Path to pass to ``evaluate.load`` for the GMNER metric module (works offline).
@@ -19,10 +20,12 @@ SMNER_MODULE = str(_MODULES / "smner")
 
 __all__ = [
     "GMNER_MODULE",
+    "PROTOCOLS",
     "SMNER_MODULE",
     "MetricInputError",
     "compute_gmner",
     "compute_smner",
+    "format_protocol_table",
     "format_table",
     "prf",
 ]

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_table"]
+__all__ = ["format_protocol_table", "format_table"]
+
+
+def format_protocol_table(by_protocol: dict[str, dict[str, Any]]) -> str:
+    """One row per scoring protocol: MNER / EEG / GMNER F1 (in %) and the counts it uses."""
+    lines = [
+        "| protocol | MNER F1 | EEG F1 | GMNER F1 | #pred | #gold | scored like |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in by_protocol.items():
+        lines.append(
+            f"| {name} | {100 * s['mner_f1']:.2f} | {100 * s['eeg_f1']:.2f} | {100 * s['gmner_f1']:.2f} | "
+            f"{s['n_predictions']} | {s['n_references']} | {s.get('scored_by', 'riveg_hf.metrics.core')} |"
+        )
+    return "\n".join(lines)
 
 
 def format_table(scores: dict[str, Any]) -> str:

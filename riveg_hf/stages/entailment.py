@@ -40,7 +40,7 @@ from transformers import (
     BlipForImageTextRetrieval,
 )
 
-from ..types import TYPE_WORDS
+from ..types import type_word
 from .base import Stage, token_limit
 
 __all__ = ["DEFAULT_HYPOTHESIS", "FAMILY_MODULES", "Entailment", "calibrate_threshold", "register"]
@@ -133,9 +133,10 @@ class Entailment(Stage):
     @classmethod
     def served(cls, endpoint, **options):
         """A vision-language entailment model on a server (:mod:`riveg_hf.stages.entailers.served`)."""
-        from .entailers.served import ServedEntailment
-
-        return ServedEntailment(endpoint, **options)
+        served = importlib.import_module(
+            f"{__package__}.entailers.served"
+        )  # a family module, like the others
+        return served.ServedEntailment(endpoint, **options)
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class Entailment(Stage):
     def hypotheses(self, entities: Sequence[tuple[str, str, str]]) -> list[str]:
         """[(entity, type, description)] -> hypothesis texts."""
         return [
-            self.hypothesis.format(entity=e, type=t, type_word=TYPE_WORDS.get(t, t), description=d)
+            self.hypothesis.format(entity=e, type=t, type_word=type_word(t), description=d)
             for e, t, d in entities
         ]
 

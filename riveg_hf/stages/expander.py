@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from ..types import TYPE_WORDS
+from ..types import type_word
 from .base import Stage, token_limit
 
 __all__ = [
@@ -132,7 +132,7 @@ def template_description(entity: str, type_: str, template: str = DEFAULT_TEMPLA
     >>> template_description("NASA", "ORG", "{entity}, a {type_word}")
     'NASA, an organization'
     """
-    word = TYPE_WORDS.get(type_, "named entity")
+    word = type_word(type_)
     template = template.replace("a {type_word}", "{a_type_word}")
     return template.format(entity=entity, type=type_, type_word=word, a_type_word=with_article(word))
 
@@ -483,8 +483,8 @@ class Expander(_Generator):
         """The text prompt, or (``prompt_style="chat"``) the instruction as the system turn, each example as a
         user / assistant pair, then the entity."""
         fields = {"text": r.text, "caption": r.caption or "not available", "entity": r.entity, "type": r.type,
-                  "type_word": TYPE_WORDS.get(r.type, "named entity"),
-                  "a_type_word": with_article(TYPE_WORDS.get(r.type, "named entity"))}  # fmt: skip
+                  "type_word": type_word(r.type),
+                  "a_type_word": with_article(type_word(r.type))}  # fmt: skip
         if self.prompt_style == "text":
             return self.prompt.format(**fields)
         messages = [{"role": "system", "content": self.instruction}]

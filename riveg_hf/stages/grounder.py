@@ -210,9 +210,10 @@ class Grounder(Stage):
     @classmethod
     def served(cls, endpoint, **options):
         """A vision-language grounder on a server (:mod:`riveg_hf.stages.grounders.served`)."""
-        from .grounders.served import ServedGrounder
-
-        return ServedGrounder(endpoint, **options)
+        served = importlib.import_module(
+            f"{__package__}.grounders.served"
+        )  # a family module, like the others
+        return served.ServedGrounder(endpoint, **options)
 
     # ------------------------------------------------------------------ the protocol
     @torch.no_grad()

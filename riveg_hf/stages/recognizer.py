@@ -80,8 +80,14 @@ class Recognizer(Stage):
         stride: int = 32,
         batch_size: int = 16,
         uses_knowledge: bool | None = None,
+        entity_types: Sequence[str] | None = None,
     ):
         super().__init__(model, tokenizer)
+        #: the types the pipeline reports: the ones a riveg-hf-trained model was trained on (its config's
+        #: riveg_entity_types, e.g. Twitter-FMNERG's 51), else Twitter-GMNER's four
+        self.entity_types = tuple(
+            entity_types or getattr(model.config, "riveg_entity_types", None) or ENTITY_TYPES
+        )
         if not getattr(tokenizer, "is_fast", False) and not hasattr(tokenizer, "word_ids"):
             raise TypeError(
                 "recognizer: a fast tokenizer (with word_ids) is needed; load it with AutoTokenizer."
@@ -109,18 +115,20 @@ class Recognizer(Stage):
             if typ is not None:
                 if typ in self.label_map:
                     typ = self.label_map[typ]
+                elif typ in self.entity_types:
+                    pass
                 elif typ.upper() in DEFAULT_LABEL_MAP:
                     typ = DEFAULT_LABEL_MAP[typ.upper()]
                 else:
                     unknown.add(typ)
-                if typ is not None and typ not in ENTITY_TYPES:
+                if typ is not None and typ not in self.entity_types:
                     unknown.add(typ)
             out.append(("O", None) if typ is None else (prefix, typ))
         if unknown:
             labels = sorted({str(v) for v in id2label.values()})
             raise ValueError(
                 f"recognizer: the model's labels {labels} have types {sorted(unknown)} that do not map to "
-                f"{list(ENTITY_TYPES)}. Pass label_map, e.g. label_map={{{next(iter(sorted(unknown)))!r}: 'OTHER'}} "
+                f"{list(self.entity_types)}. Pass label_map, e.g. label_map={{{next(iter(sorted(unknown)))!r}: 'OTHER'}} "
                 "(or None to drop the type)."
             )
         return out

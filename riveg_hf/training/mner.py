@@ -27,7 +27,8 @@ from .common import base_model_error, dataset_provenance, peak_memory_mb, write_
 
 __all__ = ["MNERTrainingArguments", "evaluate_recognizer", "train_mner"]
 
-CONFIGS = ("gmner", "mner", "mner_llm_knowledge", "twitter2015", "twitter2017")
+#: the configs of the project's datasets that hold ner_tags (any other config with ner_tags works too)
+CONFIGS = ("gmner", "mner", "mner_llm_knowledge", "twitter2015", "twitter2017", "fine", "coarse")
 
 
 @dataclass
@@ -103,7 +104,8 @@ def mner_scores(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> dict[
 
     preds = [[{"start": s, "end": e, "type": t, "box": None} for s, e, t in _spans(p)] for p in pred_tags]
     golds = [[{"start": s, "end": e, "type": t, "boxes": []} for s, e, t in _spans(g)] for g in gold_tags]
-    r = compute_gmner(preds, golds)
+    types = list(dict.fromkeys(t for rows in (preds, golds) for r in rows for t in (e["type"] for e in r)))
+    r = compute_gmner(preds, golds, type_names=types or ["PER"])
     return {
         "mner_precision": r["mner_precision"],
         "mner_recall": r["mner_recall"],
@@ -131,7 +133,8 @@ def evaluate_recognizer(model, tokenizer, split, *, knowledge: bool, batch_size:
         [{"start": e["start"], "end": e["end"], "type": names[e["type"]], "boxes": []} for e in r["entities"]]
         for r in rows
     ]
-    r = compute_gmner(preds, golds)
+    types = list(dict.fromkeys([*names, *(e["type"] for p in preds for e in p)]))
+    r = compute_gmner(preds, golds, type_names=types)
     return {
         "precision": r["mner_precision"],
         "recall": r["mner_recall"],
@@ -162,10 +165,17 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
     from ..distributed import partial_state
 
     cpu_group = partial_state().distributed_type == DistributedType.MULTI_CPU
-    if args.config not in CONFIGS:
-        raise ValueError(f"--config must be one of {list(CONFIGS)}, got {args.config!r}")
     t0 = time.perf_counter()
-    ds = load_built_dataset(args.dataset, args.config)
+    try:
+        ds = load_built_dataset(args.dataset, args.config)
+    except ValueError as err:
+        if "BuilderConfig" in str(err) or "not found" in str(err):
+            raise ValueError(f"--config {args.config!r} is not a config of {args.dataset}: {err}") from None
+        raise
+    if "ner_tags" not in ds["train"].column_names:
+        raise ValueError(
+            f"{args.dataset} ({args.config}) has no ner_tags column; MNER trains on e.g. {list(CONFIGS)}"
+        )
     missing = [s for s in ("train", "validation") if s not in ds]
     if missing:
         raise ValueError(
@@ -197,6 +207,8 @@ def train_mner(args: MNERTrainingArguments) -> dict[str, Any]:
             f"{args.base_model}: a fast tokenizer is needed (word_ids); use a model that ships tokenizer.json"
         )
     model.config.riveg_knowledge = with_knowledge
+    # the dataset's type set (Twitter-GMNER's 4, Twitter-FMNERG's 51 ...): the recognizer reports these
+    model.config.riveg_entity_types = list(dict.fromkeys(n[2:] for n in label_names if n[:2] in ("B-", "I-")))
     # never longer than the model can read (XLM-R/BERT: 512 positions; small models fewer)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions:
