@@ -277,7 +277,7 @@ def test_module_files_are_thin():
 
     for path in (GMNER_MODULE, SMNER_MODULE):
         src = (pathlib.Path(path) / f"{pathlib.Path(path).name}.py").read_text()
-        assert re.search(r"return compute_[gs]mner\(predictions, references\)", src)
+        assert re.search(r"return compute_[gs]mner\(predictions, references(, protocol=protocol)?\)", src)
         assert not re.search(r"^import .*,", src, re.M)  # one import per line (evaluate's scanner)
         assert len([ln for ln in src.splitlines() if ln.strip()]) < 25
 
@@ -332,3 +332,15 @@ def test_cli_evaluate(tmp_path, capsys):
     preds.write_text(json.dumps({"id": "99", "entities": []}))
     assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds")]) == 2
     assert "'99'" in capsys.readouterr().err
+
+
+def test_the_evaluate_module_takes_the_protocol():
+    gm = evaluate.load(GMNER_MODULE)
+    a = [0.0, 0.0, 10.0, 10.0]
+    refs = [[{"text": "Messi", "groundable": True, "start": 0, "end": 1, "type": "PER", "boxes": [a]},
+             {"text": "Messi", "groundable": False, "start": 5, "end": 6, "type": "PER", "boxes": []}]]  # fmt: skip
+    preds = [[{"entity": "Messi", "start": 0, "end": 1, "type": "PER", "box": None},
+              {"entity": "Messi", "start": 5, "end": 6, "type": "PER", "box": a}]]  # fmt: skip
+    for protocol, want in (("riveg-hf", 0.0), ("riveg", 1.0), ("h-index", 0.0), ("e2e-gmner", 1.0)):
+        out = gm.compute(predictions=preds, references=refs, protocol=protocol)
+        assert out["gmner_f1"] == want == compute_gmner(preds, refs, protocol=protocol)["gmner_f1"], protocol

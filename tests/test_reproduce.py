@@ -97,6 +97,9 @@ def _check_results(out: Path):
     assert all(s["wall_time_s"] >= 0 and s["peak_rss_mb"] > 0 for s in results["steps"])
     md = (out / "results.md").read_text()
     assert "67.06" in md and "| **ours**" in md and "smoke run" in md
+    # each published target next to ours under the protocol it was measured with
+    assert "| RiVEG† (Li et al., ACL 2024 Findings) | `riveg` | 67.06 |" in md
+    assert set(results["ours_by_protocol"]) == {"riveg-hf", "riveg", "h-index", "e2e-gmner", "fmnerg"}
     return results
 
 

@@ -68,10 +68,11 @@ def _options(pred_region: dict, ref_region: dict, dataset_region: dict | None = 
     return [
         Features(
             {
-                "predictions": List({"start": _INT, "end": _INT, "type": pt, **pred_region}),
+                "predictions": List({**named, "start": _INT, "end": _INT, "type": pt, **pred_region}),
                 "references": List({**extra, "start": _INT, "end": _INT, "type": rt, **ref_region}),
             }
         )
+        for named in ({}, {"entity": _STR})  # the entity's string: the string-keyed protocols need it
         for extra in ({}, dataset_keys)
         for pt in (_STR, _INT)
         for rt in (_STR, _INT)
@@ -92,7 +93,10 @@ def infer_features(metric, example) -> Features:
     those whose reference keys are the example's (a dataset's ``entities`` column, or the minimal form)."""
     refs = example.get("references") or []
     keys = set(refs[0]) if refs and isinstance(refs[0], dict) else None
-    options = [f for f in metric.features if keys is None or set(f["references"].feature) == keys]
+    preds = example.get("predictions") or []
+    named = "entity" in preds[0] if preds and isinstance(preds[0], dict) else None
+    options = [f for f in metric.features if (keys is None or set(f["references"].feature) == keys)
+               and (named is None or ("entity" in f["predictions"].feature) == named)]  # fmt: skip
     for features in options or metric.features:
         try:
             metric._enforce_nested_string_type(features, example)

@@ -25,5 +25,5 @@ class Gmner(evaluate.Metric):
     def _infer_feature_from_example(self, example):
         return infer_features(self, example)
 
-    def _compute(self, predictions, references):
-        return compute_gmner(predictions, references)
+    def _compute(self, predictions, references, protocol="riveg-hf"):  # riveg_hf.metrics.protocols
+        return compute_gmner(predictions, references, protocol=protocol)
