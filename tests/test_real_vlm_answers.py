@@ -276,6 +276,20 @@ def test_the_grpo_reward_survives_hostile_answers():
 
 
 # ---------------------------------------------------------------------- through the model
+def _answer_with(monkeypatch, g, ids):
+    """The model's generate, made to answer ``ids`` (uniform token scores): a real answer through the grounder."""
+    real, tok = g.model.generate, g.processor.tokenizer
+
+    def canned(**kw):
+        out = real(**{**kw, "max_new_tokens": 1})
+        new = torch.tensor([[*ids, tok.eos_token_id]])
+        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
+        out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
+        return out
+
+    monkeypatch.setattr(g.model, "generate", canned)
+
+
 def test_a_chinese_label_split_across_tokens_decodes_whole_and_matches(monkeypatch):
     """Byte-level tokens split "击掌" into several tokens; decoding each alone gives U+FFFD and the label never
     matched. The grounder decodes the whole sequence and keeps each token's span for box_score."""
@@ -287,16 +301,7 @@ def test_a_chinese_label_split_across_tokens_decodes_whole_and_matches(monkeypat
     answer = '[{"bbox_2d": [0, 0, 56, 42], "label": "击掌"}]'
     ids = tok(answer, add_special_tokens=False)["input_ids"]
     assert "\ufffd" in "".join(tok.decode([i]) for i in ids)  # the old per-token decoding broke it
-    real = g.model.generate
-
-    def canned(**kw):
-        out = real(**{**kw, "max_new_tokens": 1})
-        new = torch.tensor([[*ids, tok.eos_token_id]])
-        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
-        out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
-        return out
-
-    monkeypatch.setattr(g.model, "generate", canned)
+    _answer_with(monkeypatch, g, ids)
     [[(box, score)]] = g.ground_many([(Image.new("RGB", (120, 80)), ["击掌"])],
                                      contexts=[{"text": "t", "entities": [("击掌", "OTHER", "high five")]}])  # fmt: skip
     assert box == pytest.approx([0.0, 0.0, 60.0, 40.0]) and score == pytest.approx(1 / len(tok))
@@ -314,16 +319,7 @@ def test_qwen2_vl_and_qwen3_vl_moe_answer_in_relative_coordinates(family, monkey
     if family == "qwen3_vl_moe":
         answer = '[{"bbox_2d": [250, 500, 750, 1000], "label": "Obama"}]'
     ids = tok(answer, add_special_tokens=False)["input_ids"]
-    real = g.model.generate
-
-    def canned(**kw):
-        out = real(**{**kw, "max_new_tokens": 1})
-        new = torch.tensor([[*ids, tok.eos_token_id]])
-        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
-        out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
-        return out
-
-    monkeypatch.setattr(g.model, "generate", canned)
+    _answer_with(monkeypatch, g, ids)
     [[(box, _)]] = g.ground_many([(Image.new("RGB", (200, 100)), ["a man"])],
                                  contexts=[{"text": "t", "entities": [("Obama", "PER", "a man")]}])  # fmt: skip
     assert box == [50.0, 50.0, 150.0, 100.0]

@@ -410,18 +410,10 @@ def _safe_rel(dest: Path, rel: str) -> Path:
     return dest / Path(*p.parts)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_stages(downloads: Path) -> None:
     """Staging folders of killed runs (``.extracting-<pid>-*``) are removed."""
+    from .folder import _pid_alive
+
     for cand in downloads.glob(".extracting-*"):
         pid = cand.name[len(".extracting-") :].split("-", 1)[0]
         if cand.is_dir() and (not pid.isdigit() or not _pid_alive(int(pid))):

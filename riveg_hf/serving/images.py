@@ -84,3 +84,24 @@ def infer_family(model_name: str | None) -> str | None:
         if model_name and rx.search(model_name):
             return family
     return None
+
+
+def served_vlm_client(
+    endpoint, model: str | None, family: str | None, role: str, default_family: str | None = None
+):
+    """(ChatClient, family) of a served vision-language stage; the family from the argument, the endpoint's
+    config, the model's name, or ``default_family``; an unknown one is an error naming the choices."""
+    from .client import ChatClient
+
+    cfg = {"url": endpoint} if isinstance(endpoint, str) else dict(endpoint)
+    if model:
+        cfg["model"] = model
+    family = family or cfg.pop("family", None)
+    client = ChatClient(**cfg)
+    family = family or infer_family(client.model) or default_family
+    if family not in FACTORS:
+        raise ValueError(
+            f"{role}: the served model {client.model!r} needs endpoint_family= one of {sorted(FACTORS)} (the "
+            f"coordinates depend on it: Qwen2.5-VL answers in pixels, Qwen2-VL / Qwen3-VL in 0-1000); got {family!r}"
+        )
+    return client, family

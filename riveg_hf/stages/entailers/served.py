@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...serving.client import ChatClient, ChatResult
-from ...serving.images import DEFAULT_MIN_PIXELS, FACTORS, infer_family, to_data_url
+from ...serving.images import DEFAULT_MIN_PIXELS, served_vlm_client, to_data_url
 from ..entailment import DEFAULT_HYPOTHESIS, VLM_QUESTION, Entailment
 
 logger = logging.getLogger(__name__)
@@ -66,17 +66,9 @@ class ServedEntailment(Entailment):
         from ..base import Stage
 
         Stage.__init__(self, None, None)
-        cfg = {"url": endpoint} if isinstance(endpoint, str) else dict(endpoint)
-        if endpoint_model:
-            cfg["model"] = endpoint_model
-        self.client = ChatClient(**cfg)
-        self.endpoint_family = (
-            endpoint_family or cfg.get("family") or infer_family(self.client.model) or "qwen2_5_vl"
+        self.client, self.endpoint_family = served_vlm_client(
+            endpoint, endpoint_model, endpoint_family, "entailment", default_family="qwen2_5_vl"
         )
-        if self.endpoint_family not in FACTORS:
-            raise ValueError(
-                f"entailment: endpoint_family must be one of {sorted(FACTORS)}, got {endpoint_family!r}"
-            )
         self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
         self.threshold = float(threshold if threshold is not None else 0.5)
         self.hypothesis = hypothesis

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from ...serving.client import ChatClient, ChatResult
-from ...serving.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, FACTORS, infer_family, to_data_url
+from ...serving.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, served_vlm_client, to_data_url
 from ..grounder import Grounder, Localization, LocateRequest
 from ..vlm_grounding import VLM_FAMILIES, build_grounding_prompt, max_new_tokens_for, read_grounding_answer
 
@@ -47,17 +47,7 @@ class ServedGrounder(Grounder):
         logprobs: bool = True,
     ):
         super().__init__(None, None, box_threshold=box_threshold)
-        cfg = {"url": endpoint} if isinstance(endpoint, str) else dict(endpoint)
-        if endpoint_model:
-            cfg["model"] = endpoint_model
-        self.client = ChatClient(**cfg)
-        family = endpoint_family or cfg.get("family") or infer_family(self.client.model)
-        if family not in FACTORS:
-            raise ValueError(
-                f"grounder: the served model {self.client.model!r} needs endpoint_family= one of {sorted(FACTORS)} "
-                "(the coordinates depend on it: Qwen2.5-VL answers in pixels, Qwen2-VL / Qwen3-VL in 0-1000); "
-                f"got {family!r}"
-            )
+        self.client, family = served_vlm_client(endpoint, endpoint_model, endpoint_family, "grounder")
         self.endpoint_family = family
         self.convention = VLM_FAMILIES[family]
         self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
