@@ -164,6 +164,15 @@ def _riveg(examples) -> dict:
 
 
 # ---------------------------------------------------------------------- H-Index (and FMNERG's region rule)
+
+
+def _candidate_boxes(candidates, ex_id):
+    """The detector candidate boxes for one example, or None when no candidates were given."""
+    if candidates is None:
+        return None
+    return [_box(c, "candidates") for c in (candidates.get(ex_id) or [])]
+
+
 def _hindex_region(p_box, g: _Item, candidates: Sequence[Sequence[float]] | None) -> bool:
     """Is the predicted region right by H-Index's rule (see the module doc)?"""
     if not g.boxes:
@@ -190,9 +199,7 @@ def _hindex(examples, candidates: Mapping[str, Any] | None) -> dict:
     n_pred = dict.fromkeys(METRICS, 0)
     n_gold = dict.fromkeys(METRICS, 0)
     for ex_id, ps, gs in examples:
-        cands = None
-        if candidates is not None:
-            cands = [_box(c, "candidates") for c in (candidates.get(ex_id) or [])]
+        cands = _candidate_boxes(candidates, ex_id)
         pred = {}
         for p in ps:  # a dict keyed by span: the last prediction of a span wins
             pred[p.span] = p
@@ -260,9 +267,7 @@ def _fmnerg(examples, candidates) -> dict:
     n_pred = dict.fromkeys(METRICS, 0)
     n_gold = dict.fromkeys(METRICS, 0)
     for ex_id, ps, gs in examples:
-        cands = None
-        if candidates is not None:
-            cands = [_box(c, "candidates") for c in (candidates.get(ex_id) or [])]
+        cands = _candidate_boxes(candidates, ex_id)
         gold = {(g.text, g.type, bool(g.boxes)): g for g in gs}  # "entity type True/False", last wins
         pred = {(p.text, p.type, p.box is not None): p for p in ps}
         for key, p in pred.items():
