@@ -13,7 +13,7 @@ A component can also be recorded as a Hub reference pinned to a commit
 checkpoints is a few kilobytes. ``RiVEGModel.from_pretrained`` (and therefore
 ``pipeline("grounded-mner", model=DIR)``) loads each component through transformers' classes
 with safetensors, never with remote code. ``revision``, ``local_files_only``, ``token``,
-``cache_dir`` and ``dtype`` reach every component.
+``cache_dir``, ``force_download``, ``proxies``, ``subfolder`` and ``dtype`` reach every component.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
+from transformers.utils.hub import resolve_revision
 
 from .serving.client import checkpoint_endpoint_config
 from .stages import STAGES, ComponentLoadError, Expander, Stage
@@ -102,51 +103,57 @@ class RiVEGModel(PreTrainedModel):
         *model_args: Any,
         config: RiVEGConfig | None = None,
         revision: str | None = None,
-        local_files_only: bool = False,
+        subfolder: str = "",
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        proxies: dict[str, str] | None = None,
         token: str | bool | None = None,
-        cache_dir: str | None = None,
+        local_files_only: bool = False,
         dtype: Any = None,
         trust_endpoints: bool = False,
         **kwargs: Any,
     ) -> RiVEGModel:
         """Load a composite checkpoint (local folder or Hub repo): every component, with the same options.
 
+        transformers' Hub arguments (``revision``, ``subfolder``, ``cache_dir``, ``force_download``, ``proxies``,
+        ``token``, ``local_files_only``) mean what they mean for any model and reach every component: a
+        component saved in the composite is read from the same commit (``subfolder``: the composite lies in
+        that folder of the repo or directory); a component recorded as another repo (``repo_id`` + pinned
+        ``revision``) gets all of them but ``revision`` and ``subfolder``, which belong to the composite's repo.
+        ``dtype`` (or ``torch_dtype``) applies to every model. See :func:`loading_arguments` for the arguments
+        that are accepted with no effect or refused.
+
         A served stage (``endpoint`` in its options: an LLM / VLM server URL) is loaded *untrusted*: it sends
         nothing until the user opts in for this load with ``trust_endpoints=True`` or ``RIVEG_TRUST_ENDPOINTS``
         (see :mod:`riveg_hf.serving.client`); a token or cache path in the checkpoint is ignored.
         """
-        for ignored in (
-            "trust_remote_code",
-            "code_revision",
-            "torch_dtype",
-            "use_safetensors",
-            "device_map",
-            "adapter_kwargs",
-            "low_cpu_mem_usage",
-            "force_download",
-            "proxies",
-            *[k for k in kwargs if k.startswith("_")],
-        ):
-            value = kwargs.pop(ignored, None)
-            if ignored == "torch_dtype" and value is not None and dtype is None:
-                dtype = value
-            if ignored == "device_map" and value not in (None, "cpu"):
-                raise ValueError("RiVEG components are placed with device=..., not device_map.")
-        if kwargs:
-            raise TypeError(f"unexpected arguments {sorted(kwargs)} for RiVEGModel.from_pretrained")
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        root = str(pretrained_model_name_or_path)
-        if config is None:
-            config = RiVEGConfig.from_pretrained(
-                root, revision=revision, local_files_only=local_files_only, token=token, cache_dir=cache_dir
+        if model_args:
+            raise TypeError(
+                f"RiVEGModel.from_pretrained takes no positional arguments after the location, got "
+                f"{len(model_args)}; pass options by name (dtype=..., revision=...)"
             )
-        common = {
-            "local_files_only": local_files_only,
+        root = str(pretrained_model_name_or_path)
+        hub = {
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "force_download": bool(force_download),
+            "proxies": proxies,
             "token": token,
-            "cache_dir": cache_dir,
-            "dtype": dtype,
+            "local_files_only": bool(local_files_only),
         }
+        dtype = loading_arguments(kwargs, dtype=dtype, revision=revision, subfolder=subfolder, **hub)
+        subfolder = _safe_subfolder(subfolder, root, nested=True) if subfolder else ""
+        local = os.path.isdir(root)
+        if not local:  # one commit for the config and every component saved in the composite
+            revision = resolve_revision(
+                root,
+                revision,
+                token=token,
+                local_files_only=hub["local_files_only"],
+                cache_dir=hub["cache_dir"],
+            )
+        if config is None:
+            config = RiVEGConfig.from_pretrained(root, revision=revision, subfolder=subfolder, **hub)
+        common = {**hub, "dtype": dtype}
         stages: dict[str, Stage] = {}
         for name, spec in config.components.items():
             stage_cls = STAGES.get(name)
@@ -175,7 +182,8 @@ class RiVEGModel(PreTrainedModel):
                 continue
             if "path" in spec:
                 sub = _safe_subfolder(spec["path"], root)
-                if os.path.isdir(root):
+                sub = f"{subfolder}/{sub}" if subfolder else sub
+                if local:
                     location, load = os.path.join(root, sub), {"revision": None}
                 else:  # a Hub repo: the component is a subfolder of the same commit
                     location, load = root, {"subfolder": sub, "revision": revision}
@@ -237,13 +245,93 @@ class RiVEGModel(PreTrainedModel):
         self.config.save_pretrained(out)
 
 
-def _safe_subfolder(path: str, root: str) -> str:
-    p = Path(path)
-    if p.is_absolute() or ".." in p.parts or len(p.parts) != 1:
-        raise ComponentLoadError(
-            f"{root}: component path {path!r} must be a plain subfolder name of the checkpoint"
+#: arguments transformers' loaders pass (AutoModel, pipeline) or users know from other models that a composite
+#: takes with no effect: {name: (value(s) accepted, why the others are refused)}
+_NO_EFFECT: dict[str, tuple[tuple[Any, ...], str]] = {
+    "trust_remote_code": (
+        (None, False),
+        "riveg-hf loads only classes that ship with transformers and never runs a checkpoint's code",
+    ),
+    "code_revision": ((None,), "code_revision selects remote code, which riveg-hf never runs"),
+    "use_safetensors": (
+        (None, True),
+        "riveg-hf loads safetensors weights only; convert the checkpoint (model.save_pretrained(DIR) "
+        "writes safetensors) and load that",
+    ),
+    "device_map": (
+        (None, "cpu"),
+        "place a composite with pipeline(..., device=...) or model.to(device); its stages are not sharded",
+    ),
+    # removed in transformers 5, which accepts and ignores it as well
+    "low_cpu_mem_usage": ((None, True, False), ""),
+}
+
+
+def loading_arguments(kwargs: dict[str, Any], *, dtype: Any, **hub: Any) -> Any:
+    """Check what ``RiVEGModel.from_pretrained`` received beyond its named arguments; return the ``dtype``.
+
+    - ``torch_dtype`` is the old name of ``dtype``; ``"float16"`` and other names become ``torch`` dtypes.
+    - ``adapter_kwargs`` (AutoModel passes the resolved ``revision`` and the ``token`` in it): accepted when it
+      only repeats Hub arguments with the values the composite is loaded with -- a composite is not an adapter
+      (a component folder holding a PEFT adapter is found and merged on its own).
+    - ``trust_remote_code``, ``code_revision``, ``use_safetensors``, ``device_map``, ``low_cpu_mem_usage``:
+      accepted where they change nothing (see ``_NO_EFFECT``), refused otherwise, with why.
+    - names starting with ``_`` (``_from_auto``, ``_from_pipeline``, ``_commit_hash``) are transformers'
+      bookkeeping.
+    Anything else is a ``TypeError`` that lists what is accepted.
+    """
+    kwargs = dict(kwargs)
+    torch_dtype = kwargs.pop("torch_dtype", None)
+    if torch_dtype is not None:
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass dtype only")
+        dtype = torch_dtype
+    adapter = kwargs.pop("adapter_kwargs", None) or {}
+    if not isinstance(adapter, dict):
+        raise TypeError(f"adapter_kwargs must be a dict, got {type(adapter).__name__}")
+    for key, value in adapter.items():
+        if key not in hub or (value != hub[key] and str(value) != str(hub[key])):
+            raise ValueError(
+                f"adapter_kwargs {{{key!r}: ...}} does not apply to a RiVEG composite: it is not a PEFT adapter "
+                "(a component saved as an adapter is found in its own folder and merged). Pass Hub arguments "
+                f"directly (from_pretrained(..., {key}=...)); accepted: {sorted(hub)}"
+            )
+    for name, (accepted, why) in _NO_EFFECT.items():
+        if name in kwargs:
+            value = kwargs.pop(name)
+            if not any(value is a or (isinstance(a, str) and value == a) for a in accepted):
+                raise ValueError(f"{name}={value!r} is refused: {why}")
+    unknown = sorted(k for k in kwargs if not k.startswith("_"))
+    if unknown:
+        raise TypeError(
+            f"unexpected arguments {unknown} for RiVEGModel.from_pretrained; it takes the Hub arguments "
+            f"{sorted(hub)}, dtype, config, trust_endpoints, and accepts {sorted(_NO_EFFECT)} where they change "
+            "nothing. Options of a stage go to RiVEGPipeline.from_components or the composite's config.json."
         )
-    return path
+    if isinstance(dtype, str) and dtype != "auto":
+        resolved = getattr(torch, dtype, None)
+        if not isinstance(resolved, torch.dtype):
+            raise ValueError(
+                f"dtype {dtype!r} is not a torch dtype; use e.g. 'float32', 'bfloat16', 'float16', 'auto'"
+            )
+        dtype = resolved
+    return dtype
+
+
+def _safe_subfolder(path: str, root: str, *, nested: bool = False) -> str:
+    """``path`` as a folder inside the checkpoint: relative, no ``..``; one level unless ``nested``."""
+    p = Path(str(path).replace("\\", "/"))
+    if not str(path) or p.is_absolute() or ".." in p.parts or (not nested and len(p.parts) != 1):
+        what = "subfolder" if nested else "component path"
+        raise ComponentLoadError(
+            f"{root}: {what} {path!r} must be a "
+            + (
+                "relative folder inside the checkpoint, without '..'"
+                if nested
+                else "plain subfolder name of the checkpoint"
+            )
+        )
+    return p.as_posix()
 
 
 def _json_safe(value: Any) -> Any:

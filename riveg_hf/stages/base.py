@@ -23,7 +23,26 @@ import transformers
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel
 from transformers.utils.hub import resolve_revision
 
-__all__ = ["ComponentLoadError", "Stage", "quiet_progress", "resolve_model_class", "token_limit"]
+__all__ = [
+    "HUB_ARGUMENTS",
+    "ComponentLoadError",
+    "Stage",
+    "quiet_progress",
+    "resolve_model_class",
+    "token_limit",
+]
+
+#: transformers' Hub arguments of ``from_pretrained``: every loader of riveg-hf honours all of them and passes
+#: them on to each file it fetches (model, processor, adapter, the composite's config)
+HUB_ARGUMENTS = (
+    "revision",
+    "subfolder",
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "local_files_only",
+)
 
 #: position embeddings these families reserve before the first token (padding_idx + 1)
 _POSITION_OFFSET = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2, "bart": 2, "mbart": 2}
@@ -110,11 +129,7 @@ def _adapter_config(location: str, hub: dict[str, Any]) -> dict[str, Any] | None
     try:
         path = find_adapter_config_file(
             location,
-            **{
-                k: v
-                for k, v in hub.items()
-                if k in ("revision", "local_files_only", "token", "cache_dir", "subfolder")
-            },
+            **{k: v for k, v in hub.items() if k in HUB_ARGUMENTS},
         )
     except (OSError, ValueError):
         return None
@@ -161,6 +176,8 @@ class Stage:
         local_files_only: bool = False,
         token: str | bool | None = None,
         cache_dir: str | None = None,
+        force_download: bool = False,
+        proxies: dict[str, str] | None = None,
         dtype: Any = None,
     ) -> tuple[PreTrainedModel, Any]:
         location = str(location)
@@ -169,6 +186,8 @@ class Stage:
             "local_files_only": local_files_only,
             "token": token,
             "cache_dir": cache_dir,
+            "force_download": force_download,
+            "proxies": proxies,
             "trust_remote_code": False,
         }
         if subfolder:
@@ -241,12 +260,11 @@ class Stage:
                 "pip install 'riveg-hf[train]' (or pip install peft), or save a merged checkpoint instead "
                 "(riveg train grounder --save merged)."
             ) from None
-        base_hub = {k: v for k, v in hub.items() if k in ("local_files_only", "token", "cache_dir")}
+        # the base is another repository: the adapter's revision and subfolder do not apply to it
+        base_hub = {k: v for k, v in hub.items() if k in HUB_ARGUMENTS and k not in ("revision", "subfolder")}
         model, processor = cls.load_model_and_processor(base, **base_hub, **load)
-        where = os.path.join(location, hub["subfolder"]) if hub.get("subfolder") else location
-        model = PeftModel.from_pretrained(
-            model, where, **{k: v for k, v in hub.items() if k in ("revision", "token", "cache_dir")}
-        ).merge_and_unload()
+        adapter_hub = {k: v for k, v in hub.items() if k in HUB_ARGUMENTS and v is not None}
+        model = PeftModel.from_pretrained(model, location, **adapter_hub).merge_and_unload()
         model.config.riveg_base_model = str(base)
         try:
             loader = AutoTokenizer if cls.processor_kind == "tokenizer" else AutoProcessor
@@ -260,16 +278,7 @@ class Stage:
     @classmethod
     def from_pretrained(cls, location: str | os.PathLike, **kwargs: Any) -> Stage:
         """Load the stage from a hub id or a local folder (see :meth:`load_model_and_processor`)."""
-        load_keys = (
-            "subfolder",
-            "model_class",
-            "revision",
-            "local_files_only",
-            "token",
-            "cache_dir",
-            "dtype",
-        )
-        load = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
+        load = {k: kwargs.pop(k) for k in (*HUB_ARGUMENTS, "model_class", "dtype") if k in kwargs}
         if not os.path.isdir(str(location)):
             # Resolve a hub revision once, so the model and processor come from one commit, which is recorded.
             load["revision"] = resolve_revision(
