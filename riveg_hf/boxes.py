@@ -31,6 +31,7 @@ __all__ = [
     "BoxError",
     "as_xyxy",
     "box_area",
+    "box_in_image",
     "clip_xyxy",
     "cxcywh_to_xyxy",
     "dict_to_xyxy",
@@ -121,14 +122,38 @@ def as_xyxy(box: Any, *, what: str = "box") -> list[float] | None:
 
 
 def clip_xyxy(box: Sequence[float], width: float, height: float) -> list[float]:
-    """Clip a box to the image ``[0, width] x [0, height]``."""
+    """Clip a box to the image ``[0, width] x [0, height]``; four floats, whatever number types came in.
+
+    >>> clip_xyxy([-3, 2, 70, 50], 64, 48)
+    [0.0, 2.0, 64.0, 48.0]
+    """
     x0, y0, x1, y1 = _four_numbers(box, "box")
-    return [
-        min(max(x0, 0.0), width),
-        min(max(y0, 0.0), height),
-        min(max(x1, 0.0), width),
-        min(max(y1, 0.0), height),
-    ]
+    w, h = float(width), float(height)
+    return [min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h)]
+
+
+def box_in_image(box: Any, width: float, height: float) -> list[float] | None:
+    """What a model's box means inside the image: corners sorted, clipped to ``[0, width] x [0, height]``,
+    four floats; None when it is not four finite numbers or nothing of it is left (a zero-area box).
+
+    Models answer boxes a few pixels past the edge, with int or numpy coordinates, or absurdly large: all of
+    these are read here, in one place, so that a box never fails validation downstream.
+
+    >>> box_in_image([1.14, 0.86, 70, 50], 64, 48)
+    [1.14, 0.86, 64.0, 48.0]
+    >>> box_in_image([10, 10, 1e308, 10], 64, 48) is None  # zero height
+    True
+    """
+    try:
+        vals = _four_numbers(box, "box")
+    except BoxError:
+        return None
+    if not all(math.isfinite(v) for v in vals):
+        return None
+    x0, x1 = sorted(vals[0::2])
+    y0, y1 = sorted(vals[1::2])
+    out = clip_xyxy([x0, y0, x1, y1], width, height)
+    return out if out[2] > out[0] and out[3] > out[1] else None
 
 
 def repair_xyxy(

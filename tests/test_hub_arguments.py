@@ -123,7 +123,9 @@ def test_force_download_proxies_token_and_cache_dir_reach_every_file_of_every_co
         assert r["repo_id"] == "org/riveg"
         assert r["force_download"] is True and r["proxies"] == proxies and r["token"] == "hf_test_token"
         assert r["cache_dir"] == str(composite["cache"]) and r["local_files_only"] is True
-        assert getattr(r["revision"], "resolved", None) == SHA  # "main", resolved once for the whole composite
+        assert (
+            getattr(r["revision"], "resolved", None) == SHA
+        )  # "main", resolved once for the whole composite
 
 
 def test_a_component_referenced_as_another_repo_keeps_its_pinned_revision(composite, requests, tmp_path):
@@ -131,7 +133,9 @@ def test_a_component_referenced_as_another_repo_keeps_its_pinned_revision(compos
 
     cache = tmp_path / "cache"
     shutil.copytree(composite["cache"], cache)
-    shutil.copytree(composite["plain"] / "recognizer", _hub_repo(cache, "org/ner", SHA_REC), dirs_exist_ok=True)
+    shutil.copytree(
+        composite["plain"] / "recognizer", _hub_repo(cache, "org/ner", SHA_REC), dirs_exist_ok=True
+    )
     cfg_path = cache / "models--org--riveg" / "snapshots" / SHA / "gmner" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["components"]["recognizer"] = {
@@ -178,7 +182,11 @@ def test_arguments_that_change_nothing_are_accepted(composite):
         ({"dtype": "float32", "torch_dtype": "float16"}, ValueError, "disagree"),
         ({"dtype": "floaty"}, ValueError, "not a torch dtype"),
         ({"subfolder": "../outside"}, OSError, "without '..'"),
-        ({"attn_implemntation": "sdpa"}, TypeError, r"unexpected arguments \['attn_implemntation'\].*force_download"),
+        (
+            {"attn_implemntation": "sdpa"},
+            TypeError,
+            r"unexpected arguments \['attn_implemntation'\].*force_download",
+        ),
     ],
 )
 def test_arguments_that_cannot_apply_are_refused_with_why(composite, kwargs, error, message):

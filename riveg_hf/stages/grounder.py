@@ -31,7 +31,6 @@ model's type. **A new family is one module** (a subclass declaring ``model_types
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoModelForZeroShotObjectDetection
 
+from ..boxes import BoxError, as_xyxy, box_in_image
 from .base import Stage
 
 __all__ = [
@@ -129,10 +129,11 @@ class Localization:
         for k, box in enumerate(self.boxes):
             if box is None:
                 continue
-            if len(box) != 4 or not all(isinstance(v, float) and math.isfinite(v) for v in box):
-                raise ValueError(f"Localization: box {k} must be four finite floats, got {box!r}")
-            if box[2] < box[0] or box[3] < box[1]:
-                raise ValueError(f"Localization: box {k} is not xyxy (xmax < xmin or ymax < ymin): {box}")
+            try:  # ints and numpy numbers are coordinates too; one unusable box costs its entity only
+                self.boxes[k] = as_xyxy(box, what=f"box {k}")
+            except BoxError as err:
+                self.boxes[k] = None
+                self.notes[k] = f"the grounder returned an unusable box, reported as not visible ({err})"
         if self.scores is not None:
             self.scores = [None if s is None else float(s) for s in self.scores]
 
@@ -148,19 +149,8 @@ class Localization:
 
 
 def clip_box(box: Sequence[float], size: tuple[int, int]) -> list[float] | None:
-    """A box clipped to the image; None when nothing of it is left (or a coordinate is not finite)."""
-    w, h = size
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        return None
-    x0, x1 = sorted((x0, x1))
-    y0, y1 = sorted((y0, y1))
-    out = [min(max(x0, 0.0), float(w)), min(max(y0, 0.0), float(h)), min(max(x1, 0.0), float(w)),
-           min(max(y1, 0.0), float(h))]  # fmt: skip
-    return out if out[2] > out[0] and out[3] > out[1] else None
+    """A box clipped to the image of ``size`` ``(width, height)`` (see :func:`riveg_hf.boxes.box_in_image`)."""
+    return box_in_image(box, *size)
 
 
 # ---------------------------------------------------------------------- the base class

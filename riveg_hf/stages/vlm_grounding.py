@@ -33,6 +33,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..boxes import box_in_image
 from .vlm_answers import match_objects, parse_objects
 
 __all__ = [
@@ -224,15 +225,7 @@ def to_original_xyxy(
     else:
         raise ValueError(f"unknown coordinate convention {convention!r}; valid: {list(CONVENTIONS)}")
     x0, y0, x1, y1 = (float(v) for v in box)
-    out = [
-        min(max(x0 * sx, 0.0), w),
-        min(max(y0 * sy, 0.0), h),
-        min(max(x1 * sx, 0.0), w),
-        min(max(y1 * sy, 0.0), h),
-    ]
-    if out[2] <= out[0] or out[3] <= out[1]:
-        return None
-    return out
+    return box_in_image([x0 * sx, y0 * sy, x1 * sx, y1 * sy], w, h)  # 1e308 * scale = inf: None
 
 
 def from_original_xyxy(
