@@ -30,6 +30,7 @@ with a barrier after each step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -123,6 +124,13 @@ class Step:
     outputs: list[str] = field(default_factory=list)
     #: what the step is run with besides its command (the Python steps' settings, the inputs' checksums)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: every path under OUT the step writes (outputs, checkpoints, scratch files): removed before the step starts
+    #: afresh, so that nothing of a run with other settings is resumed; default: the outputs' top folders
+    owns: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.owns:
+            self.owns = sorted({Path(rel).parts[0] for rel in self.outputs})
 
 
 class StepFailed(RuntimeError):
@@ -330,7 +338,8 @@ def plan(args: ReproduceArguments) -> list[Step]:
     steps.append(
         Step("predict", "predict the test split with the composite", predict, run_predict, distributed=True,
              est_seconds=EST_SECONDS_PER_EXAMPLE["predict"] * n["test"] * (5 if args.recipe == "vlm" else 1),
-             est_disk_bytes=2e3 * n["test"], outputs=["predictions.jsonl"])
+             est_disk_bytes=2e3 * n["test"], outputs=["predictions.jsonl"],
+             owns=["test_inputs.jsonl", "predictions.jsonl"])
     )  # fmt: skip
     evaluate = ["evaluate", "--predictions", str(preds), "--dataset", str(data), "--config", "gmner",
                 "--split", "test", "--protocol", "all", "--output", str(out / "scores.json")]  # fmt: skip
@@ -355,7 +364,7 @@ class _InputDigest:
             a = self.args
             self._value = {
                 "raw": _tree_digest(a.raw, content=True),
-                "images": _tree_digest(a.images, content=False) if a.images else None,
+                "images": _tree_digest(a.images, content=False) if a.images else None,  # names, sizes, mtimes
                 "knowledge": _tree_digest(a.knowledge, content=True) if a.knowledge else None,
                 "captions": _tree_digest(a.captions, content=True) if a.captions else None,
             }
@@ -363,7 +372,8 @@ class _InputDigest:
 
 
 def _tree_digest(path: str | os.PathLike, *, content: bool) -> str | None:
-    """SHA-256 over a folder's files (relative names and contents; or names and sizes only)."""
+    """SHA-256 over a folder's files (relative names and contents; or names, sizes and modification times,
+    so that a file changed in place with the same size counts as changed)."""
     import hashlib
 
     root = Path(path)
@@ -378,7 +388,8 @@ def _tree_digest(path: str | os.PathLike, *, content: bool) -> str | None:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
         else:
-            h.update(str(f.stat().st_size).encode())
+            st = f.stat()
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -619,7 +630,8 @@ def reproduce(args: ReproduceArguments, runner: Runner | None = None) -> dict[st
         _write_json(out / "reproduce_args.json", {k: v for k, v in vars(args).items()})
     _RUNNER.append(runner)
     try:
-        _run_steps(args, steps, state, out, done_dir, gather_object)
+        with _one_run(out, state.is_main_process):
+            _run_steps(args, steps, state, out, done_dir, gather_object)
     finally:
         _RUNNER.pop()
     if not state.is_main_process:
@@ -629,6 +641,49 @@ def reproduce(args: ReproduceArguments, runner: Runner | None = None) -> dict[st
     (out / "results.md").write_text(_results_md(results), encoding="utf-8")
     print(_results_md(results))
     return results
+
+
+@contextlib.contextmanager
+def _one_run(out: Path, main: bool):
+    """One ``riveg reproduce`` at a time in ``out``: an OS lock held by the main process (released when it
+    dies, however it dies); a second run into the same folder refuses instead of both "succeeding"."""
+    if not main:
+        yield
+        return
+    import fcntl
+
+    (out / ".steps").mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".steps" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StepFailed(
+                f"another riveg reproduce is running with --out {out}; wait for it to finish (its steps are kept "
+                "and this command then skips them) or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fresh_start(step: Step, out: Path, started: Path, fingerprint: str) -> bool:
+    """Before a step runs: when it was not interrupted while running with this very fingerprint, remove what
+    it owns (a resumed predictions file or checkpoint of other settings would pass for this run's); record
+    that it started. True when it starts afresh."""
+    try:
+        resumable = json.loads(started.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+    except (OSError, ValueError, AttributeError, RecursionError):
+        resumable = False
+    if not resumable:
+        for rel in step.owns:
+            path = out / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    _write_json(started, {"step": step.name, "fingerprint": fingerprint})
+    return not resumable
 
 
 def _run_steps(args, steps, state, out: Path, done_dir: Path, gather_object) -> None:
@@ -652,11 +707,17 @@ def _run_steps(args, steps, state, out: Path, done_dir: Path, gather_object) -> 
                 for later in steps[steps.index(s) :]:
                     (done_dir / f"{later.name}.json").unlink(missing_ok=True)
             state.wait_for_everyone()
+        started = done_dir / "started" / f"{s.name}.json"
         if state.is_main_process:
+            if args.force == s.name:
+                started.unlink(missing_ok=True)
+            if not _fresh_start(s, out, started, _digest(run_with)):
+                print(f"[{s.name}] continues its interrupted run (same settings)", flush=True)
             print(
                 f"[{s.name}] {s.what}" + (f"\n  riveg {shlex.join(s.command)}" if s.command else ""),
                 flush=True,
             )
+        state.wait_for_everyone()
         t0 = time.perf_counter()
         ran = False
         with _PeakRSS() as peak:
@@ -693,6 +754,7 @@ def _run_steps(args, steps, state, out: Path, done_dir: Path, gather_object) -> 
                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },
             )
+            started.unlink(missing_ok=True)
         state.wait_for_everyone()
 
 
