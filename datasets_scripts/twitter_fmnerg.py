@@ -18,7 +18,7 @@ from datasets import Features, List, Value
 
 from riveg_hf.data import GMNER_SPLITS, ConfigSpec, Report, gmner_records
 from riveg_hf.data.features import gmner_features
-from riveg_hf.data.fmnerg import COARSE_TYPES, FINE_TYPES
+from riveg_hf.data.fmnerg import COARSE_TYPES, FINE_TO_COARSE, FINE_TYPES
 from riveg_hf.data.gmner import RawRelease
 
 from . import _card
@@ -82,6 +82,13 @@ def build(
             for r in rows:
                 for e in r["entities"]:
                     e[field] = e["type"]
+                    fine, coarse = e.get("fine_type"), e.get("coarse_type")
+                    if fine and coarse and FINE_TO_COARSE.get(fine) != coarse:
+                        rep.add(
+                            "type_tree_mismatch",
+                            f"{split} {r['id']}: {e['text']!r} is {coarse!r} but its fine type {fine!r} belongs to "
+                            f"{FINE_TO_COARSE.get(fine)!r} in FMNERG's type tree (both kept as written)",
+                        )
             per_split[split] = rows
         records[level] = per_split
     if images is not None and rows_per_shard is None:

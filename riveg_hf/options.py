@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "CALL_OPTIONS",
@@ -53,21 +56,27 @@ class CallOption:
         got = _json(value) if json_values else repr(value)
         yes_no = "true or false" if json_values else "True or False"
         problem = None
+        # numpy scalars (np.float32 thresholds, np.int64 sizes, np.bool_) are numbers too: returned as Python's
         if self.kind == "unit":
-            if isinstance(value, bool):
+            if isinstance(value, (bool, np.bool_)):
                 problem = f"must be a number, got {got} (a number in [0, 1], not a boolean)"
-            elif not isinstance(value, (int, float)):
+            elif not isinstance(value, numbers.Real):
                 problem = f"must be a number, got {got}"
-            elif not 0.0 <= value <= 1.0:
+            elif not 0.0 <= float(value) <= 1.0:
                 problem = f"must be in [0, 1], got {got}"
+            else:
+                value = float(value) if not isinstance(value, int) else value
         elif self.kind == "bool":
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 problem = f"must be {yes_no}, got {got}"
+            value = bool(value) if problem is None else value
         elif self.kind in ("positive-int", "int"):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
                 problem = f"must be an integer, got {got}"
             elif self.kind == "positive-int" and value < 1:
                 problem = f"must be a positive integer{' or None' if self.nullable else ''}, got {got}"
+            else:
+                value = int(value)
         elif self.kind == "choice":
             if value not in self.choices:
                 problem = f"must be one of {list(self.choices)}, got {got}"

@@ -34,6 +34,7 @@ link in their README (NUSTM/GMNER), and Twitter-SMNER's mask files from RiVEG's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -450,8 +451,40 @@ def download_release(
     """Download, verify and install one release (see the module doc); returns the data folder."""
     from .folder import signals_as_exit
 
-    with signals_as_exit():  # SIGTERM runs the clean-up of the staging folder too
+    deadline = time.monotonic() + float(timeout)
+    root = Path(dest).expanduser() if dest is not None else default_data_dir()
+    with signals_as_exit(), _one_download(root / ".downloads" / f".{name}.lock", name, deadline):
+        # SIGTERM runs the clean-up of the staging folder too; a second download of the same release into the
+        # same folder waits for the first, then finds its files verified
         return _download_release(name, dest, force=force, progress=progress, timeout=timeout)
+
+
+@contextlib.contextmanager
+def _one_download(lock: Path, name: str, deadline: float):
+    """An OS lock per release and data folder (released when the process dies, however it dies)."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DownloadError(
+                        f"{name}: another download of this release into {lock.parent.parent} is still running; "
+                        "run the same command again when it has finished"
+                    ) from None
+                if not said:
+                    print(f"{name}: another download into this folder is running; waiting for it", flush=True)
+                    said = True
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _download_release(name, dest, *, force, progress, timeout) -> Path:
@@ -532,11 +565,27 @@ def _raw_url(src: FileSource, path: str) -> str:
     return f"{base}/{src.repo}/{src.ref}/{path}"
 
 
-def _looks_like_fmnerg(path: Path) -> bool:
-    """The first lines of a FMNERG text file: ``IMGID:`` then ``token<TAB>coarse<TAB>fine`` (not an error page)."""
+def _fmnerg_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole FMNERG text file, or None. Every line is read (an error page after three
+    valid lines is not a release): ``IMGID:<id>`` lines, ``token<TAB>coarse tag<TAB>fine tag`` lines with BIO
+    tags of FMNERG's type tree, blank lines between tweets."""
+    from .fmnerg import COARSE_TYPES, FINE_TYPES
+
+    coarse = {"O"} | {f"{p}-{t}" for p in "BI" for t in COARSE_TYPES}
+    fine = {"O"} | {f"{p}-{t}" for p in "BI" for t in FINE_TYPES}
+    tweets = 0
     with open(path, encoding="utf-8", errors="replace") as fh:
-        head = [fh.readline() for _ in range(3)]
-    return head[0].startswith("IMGID:") and len(head[1].rstrip("\n").split("\t")) == 3
+        for n, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n").lstrip("\ufeff")
+            if not line.strip():
+                continue
+            if line.startswith("IMGID:"):
+                tweets += 1
+                continue
+            cols = line.split("\t")
+            if tweets == 0 or len(cols) != 3 or cols[1] not in coarse or cols[2] not in fine:
+                return f"line {n} is not IMGID:<id> nor token<TAB>coarse<TAB>fine tags: {line[:60]!r}"
+    return None if tweets else "it has no IMGID: line"
 
 
 def _download_files(name, src: FileSource, dest, *, force, progress, timeout) -> Path:
@@ -566,11 +615,12 @@ def _download_files(name, src: FileSource, dest, *, force, progress, timeout) ->
             _fetch(url, part, progress=progress, deadline=deadline)
             os.replace(part, cached)
             part.with_name(part.name + ".json").unlink(missing_ok=True)
-        if not _looks_like_fmnerg(cached):
+        problem = _fmnerg_problem(cached)
+        if problem:
             cached.unlink(missing_ok=True)
             raise DownloadError(
-                f"{name}: {remote} is not a FMNERG text file (IMGID: lines, then token<TAB>coarse<TAB>fine); it was "
-                "deleted, run the same command again."
+                f"{name}: {remote} is not a FMNERG text file (IMGID: lines, then token<TAB>coarse<TAB>fine): "
+                f"{problem}; it was deleted, run the same command again."
             )
         digest = _sha256(cached)
         if manifest is not None and not force and manifest["files"].get(rel) not in (None, digest):
@@ -579,12 +629,24 @@ def _download_files(name, src: FileSource, dest, *, force, progress, timeout) ->
                 f"{name}: {remote} differs from the file recorded on the first download: the release changed "
                 "upstream or the file is corrupt. Run again to download it anew, or accept it with --force."
             )
+        files[rel] = digest
+    # a file of the folder that is neither the release's nor what was installed before is somebody's edit:
+    # nothing is replaced (all files checked before the first is installed)
+    for rel, digest in files.items():
+        target = _safe_rel(dest, rel)
+        recorded = manifest["files"].get(rel) if manifest is not None else None
+        if not force and target.is_file() and _sha256(target) not in (digest, recorded):
+            raise DownloadError(
+                f"{name}: {target} is not the file "
+                + ("installed before (edited since?)" if recorded else "of the release (a file of yours?)")
+                + "; nothing was replaced. Move it aside to keep it, or pass --force to replace it."
+            )
+    for remote, rel in src.files.items():
         target = _safe_rel(dest, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.copyfile(cached, tmp)
+        shutil.copyfile(cache / Path(remote).name, tmp)
         os.replace(tmp, target)
-        files[rel] = digest
     _write_manifest(manifest_path, {"name": name, "repo": src.repo, "ref": src.ref, "archive": cache.name,
                                     "archive_sha256": "", "files": files})  # fmt: skip
     print(

@@ -236,6 +236,7 @@ def gmner_records(
     records = []
     for s in sents:
         spans = tags_to_spans(s.tags, orphan_i=orphan_i, where=f"{split} {s.id}", report=report)
+        other_spans = {(a, b) for a, b, _ in tags_to_spans(other.get(s.id) or [], orphan_i=orphan_i)}
         # Tags re-derived from the spans, so ner_tags and entities always agree (orphan I- handled once).
         tags = spans_to_tags(len(s.tokens), spans)
         xml_path = safe_child(release.xml_dir, s.id, ".xml")
@@ -289,8 +290,17 @@ def gmner_records(
             if entity_masks is not None:
                 ent["masks"] = entity_masks[i]
             if extra_tags is not None:
-                tag = (other.get(s.id) or [""] * len(s.tokens))[st]
+                other_tags = other.get(s.id) or ["O"] * len(s.tokens)
+                tag = other_tags[st]
                 ent[extra_tags[2]] = tag[2:] if tag[:2] in ("B-", "I-") else None
+                if (st, en) not in other_spans:  # the two levels disagree on where the entity is
+                    found = [" ".join(s.tokens[a:b]) for a, b, _ in _overlapping(other_tags, st, en)]
+                    report.add(
+                        "level_span_mismatch",
+                        f"{split} {s.id}: {ent['text']!r} ({typ}) is "
+                        + (f"{found} at the other level" if found else "no entity at the other level")
+                        + f"; {extra_tags[2]}={ent[extra_tags[2]]!r} kept from its first token",
+                    )
             entities.append(ent)
         report.count("tweets")
         report.count("entities", len(entities))
@@ -316,6 +326,11 @@ def gmner_records(
                 n=len(missing),
             )
     return records
+
+
+def _overlapping(tags: Sequence[str], start: int, end: int) -> list[tuple[int, int, str]]:
+    """The spans of ``tags`` that overlap ``[start, end)``."""
+    return [(a, b, t) for a, b, t in tags_to_spans(tags) if a < end and start < b]
 
 
 def knowledge_records(
