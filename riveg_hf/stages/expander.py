@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+from ..text import prompt_field
 from ..types import type_word
 from .base import Stage, token_limit
 
@@ -482,9 +483,10 @@ class Expander(_Generator):
     def _prompt_for(self, r: ExpansionRequest) -> str | list[dict]:
         """The text prompt, or (``prompt_style="chat"``) the instruction as the system turn, each example as a
         user / assistant pair, then the entity."""
-        fields = {"text": r.text, "caption": r.caption or "not available", "entity": r.entity, "type": r.type,
-                  "type_word": type_word(r.type),
-                  "a_type_word": with_article(type_word(r.type))}  # fmt: skip
+        # each value on one line: a line break in a tweet or a name never starts an instruction of its own
+        fields = {"text": prompt_field(r.text), "caption": prompt_field(r.caption or "not available"),
+                  "entity": prompt_field(r.entity), "type": prompt_field(r.type),
+                  "type_word": type_word(r.type), "a_type_word": with_article(type_word(r.type))}  # fmt: skip
         if self.prompt_style == "text":
             return self.prompt.format(**fields)
         messages = [{"role": "system", "content": self.instruction}]
@@ -556,7 +558,7 @@ class Expander(_Generator):
         if not self.has_llm:
             return ["" for _ in texts]
         prompts = [
-            self.knowledge_prompt.format(text=t, caption=c or "not available")
+            self.knowledge_prompt.format(text=prompt_field(t), caption=prompt_field(c or "not available"))
             for t, c in zip(texts, captions)
         ]
         answers = self.generate(prompts, max_new_tokens=self.knowledge_max_new_tokens)

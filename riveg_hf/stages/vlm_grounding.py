@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..boxes import box_in_image
+from ..text import prompt_field
 from .vlm_answers import match_objects, parse_objects
 
 __all__ = [
@@ -84,8 +85,9 @@ def build_grounding_prompt(
     Locate every entity above that the image shows, and output all the bbox coordinates in JSON format:
     [{"bbox_2d": [x1, y1, x2, y2], "label": "<the entity's name>"}]. Leave out an entity the image does not show.
     """
-    lines = [f"Tweet: {text}", "Entities:"]
-    lines += [f"{i}. {e} ({t}): {d}" for i, (e, t, d) in enumerate(entities, 1)]
+    f = prompt_field  # each value on its line: a line break in a name never starts an instruction of its own
+    lines = [f"Tweet: {f(text)}", "Entities:"]
+    lines += [f"{i}. {f(e)} ({f(t)}): {f(d)}" for i, (e, t, d) in enumerate(entities, 1)]
     lines.append(
         "Locate every entity above that the image shows, and output all the bbox coordinates in JSON format: "
         '[{"bbox_2d": [x1, y1, x2, y2], "label": "<the entity\'s name>"}]. Leave out an entity the image does '

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...text import prompt_field
 from ..entailment import VLM_QUESTION, Entailment, _vlm_types, register
 
 
@@ -37,7 +38,7 @@ class VlmEntailment(Entailment):
         texts = [
             proc.apply_chat_template(
                 [{"role": "user", "content": [{"type": "image"},
-                                              {"type": "text", "text": VLM_QUESTION.format(hypothesis=h)}]}],
+                                              {"type": "text", "text": VLM_QUESTION.format(hypothesis=prompt_field(h))}]}],
                 add_generation_prompt=True,
                 tokenize=False,
             )
