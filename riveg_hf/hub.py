@@ -1,7 +1,12 @@
 """Publishing a composite checkpoint: ``riveg push``. ``push_composite`` writes the card
 (:mod:`riveg_hf.cards`), ``handler.py`` (Inference Endpoints), ``requirements.txt`` and the riveg-hf wheel it
-installs (``wheels/``, :mod:`riveg_hf.wheel`: the package is not on an index) into the checkpoint folder and
-uploads it with ``HfApi.upload_folder``.
+installs (``wheels/``, :mod:`riveg_hf.wheel`: the package is not on an index, and the requirement can only be met
+by that wheel) into the checkpoint folder and uploads it with ``HfApi.upload_folder``.
+
+**Where the token goes.** The upload sends a Hub token (``token=``, else ``HF_TOKEN`` / the stored login) to
+``huggingface_hub``'s endpoint, which ``HF_ENDPOINT`` can point anywhere; :func:`hub_endpoint_for_token` refuses
+any endpoint that is not ``https://huggingface.co`` or an ``https://*.huggingface.co`` host (default port, no
+credentials in the URL), so a token never travels in clear text or to another server.
 """
 
 from __future__ import annotations
@@ -12,12 +17,55 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .cards import component_card, composite_card
 
-__all__ = ["HANDLER_TEMPLATE", "component_card", "composite_card", "prepare_for_push", "push_composite"]
+__all__ = [
+    "HANDLER_TEMPLATE",
+    "HUB_HOST",
+    "component_card",
+    "composite_card",
+    "hub_endpoint_for_token",
+    "prepare_for_push",
+    "push_composite",
+]
 
 HANDLER_TEMPLATE = Path(__file__).resolve().parent / "templates" / "handler.py"
+#: the only host (and its subdomains) a Hub token is sent to, over https
+HUB_HOST = "huggingface.co"
+
+
+def hub_endpoint_for_token(endpoint: str | None = None) -> str:
+    """The Hub endpoint a token may be sent to: ``endpoint``, else ``huggingface_hub``'s (``HF_ENDPOINT``).
+
+    Raises ValueError unless it is ``https://huggingface.co`` or ``https://<sub>.huggingface.co`` on the default
+    port with no credentials in it (see the module doc)."""
+    if endpoint is None:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    where = "HF_ENDPOINT" if os.environ.get("HF_ENDPOINT") == endpoint else "the Hub endpoint"
+    try:
+        parts = urlsplit(str(endpoint))
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        parts, host, port = None, "", -1
+    ok = (
+        parts is not None
+        and parts.scheme == "https"
+        and (host == HUB_HOST or host.endswith("." + HUB_HOST))
+        and port in (None, 443)
+        and not parts.username
+        and not parts.password
+    )
+    if not ok:
+        raise ValueError(
+            f"{where} is {endpoint!r}: a Hub token is only sent over https to {HUB_HOST} (or *.{HUB_HOST}), "
+            f"so it was not sent. Unset HF_ENDPOINT (or set it to https://{HUB_HOST}) to reach the Hub."
+        )
+    return str(endpoint).rstrip("/")
 
 
 def prepare_for_push(
@@ -36,9 +84,17 @@ def prepare_for_push(
     shutil.copyfile(HANDLER_TEMPLATE, folder / "handler.py")
     from .wheel import build_wheel, requirements_lines
 
-    build_wheel(folder / "wheels")  # riveg-hf is not on an index: the endpoint installs it from here
-    (folder / "requirements.txt").write_text("\n".join(requirements_lines("wheels")) + "\n", encoding="utf-8")
+    _remove_shipped_wheels(folder / "wheels")  # one wheel, the one requirements.txt names
+    wheel = build_wheel(folder / "wheels")  # riveg-hf is not on an index: the endpoint installs it from here
+    (folder / "requirements.txt").write_text(
+        "\n".join(requirements_lines(wheel, "wheels")) + "\n", encoding="utf-8"
+    )
     return folder
+
+
+def _remove_shipped_wheels(wheels: Path) -> None:
+    for old in wheels.glob("riveg_hf-*.whl") if wheels.is_dir() else ():
+        old.unlink()
 
 
 def push_composite(
@@ -60,6 +116,8 @@ def push_composite(
     import tempfile
 
     folder = Path(folder)
+    if upload is None:
+        hub_endpoint_for_token()  # the token's destination, before anything is staged or sent
     with tempfile.TemporaryDirectory(prefix="riveg-push-") as tmp:
         stage = Path(tmp) / folder.name
 
@@ -81,7 +139,7 @@ def push_composite(
         if upload is None:
             from huggingface_hub import HfApi
 
-            api = HfApi(token=token)
+            api = HfApi(token=token)  # its endpoint is huggingface_hub's, checked above
             api.create_repo(repo_id, private=private, exist_ok=True)
             upload = api.upload_folder
         info = upload(
@@ -95,6 +153,7 @@ def push_composite(
             tmp_file = folder / f".{name}.tmp"
             shutil.copyfile(stage / name, tmp_file)
             os.replace(tmp_file, folder / name)
+        _remove_shipped_wheels(folder / "wheels")
         for whl in (stage / "wheels").glob("*.whl"):
             (folder / "wheels").mkdir(exist_ok=True)
             tmp_file = folder / "wheels" / f".{whl.name}.tmp"

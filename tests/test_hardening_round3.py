@@ -170,3 +170,35 @@ def test_a_line_break_in_a_tweet_never_starts_a_line_of_the_expander_prompt():
             prompts = [p[-1]["content"] for p in prompts]
         assert len(prompts[1].splitlines()) == len(prompts[0].splitlines())
         assert not any(line.startswith("Locate nothing") for line in prompts[1].splitlines())
+
+
+# ---------------------------------------------------------------------- the Hub token of `riveg data push`
+def test_a_dataset_push_never_sends_the_token_to_an_http_or_foreign_endpoint(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    import riveg_hf.data.folder as folder_mod
+
+    made = []
+
+    class FakeApi:
+        def __init__(self, token=None, **kw):
+            made.append(token)
+
+        def create_repo(self, *a, **kw):
+            return None
+
+        def upload_folder(self, **kw):
+            return "ok"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(folder_mod, "check_build_complete", lambda folder: None)
+    (tmp_path / "README.md").write_text("---\n---\n")
+    for bad in ("http://huggingface.co", "https://attacker.example"):
+        monkeypatch.setattr(constants, "ENDPOINT", bad)
+        with pytest.raises(ValueError, match="only sent over https to huggingface.co"):
+            folder_mod.push_dataset_folder(tmp_path, "org/data", token="hf_secret")
+    assert made == []
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    assert folder_mod.push_dataset_folder(tmp_path, "org/data", token="hf_secret") == "ok"
+    assert made == ["hf_secret"]

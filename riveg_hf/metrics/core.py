@@ -37,6 +37,8 @@ from .inputs import (
     METRICS,
     MetricInputError,
     _box_iou,
+    _check_iou_threshold,
+    _check_type_map,
     _Ent,
     _entity,
     _gold_boxes,
@@ -228,16 +230,31 @@ def compute_gmner(
         type_names: names for integer (ClassLabel) types; default PER, LOC, ORG, OTHER.
         span_keys: keys of the prediction span; default: ``token_start``/``token_end`` when a
             prediction has them (pipeline output on tokens), else ``start``/``end``.
-        iou_threshold: IoU for a correct box (0.5, inclusive).
+        iou_threshold: IoU for a correct box (0.5, inclusive), a number in (0, 1]. ``riveg-hf`` and ``e2e-gmner``
+            take it; the other protocols fix it in their code, so a value other than 0.5 is refused there.
+        type_map: rename types before scoring; it must rename at least one of ``type_names`` (a map that
+            renames none -- e.g. FMNERG's fine -> coarse map on Twitter-GMNER's PER/LOC/ORG/OTHER, which have no
+            fine types -- is refused rather than scoring the data unchanged).
+        candidates: for ``h-index`` / ``fmnerg`` only, keyed by the example ids (as strings: ``0`` and ``"0"``
+            are the same example).
 
     >>> gold = [[{"start": 0, "end": 2, "type": "PER", "boxes": [[0, 0, 10, 10]]}]]
     >>> pred = [[{"start": 0, "end": 2, "type": "PER", "box": [0, 0, 10, 9]}]]
     >>> compute_gmner(pred, gold)["gmner_f1"]
     1.0
     """
+    iou_threshold = _check_iou_threshold(iou_threshold)
+    if type_map is not None:
+        type_map = _check_type_map(type_map, type_names)
     if protocol != "riveg-hf":
         return score_protocol(protocol, predictions, references, ids=ids, type_names=type_names,
-                              span_keys=span_keys, type_map=type_map, candidates=candidates)  # fmt: skip
+                              span_keys=span_keys, type_map=type_map, candidates=candidates,
+                              iou_threshold=iou_threshold)  # fmt: skip
+    if candidates is not None:
+        raise MetricInputError(
+            "the riveg-hf protocol scores the predicted boxes themselves and does not read detector candidates; "
+            "drop candidates=, or pass protocol='h-index' / 'fmnerg' (the protocols that use them)."
+        )
     if type_map:
         predictions, references, type_names = _mapped(predictions, references, type_names, type_map)
     return _score(
@@ -289,14 +306,20 @@ def compute_smner(
     type_names: Sequence[str] = ENTITY_TYPES,
     span_keys: tuple[str, str] | None = None,
     iou_threshold: float = IOU_THRESHOLD,
+    type_map: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """MNER, EEG and SMNER scores with masks as the region (keys ``mner_*``, ``eeg_*``, ``smner_*``).
 
     Predictions carry ``mask`` (COCO RLE or boolean array, None = not visible), references
     ``masks`` (a list, one per gold box; ``[]`` = not visible). A gold entity is groundable when
     it has boxes or masks. ``diagnostics["mask_mean_iou"]`` is the mean mask IoU over entities
-    whose span and type are right and that are groundable in both.
+    whose span and type are right and that are groundable in both. ``iou_threshold`` and ``type_map`` as in
+    :func:`compute_gmner`.
     """
+    iou_threshold = _check_iou_threshold(iou_threshold)
+    if type_map is not None:
+        type_map = _check_type_map(type_map, type_names)
+        predictions, references, type_names = _mapped(predictions, references, type_names, type_map)
     out = _score(
         predictions,
         references,

@@ -4,6 +4,7 @@ project's scorer (:mod:`riveg_hf.metrics.core`) and the published systems' (:mod
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -53,6 +54,41 @@ def _type_name(value: Any, type_names: Sequence[str]) -> str:
             return type_names[value]
         raise MetricInputError(f"type index {value} is outside type_names {list(type_names)}.")
     raise MetricInputError(f"'type' must be a string or a ClassLabel index, got {value!r}.")
+
+
+def _check_iou_threshold(value: Any) -> float:
+    """``iou_threshold`` as a float in (0, 1], or a MetricInputError saying what was received."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) <= 1:
+        raise MetricInputError(
+            f"iou_threshold must be a number in (0, 1] (the IoU a region needs to count as right; 0.5 in every "
+            f"published protocol), got {value!r}."
+        )
+    return float(value)
+
+
+def _check_type_map(type_map: Any, type_names: Sequence[str]) -> dict[str, str]:
+    """``type_map`` as a dict of type names; refused when it renames none of ``type_names`` (a silent no-op)."""
+    if not isinstance(type_map, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in type_map.items()
+    ):
+        raise MetricInputError(
+            f"type_map must be a dict {{type name: new type name}} of strings (e.g. FMNERG's fine -> coarse types), "
+            f"got {type_map!r:.200}."
+        )
+    canonical = {t.casefold(): t for t in type_names}
+    out = {
+        canonical.get(k.casefold(), k): v for k, v in type_map.items()
+    }  # keys matched like types: any case
+    renames = [k for k, v in out.items() if k in type_names and v != k]
+    if type_map and not renames:
+        keys = sorted(type_map)
+        raise MetricInputError(
+            f"type_map renames none of the data's types {list(type_names)} (it maps {keys[:6]}"
+            f"{' ...' if len(keys) > 6 else ''}): these types are already at the level it maps to, e.g. coarse "
+            "types, which have no fine types to map from. Drop the type_map (`riveg evaluate`: drop --level "
+            "coarse, which applies to Twitter-FMNERG's fine config only)."
+        )
+    return out
 
 
 def _entity(

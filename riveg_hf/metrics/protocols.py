@@ -54,16 +54,32 @@ quirks included. All return MNER / EEG / GMNER precision, recall, F1 (fractions)
     prediction adds one to the predictions and takes one from the gold -- which ``more_eval.py``, used here,
     does not have.) With fine types this is FMNERG's fine GMNER F1; map the types to their coarse type
     (``type_map``) for its coarse GMNER F1.
+
+Settings: ``iou_threshold`` is honoured by ``riveg-hf`` and ``e2e-gmner`` (whose scorer takes it as a parameter,
+``miou >= iou_threshold``); ``riveg``, ``h-index`` and ``fmnerg`` fix it in their code (0.5; ``>=`` for RiVEG,
+``>`` for H-Index and FMNERG), so another value is refused rather than silently ignored. ``candidates`` are read
+by ``h-index`` and ``fmnerg`` only (refused elsewhere); their keys are the example ids, compared as strings
+(``{0: [...]}`` and ``{"0": [...]}`` are the same example), and a key that names no example is an error.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .inputs import METRICS, MetricInputError, _box, _box_iou, _entity, _gold_boxes, _pairs, _pred_box, prf
 
 __all__ = ["PROTOCOLS", "score_protocol"]
+
+#: the IoU threshold every published protocol was run with
+PUBLISHED_IOU = 0.5
+#: protocols whose scorer takes the IoU threshold as a setting (the others fix it in their code)
+IOU_SETTABLE = ("riveg-hf", "e2e-gmner")
+#: protocols that read detector candidate boxes
+USES_CANDIDATES = ("h-index", "fmnerg")
+#: how each protocol that fixes the IoU threshold compares with it
+_FIXED_IOU_RULE = {"riveg": "IoU >= 0.5", "h-index": "IoU > 0.5", "fmnerg": "IoU > 0.5 (H-Index's rule)"}
 
 #: protocol -> (system, where its scoring code is)
 PROTOCOLS = {
@@ -170,7 +186,67 @@ def _candidate_boxes(candidates, ex_id):
     """The detector candidate boxes for one example, or None when no candidates were given."""
     if candidates is None:
         return None
-    return [_box(c, "candidates") for c in (candidates.get(ex_id) or [])]
+    return candidates.get(ex_id) or []
+
+
+def _read_candidates(candidates, example_ids: Sequence[str], protocol: str) -> dict[str, list] | None:
+    """``{example id (str): [xyxy boxes]}`` from the user's ``candidates``, keys compared as strings.
+
+    Refused: not a dict, two keys that are the same id (``0`` and ``"0"``), keys that name no example, a value
+    that is not a list of boxes. Warned: examples without an entry (their boxes can never be right)."""
+    if candidates is None:
+        return None
+    if not isinstance(candidates, Mapping):
+        raise MetricInputError(
+            f"candidates must be a dict {{example id: [[xmin, ymin, xmax, ymax], ...]}} (the detector proposals "
+            f"of each example), got {type(candidates).__name__}."
+        )
+    out: dict[str, list] = {}
+    original: dict[str, Any] = {}
+    for key, boxes in candidates.items():
+        k = str(key)
+        if k in out:
+            raise MetricInputError(
+                f"candidates has both {original[k]!r} and {key!r}: example ids are compared as strings, so these "
+                "are the same example; keep one."
+            )
+        if boxes is None:
+            boxes = []
+        if not isinstance(boxes, (list, tuple)):
+            raise MetricInputError(
+                f"candidates[{key!r}] must be a list of [xmin, ymin, xmax, ymax] boxes, got {type(boxes).__name__}."
+            )
+        parsed = []
+        for n, c in enumerate(boxes):
+            try:
+                box = _box(c, "candidates")
+            except MetricInputError as err:
+                raise MetricInputError(f"candidates[{key!r}][{n}]: {err}") from None
+            if box is None:
+                raise MetricInputError(
+                    f"candidates[{key!r}][{n}] is None: a candidate is a box [xmin, ymin, xmax, ymax]; leave it out."
+                )
+            parsed.append(box)
+        out[k], original[k] = parsed, key
+    known = set(example_ids)
+    unknown = [original[k] for k in out if k not in known]
+    if unknown:
+        sample = list(example_ids)[:5]
+        raise MetricInputError(
+            f"candidates has example id(s) {unknown[:5]} ({len(unknown)} in all) that are not among the "
+            f"references' ids (e.g. {sample}); key candidates by the same ids as the references -- for lists "
+            "without ids=, the position of the example (0, 1, ...)."
+        )
+    missing = [i for i in example_ids if i not in out]
+    if missing:
+        warnings.warn(
+            f"{protocol}: candidates has no entry for {len(missing)} of {len(example_ids)} example(s) (e.g. "
+            f"{missing[:5]}): no predicted box of theirs can be right. Give [] for an example without proposals "
+            "to say so.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return out
 
 
 def _hindex_region(p_box, g: _Item, candidates: Sequence[Sequence[float]] | None) -> bool:
@@ -219,43 +295,104 @@ def _hindex(examples, candidates: Mapping[str, Any] | None) -> dict:
 
 
 # ---------------------------------------------------------------------- E2E-GMNER
-def _max_matching(left: int, right: int, edges: dict[int, list[int]]) -> int:
-    """Maximum-cardinality bipartite matching (augmenting paths)."""
-    match_r: dict[int, int] = {}
-
-    def augment(u: int, seen: set[int]) -> bool:
-        for v in edges.get(u, []):
-            if v in seen:
+def _max_matching(left: int, right: int, edges: Mapping[int, Sequence[int]]) -> int:
+    """Size of a maximum-cardinality bipartite matching (Hopcroft-Karp, iterative: no recursion, so a tweet with
+    thousands of identical mentions neither overflows the stack nor takes cubic time; O(E sqrt(V)))."""
+    adj = [list(edges.get(u, ())) for u in range(left)]
+    match_l = [-1] * left
+    match_r = [-1] * right
+    for u in range(left):  # greedy start: most vertices are matched here already
+        for v in adj[u]:
+            if match_r[v] == -1:
+                match_l[u], match_r[v] = v, u
+                break
+    while True:
+        # BFS: layers of left vertices from the free ones, along alternating paths
+        dist = [-1] * left
+        queue = [u for u in range(left) if match_l[u] == -1]
+        for u in queue:
+            dist[u] = 0
+        found = False
+        for u in queue:  # the list grows while it is read: a FIFO
+            for v in adj[u]:
+                w = match_r[v]
+                if w == -1:
+                    found = True
+                elif dist[w] == -1:
+                    dist[w] = dist[u] + 1
+                    queue.append(w)
+        if not found:
+            return sum(m != -1 for m in match_l)
+        # DFS along the layers, with an explicit stack; each edge is tried at most once per phase
+        nxt = [0] * left
+        for s in range(left):
+            if match_l[s] != -1:
                 continue
-            seen.add(v)
-            if v not in match_r or augment(match_r[v], seen):
-                match_r[v] = u
-                return True
-        return False
+            stack, via = [s], []  # left vertices on the path; via[i] is the right vertex from stack[i]
+            while stack:
+                u = stack[-1]
+                moved = False
+                while nxt[u] < len(adj[u]):
+                    v = adj[u][nxt[u]]
+                    nxt[u] += 1
+                    w = match_r[v]
+                    if w == -1:  # a free right vertex: flip the path
+                        via.append(v)
+                        for a, b in zip(stack, via):
+                            match_l[a], match_r[b] = b, a
+                        stack = []
+                        moved = True
+                        break
+                    if dist[w] == dist[u] + 1:
+                        via.append(v)
+                        stack.append(w)
+                        moved = True
+                        break
+                if not moved:  # dead end: out of this phase's layered graph
+                    dist[u] = -2
+                    stack.pop()
+                    if via:
+                        via.pop()
 
-    return sum(augment(u, set()) for u in range(left))
 
-
-def _e2e_region(p: _Item, g: _Item) -> bool:
+def _e2e_region(p: _Item, g: _Item, iou_threshold: float = PUBLISHED_IOU) -> bool:
     if p.box is None and not g.boxes:
         return True
     if p.box is None or not g.boxes:
         return False
-    return max(_box_iou(p.box, b) for b in g.boxes) >= 0.5
+    return max(_box_iou(p.box, b) for b in g.boxes) >= iou_threshold
 
 
-def _e2e(examples) -> dict:
+def _e2e(examples, iou_threshold: float = PUBLISHED_IOU) -> dict:
     correct = dict.fromkeys(METRICS, 0)
     n_pred = dict.fromkeys(METRICS, 0)
     n_gold = dict.fromkeys(METRICS, 0)
     for _, ps, gs in examples:
-        for metric, same in (
-            ("gmner", lambda p, g: p.text == g.text and p.type == g.type and _e2e_region(p, g)),
-            ("eeg", lambda p, g: p.text == g.text and _e2e_region(p, g)),
-            ("mner", lambda p, g: p.text == g.text and p.type == g.type),
-        ):
-            edges = {i: [j for j, g in enumerate(gs) if same(p, g)] for i, p in enumerate(ps)}
-            correct[metric] += _max_matching(len(ps), len(gs), edges)
+        by_text: dict[str, list[int]] = {}
+        regions: dict[tuple, int] = {}  # each distinct gold region (its boxes) -> a number
+        g_region = []
+        for j, g in enumerate(gs):
+            by_text.setdefault(g.text, []).append(j)
+            g_region.append(regions.setdefault(tuple(map(tuple, g.boxes)), len(regions)))
+        agree: dict[tuple, bool] = {}  # (predicted box, gold region) -> do they agree: each computed once
+        edges = {m: {} for m in METRICS}
+        for i, p in enumerate(ps):  # only golds with the same string can match
+            same = by_text.get(p.text, ())
+            box = None if p.box is None else tuple(p.box)
+            region = []
+            for j in same:
+                key = (box, g_region[j])
+                ok = agree.get(key)
+                if ok is None:
+                    ok = agree[key] = _e2e_region(p, gs[j], iou_threshold)
+                if ok:
+                    region.append(j)
+            typed = {j for j in same if gs[j].type == p.type}
+            edges["mner"][i] = [j for j in same if j in typed]
+            edges["eeg"][i] = region
+            edges["gmner"][i] = [j for j in region if j in typed]
+        for metric in METRICS:
+            correct[metric] += _max_matching(len(ps), len(gs), edges[metric])
             n_pred[metric] += len(ps)
             n_gold[metric] += len(gs)
     return _result(correct, n_pred, n_gold, "e2e-gmner")
@@ -300,17 +437,30 @@ def score_protocol(
     span_keys=None,
     type_map: Mapping[str, str] | None = None,
     candidates: Mapping[str, Any] | None = None,
+    iou_threshold: float = PUBLISHED_IOU,
 ) -> dict[str, Any]:
     """MNER / EEG / GMNER scores under ``protocol`` (see the module doc)."""
     if protocol not in PROTOCOLS or protocol == "riveg-hf":
         raise ValueError(f"unknown protocol {protocol!r}; valid: {sorted(PROTOCOLS)}")
+    if protocol not in IOU_SETTABLE and iou_threshold != PUBLISHED_IOU:
+        raise MetricInputError(
+            f"protocol {protocol!r} fixes the IoU threshold at its published value ({_FIXED_IOU_RULE[protocol]}, "
+            f"in {PROTOCOLS[protocol][1]}), so iou_threshold={iou_threshold!r} cannot apply; drop iou_threshold, "
+            f"or use a protocol that takes it: {list(IOU_SETTABLE)}."
+        )
+    if candidates is not None and protocol not in USES_CANDIDATES:
+        raise MetricInputError(
+            f"protocol {protocol!r} does not read detector candidates (only {list(USES_CANDIDATES)} do); drop "
+            "candidates=, or score with one of those."
+        )
     type_map = dict(type_map or {})
     examples = _read(predictions, references, ids, type_names, span_keys, type_map,
                      need_text=protocol in ("riveg", "e2e-gmner", "fmnerg"))  # fmt: skip
     if protocol == "riveg":
         return _riveg(examples)
-    if protocol == "h-index":
-        return _hindex(examples, candidates)
     if protocol == "e2e-gmner":
-        return _e2e(examples)
-    return _fmnerg(examples, candidates)
+        return _e2e(examples, iou_threshold)
+    cands = _read_candidates(candidates, [ex_id for ex_id, _, _ in examples], protocol)
+    if protocol == "h-index":
+        return _hindex(examples, cands)
+    return _fmnerg(examples, cands)
