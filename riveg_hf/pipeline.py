@@ -35,6 +35,7 @@ place (``errors="return"``, the default) or raises naming its index (``errors="r
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,7 +45,6 @@ import torch
 from transformers import Pipeline, PreTrainedModel
 from transformers.utils import logging
 
-from .boxes import BoxError
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .masks import encode_rle
 from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
@@ -515,11 +515,11 @@ class RiVEGPipeline(Pipeline):
             return failed
         try:
             step(jobs)
-        except (RuntimeError, ValueError, BoxError):
+        except Exception:  # whatever the class: each image alone, so one bad input never loses the others
             for job in jobs:
                 try:
                     step([job])
-                except (RuntimeError, ValueError, BoxError) as err:
+                except Exception as err:
                     failed[job.item] = err
         return failed
 
@@ -552,11 +552,23 @@ class RiVEGPipeline(Pipeline):
         ent = run.entailment
         hyps = [ent.hypotheses([(e["entity"], e["type"], e["description"] or e["entity"]) for e in j.entities])
                 for j in jobs]  # fmt: skip
-        probs = ent.score_many(
-            [(j.image, h) for j, h in zip(jobs, hyps)], vision_batch_size=self._vbs(ent, run)
-        )
+        items = [(j.image, h) for j, h in zip(jobs, hyps)]
+        noted = getattr(ent, "score_many_noted", None)  # a served entailer says why a score is unknown
+        if noted is not None:
+            probs, notes = noted(items, vision_batch_size=self._vbs(ent, run))
+        else:
+            probs = ent.score_many(items, vision_batch_size=self._vbs(ent, run))
+            notes = [[None] * len(h) for h in hyps]
         threshold = ent.threshold if run.entailment_threshold is None else run.entailment_threshold
-        return [[bool(p >= threshold) for p in pr] for pr in probs], [[float(p) for p in pr] for pr in probs]
+        # an unknown P(visible) (NaN: the server failed) is never a confident "no": score None, with the note
+        scores = [
+            [float(p) if p is not None and math.isfinite(float(p)) else None for p in pr] for pr in probs
+        ]
+        for job, nt in zip(jobs, notes):
+            for e, note in zip(job.entities, nt):
+                if note:
+                    e["grounding"] = note
+        return [[sc is not None and sc >= threshold for sc in row] for row in scores], scores
 
     def _locate(self, jobs: list[_Job], visible: list[list[bool]], run: _Run) -> list[_Located]:
         """6. One request per image for the entities still visible: their descriptions (or names)."""

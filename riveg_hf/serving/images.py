@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MIN_PIXELS",
     "FACTORS",
+    "PIXEL_BOUNDS",
+    "check_pixels",
     "infer_family",
     "smart_resize",
     "to_data_url",
@@ -31,6 +33,32 @@ __all__ = [
 
 DEFAULT_MIN_PIXELS = 3136
 DEFAULT_MAX_PIXELS = 12_845_056
+#: the bounds of ``min_pixels`` / ``max_pixels`` (a checkpoint's included), checked when a stage is built:
+#: name -> (lowest, highest, why). ``max_pixels`` >= one 32x32 patch (0 divided by zero), <= 4096 x 4096 (a
+#: 16.8 MP RGB image is 50 MB before encoding); ``min_pixels`` <= ``max_pixels`` (a huge one upscaled every
+#: image to gigabytes).
+PIXEL_BOUNDS: dict[str, tuple[int, int, str]] = {
+    "min_pixels": (1, 16_777_216, "pixels the image is scaled up to at least; at most max_pixels"),
+    "max_pixels": (
+        1024,
+        16_777_216,
+        "pixels the image is scaled down to at most: one 32x32 patch to 4096x4096",
+    ),
+}
+
+
+def check_pixels(min_pixels, max_pixels, where: str) -> tuple[int, int]:
+    """``(min_pixels, max_pixels)`` as integers within :data:`PIXEL_BOUNDS` and in order, else a ``ValueError``
+    naming the setting, the value and the allowed range."""
+    from .client import check_setting
+
+    lo, hi, why = PIXEL_BOUNDS["max_pixels"]
+    max_p = check_setting("max_pixels", max_pixels, lo, hi, integer=True, why=why, where=where)
+    lo, hi, why = PIXEL_BOUNDS["min_pixels"]
+    min_p = check_setting("min_pixels", min_pixels, lo, min(hi, max_p), integer=True, why=why, where=where)
+    return min_p, max_p
+
+
 #: model_type -> the side multiple of its processor (patch size x spatial merge)
 FACTORS = {"qwen2_vl": 28, "qwen2_5_vl": 28, "qwen3_vl": 32, "qwen3_vl_moe": 32}
 
@@ -57,8 +85,12 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 def to_data_url(
     image: Image.Image, family: str, min_pixels: int, max_pixels: int
 ) -> tuple[str, tuple[int, int]]:
-    """The image resized for ``family`` and encoded as a PNG data URL; returns (url, (width, height) sent)."""
+    """The image resized for ``family`` and encoded as a PNG data URL; returns (url, (width, height) sent).
+    A ``ValueError`` for an empty image or pixel bounds out of :data:`PIXEL_BOUNDS`."""
+    min_pixels, max_pixels = check_pixels(min_pixels, max_pixels, "served image")
     w, h = image.size
+    if w < 1 or h < 1:
+        raise ValueError(f"the image is empty ({w}x{h} pixels): nothing to send")
     rh, rw = smart_resize(h, w, FACTORS[family], min_pixels, max_pixels)
     sent = image if (rw, rh) == (w, h) else image.convert("RGB").resize((rw, rh), Image.Resampling.BICUBIC)
     buf = io.BytesIO()

@@ -8,6 +8,11 @@ use_descriptions (bool), max_entities_per_image (positive int).
 Image URLs are refused unless the endpoint sets RIVEG_ALLOW_URL_IMAGES=1; then only public addresses are
 fetched, on every redirect hop, with a short timeout and a byte cap, and every failed fetch gives the same
 error (riveg_hf.net). Boxes are in pixels of the image as displayed (EXIF orientation applied).
+
+No response carries a credential: every string of a response has the tokens this endpoint holds (its served
+stages' tokens, RIVEG_ENDPOINT_TOKEN, HF_TOKEN) redacted, and its messages (errors, "grounding" notes) also
+anything shaped like one (riveg_hf.serving.client.redact). An unexpected failure is a 500 whose message names
+its type and says nothing more than the redacted text.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ PARAMETERS = (
     "max_entities_per_image",
 )
 MASK_FORMATS = ("rle", "none")  # "array" would not be JSON
+#: the keys of a response whose text is a message (an error, a note), redacted of anything shaped like a token
+MESSAGE_KEYS = ("error", "grounding", "description_rejected")
 
 
 def _allow_urls() -> bool:
@@ -52,7 +59,30 @@ class EndpointHandler:
             task = json.load(fh).get("task", "grounded-mner")
         self.pipe = pipeline(task, model=path)
 
+    def _secrets(self) -> list[str]:
+        """Every credential this endpoint holds: its served stages' tokens and the token variables."""
+        found = [os.environ.get(v) for v in ("RIVEG_ENDPOINT_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")]
+        for stage in getattr(self.pipe, "stages", {}).values():
+            for client in stage.clients() if hasattr(stage, "clients") else ():
+                found.append(getattr(client, "_token", None))
+        return [t for t in found if isinstance(t, str) and t.strip()]
+
+    def _redacted(self, value: Any, secrets: list[str], message: bool = False) -> Any:
+        """Every string without the secrets; a message (an error, a note) also without what looks like one."""
+        from riveg_hf.serving.client import redact
+
+        if isinstance(value, str):
+            return redact(value, secrets, patterns=message)
+        if isinstance(value, list):
+            return [self._redacted(v, secrets, message) for v in value]
+        if isinstance(value, dict):
+            return {k: self._redacted(v, secrets, message or k in MESSAGE_KEYS) for k, v in value.items()}
+        return value
+
     def __call__(self, data: dict[str, Any]) -> Any:
+        return self._redacted(self._answer(data), self._secrets())
+
+    def _answer(self, data: dict[str, Any]) -> Any:
         try:
             inputs, params = self._validate(data)
             result = self.pipe(
@@ -67,6 +97,8 @@ class EndpointHandler:
         except ValueError as err:  # unreadable image, too large image, refused URL, bad option value
             status = 413 if "above the limit" in str(err) or "larger than" in str(err) else 400
             return {"error": str(err), "status": status}
+        except Exception as err:  # never an unredacted traceback text to the caller
+            return {"error": f"internal error ({type(err).__name__}): {err}", "status": 500}
         try:
             return json.loads(json.dumps(result, allow_nan=False))
         except (TypeError, ValueError) as err:  # never answer with something that is not JSON
