@@ -157,7 +157,7 @@ def test_a_line_break_in_a_name_or_tweet_never_starts_a_line_of_the_grounding_pr
 
 
 def test_a_line_break_in_a_tweet_never_starts_a_line_of_the_expander_prompt():
-    from riveg_hf.stages.expander import ExpansionRequest, Expander
+    from riveg_hf.stages.expander import Expander, ExpansionRequest
 
     exp = Expander(None, None)
     plain = ExpansionRequest("Obama", "PER", "Obama visits")

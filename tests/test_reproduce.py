@@ -133,6 +133,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_reproduce_end_to_end_resumes_after_a_kill(real_subset, tmp_path, capsys):
     out = tmp_path / "run"
     argv = _argv(real_subset, out)
@@ -213,6 +214,7 @@ def test_an_out_folder_overlapping_an_input_is_refused_before_anything_is_delete
     assert (raw / "txt" / "train.txt").is_file() and (images / "1.jpg").read_bytes() == b"jpg"
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_reproduce_vlm_recipe(real_subset, tmp_path):
     out = tmp_path / "vlm"
     assert cli(_argv(real_subset, out, recipe="vlm")) == 0
@@ -223,6 +225,7 @@ def test_reproduce_vlm_recipe(real_subset, tmp_path):
     assert run["family"] == "vlm" and run["fine_tuning"] == "lora"
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_reproduce_runs_unchanged_in_two_processes(real_subset, tmp_path):
     """Two CPU processes (torchrun; training and prediction on both, the other steps on the main one only):
     every step completes, each marker records the processes that ran it, and the results are the metric's over

@@ -70,9 +70,12 @@ def test_force_starts_the_step_afresh(tmp_path):
 
 
 def test_two_runs_into_one_out_folder_refuse(tmp_path):
-    with _one_run(tmp_path, True):
-        with pytest.raises(StepFailed, match="another riveg reproduce is running"), _one_run(tmp_path, True):
-            pass
+    with (
+        _one_run(tmp_path, True),
+        pytest.raises(StepFailed, match="another riveg reproduce is running"),
+        _one_run(tmp_path, True),
+    ):
+        pass
     with _one_run(tmp_path, True):  # released when the first ended
         pass
 

