@@ -154,7 +154,7 @@ def read_grounding_answer(
     n = len(entities)
     if not objects:
         return GroundingRead([None] * n, [None] * n, [NOTE_UNPARSABLE] * n, ["not-mentioned"] * n)
-    match = match_objects(objects, [(e, d) for e, _, d in entities])
+    match = match_objects(objects, [(e, d) for e, _, d in entities], types=[t for _, t, _ in entities])
     boxes, spans, notes = [], [], []
     for k in match.index:
         if k is None:
