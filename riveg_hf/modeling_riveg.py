@@ -35,7 +35,8 @@ from .stages.base import quiet_progress
 __all__ = ["RiVEGConfig", "RiVEGModel"]
 
 TASKS = ("grounded-mner", "segmented-mner")
-REQUIRED = ("recognizer",)
+#: a composite needs one of these: the recognizer (RiVEG's cascade) or a joint reader
+REQUIRED = ("recognizer", "reader")
 
 
 class RiVEGConfig(PreTrainedConfig):
@@ -196,9 +197,8 @@ class RiVEGModel(PreTrainedModel):
             stages[name] = stage_cls.from_pretrained(
                 location, model_class=spec["model_class"], **load, **common, **options
             )
-        missing = [r for r in REQUIRED if r not in stages]
-        if missing:
-            raise ComponentLoadError(f"{root}: config.json lacks the required component(s) {missing}")
+        if not any(r in stages for r in REQUIRED):
+            raise ComponentLoadError(f"{root}: config.json has none of the components {list(REQUIRED)}")
         return cls(config, stages)
 
     # ------------------------------------------------------------------ saving

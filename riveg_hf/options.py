@@ -186,5 +186,12 @@ STAGE_OPTIONS: dict[str, StageOption] = {
         StageOption("entailment_threshold", "entailment", "threshold"),
         StageOption("box_threshold", "grounder", "box_threshold", alternative="segmenter"),
         StageOption("mask_threshold", "segmenter", "mask_threshold"),
+        StageOption("reader_family", "reader", "family"),
+        StageOption("reader_max_new_tokens", "reader", "max_new_tokens"),
+        StageOption("reader_entity_types", "reader", "entity_types"),
+        StageOption("reader_prompt_dir", "reader", "prompt_dir"),
+        StageOption("reader_search", "reader", "search"),
+        StageOption("reader_search_cache", "reader", "search_cache"),
+        StageOption("reader_return_trace", "reader", "return_trace"),
     )
 }

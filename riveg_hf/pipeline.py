@@ -58,7 +58,7 @@ from .options import (
     VISIBILITY_MODES,  # noqa: F401
     split_call_options,
 )
-from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, Stage
+from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, ReadRequest, Stage
 from .stages.grounder import Localization, LocateRequest
 from .text import join_words, split_words
 from .types import GroundedEntity
@@ -93,6 +93,7 @@ class _Run:
     use_descriptions: bool
     use_knowledge: bool | None
     vision_batch_size: int | None
+    reader: Any = None  # a joint reader: entities, types and boxes in one answer (replaces 2-6)
 
 
 @dataclass
@@ -163,9 +164,10 @@ class RiVEGPipeline(Pipeline):
     @classmethod
     def from_components(
         cls,
-        recognizer: Any,
+        recognizer: Any = None,
         grounder: Any = None,
         *,
+        reader: Any = None,
         expander: Any = None,
         captioner: Any = None,
         entailment: Any = None,
@@ -200,9 +202,21 @@ class RiVEGPipeline(Pipeline):
         ...     recognizer="dslim/bert-base-NER", grounder="IDEA-Research/grounding-dino-tiny",
         ...     entailment="Salesforce/blip-itm-base-coco", segmenter="facebook/sam2.1-hiera-tiny")
         """
-        if recognizer is None:
-            raise ValueError("from_components needs a recognizer (a token-classification checkpoint).")
+        if recognizer is None and reader is None:
+            raise ValueError(
+                "from_components needs a recognizer (a token-classification checkpoint), or a joint reader "
+                "(reader=...: a vision-language model that writes entities, types and boxes in one answer)."
+            )
+        if reader is not None:
+            clash = [k for k, v in {"recognizer": recognizer, "expander": expander, "captioner": captioner,
+                                    "entailment": entailment}.items() if v is not None]  # fmt: skip
+            if clash:
+                raise ValueError(
+                    f"from_components: a joint reader finds the entities, their types and visibility itself; "
+                    f"{clash} would never run beside it. Pass reader=... with grounder= / segmenter= only."
+                )
         given = {
+            "reader": reader,
             "recognizer": recognizer,
             "captioner": captioner,
             "expander": expander,
@@ -221,7 +235,7 @@ class RiVEGPipeline(Pipeline):
         stages: dict[str, Stage] = {}
         for name, spec in given.items():
             if spec is None:
-                if name == "expander":
+                if name == "expander" and reader is None:
                     stages[name] = Expander(None, None, **stage_opts[name])
                 continue
             stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub, stage_opts["_served"])
@@ -415,7 +429,13 @@ class RiVEGPipeline(Pipeline):
             use_descriptions,
             use_knowledge,
             vision_batch_size,
+            self._stage("reader"),
         )
+        if run.reader is not None:  # one model reads entities, types and boxes; the segmenter still segments
+            entities = [[] for _ in batch]
+            jobs = [_Job(k, b["image"], entities[k], b["text"]) for k, b in enumerate(batch)]
+            failed = self._each_image_on_failure(jobs, lambda js: self._read(batch, js, run))  # 2-6
+            return self._collect(batch, entities, failed, errors)  # 8
         self._caption(batch, run)  # 1
         spans = self._recognize(batch, run)  # 2
         entities = self._describe(batch, spans, run)  # 3
@@ -493,6 +513,41 @@ class RiVEGPipeline(Pipeline):
                 d = next(described)
                 ent["description"], ent["description_source"] = d.description, d.source
         return entities
+
+    def _read(self, batch: list[dict[str, Any]], jobs: list[_Job], run: _Run) -> None:
+        """2-7 with a joint reader: one answer per tweet (entities placed on the text, types, boxes), then the
+        segmenter's masks of its boxes, once per image."""
+        readings = run.reader.read_many(
+            [ReadRequest(j.image, j.text, batch[j.item].get("id")) for j in jobs],
+            vision_batch_size=self._vbs(run.reader, run),
+        )
+        for job, reading in zip(jobs, readings):
+            b = batch[job.item]
+            job.entities.clear()
+            for e in reading.entities:
+                words = [w for w, (a, z) in enumerate(b["offsets"]) if a < e.end and z > e.start]
+                ent = {"entity": e.entity, "type": e.type, "start": e.start, "end": e.end, "score": None,
+                       "token_start": words[0] if words else None, "token_end": words[-1] + 1 if words else None,
+                       "groundable": e.box is not None, "groundable_score": None, "box": e.box,
+                       "box_score": e.box_score, "mask": None, "description": None, "description_source": None}  # fmt: skip
+                if e.note:
+                    ent["grounding"] = e.note
+                job.entities.append(ent)
+            if reading.notes:
+                b["reader_notes"] = list(reading.notes)
+        if run.segmenter is None:
+            return
+        todo = [j for j in jobs if j.image is not None and any(e["box"] is not None for e in j.entities)]
+        if not todo:
+            return
+        order = [[i for i, e in enumerate(j.entities) if e["box"] is not None] for j in todo]
+        masks = run.segmenter.segment_many(
+            [(j.image, [j.entities[i]["box"] for i in o]) for j, o in zip(todo, order)],
+            vision_batch_size=self._vbs(run.segmenter, run),
+        )
+        for j, o, ms in zip(todo, order, masks):
+            for i, m in zip(o, ms):
+                j.entities[i]["mask"] = m
 
     def _cap_entities(self, batch, entities, locator, cap: int | None) -> list[_Job]:
         """4. One grounding job per image with entities; entities past the cap are kept, with a note."""
@@ -629,12 +684,16 @@ class RiVEGPipeline(Pipeline):
                     raise RiVEGInputError(f"input {b['index']}: {err}") from err
                 out.append({"error": f"{type(err).__name__}: {err}", "index": b["index"]})
             else:
-                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id")})
+                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id"),
+                            "reader_notes": b.get("reader_notes")})  # fmt: skip
         return out
 
     def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
         if "error" in model_outputs:
             return model_outputs
+        for note in model_outputs.get("reader_notes") or []:  # what the reader's answer gave that is not kept
+            where = f"id {model_outputs['id']}" if model_outputs.get("id") is not None else "an input"
+            logger.warning(f"{where}: the joint reader's answer: {note}")
         results = []
         for ent in model_outputs["entities"]:
             mask = ent.get("mask")
@@ -751,7 +810,9 @@ def _route_options(
                 raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
             calls[key] = value
             continue
-        if opt.stage in present or opt.stage == "expander":  # the template expander is always there
+        if opt.stage in present or (
+            opt.stage == "expander" and "reader" not in present
+        ):  # the template expander
             per_stage[opt.stage][opt.argument] = value
         elif opt.alternative in present:
             per_stage.setdefault("_locator", {})[opt.argument] = value  # checked once the stage is built

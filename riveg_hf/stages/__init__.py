@@ -11,6 +11,7 @@ from .base import ComponentLoadError, Stage
 from .entailment import Entailment, calibrate_threshold
 from .expander import Captioner, Expander, ExpansionRequest, clean_description, template_description
 from .grounder import Grounder, Localization, LocateRequest, Locator
+from .reader import JointReader, Reading, ReadRequest
 from .recognizer import Recognizer, WordSpan
 from .segmenter import Segmenter
 
@@ -22,6 +23,7 @@ STAGES: dict[str, type[Stage]] = {
     "entailment": Entailment,
     "grounder": Grounder,
     "segmenter": Segmenter,
+    "reader": JointReader,  # reads entities, types and boxes in one answer: replaces recognizer ... grounder
 }
 
 __all__ = [
@@ -32,9 +34,12 @@ __all__ = [
     "Expander",
     "ExpansionRequest",
     "Grounder",
+    "JointReader",
     "Localization",
     "LocateRequest",
     "Locator",
+    "ReadRequest",
+    "Reading",
     "Recognizer",
     "Segmenter",
     "Stage",

@@ -1,0 +1,379 @@
+"""The joint reader -- the "read jointly" role: one multimodal LLM reads a tweet and its image and writes every
+entity, its type and its box (or "not visible") in one answer, the shape of the current best GMNER systems
+(E2E-GMNER, SAKE, MCR, MAKAR). With a reader the pipeline skips recognize / describe / decide visibility /
+locate, and still segments the reader's boxes (segmented-mner = the reader's boxes + a box-prompted SAM).
+
+Every family answers one protocol::
+
+    read_many([ReadRequest(image, text)], vision_batch_size=8) -> [Reading(entities, notes, answer)]
+
+``Reading.entities`` are :class:`ReadEntity`: the entity as written in the tweet with its **character offsets**
+(the answer's strings placed back onto the text, see :func:`place_entities`), its type, its box in **pixel xyxy of
+the original image** or None (not visible), ``box_score`` or None, and a note when something is worth saying.
+An entity string the tweet does not contain is never invented: it is left out of the spans and named in
+``Reading.notes``.
+
+The families (``family=``: one architecture, Qwen2.5-VL, serves several trained answer formats, so the family
+is chosen by name and recorded in the composite; each module checks the model types it accepts):
+
+==============  =====================  =================================================================
+``family``      module                 what
+==============  =====================  =================================================================
+``qwen-vl``     ``readers.qwen_vl``    zero-shot default for any instruct Qwen2-VL / Qwen2.5-VL / Qwen3-VL:
+                                       a JSON list of ``{"entity", "type", "bbox_2d"}`` in the family's
+                                       trained coordinates (:data:`~riveg_hf.stages.vlm_grounding.VLM_FAMILIES`)
+``sake``        ``readers.sake``       SAKE (tangjielong928/SAKE; ``SYSU-AI/SAKE-7B_gmner`` / ``_fmnerg``):
+                                       its prompt files, its resize, ``<answer>[{"entity", "type",
+                                       "box2d"}]</answer>`` with ``box2d`` in the sent image's pixels
+==============  =====================  =================================================================
+
+A new family is one module: a subclass with ``family``, ``model_types``, ``family_options`` and the three hooks
+:meth:`JointReader.messages`, :meth:`JointReader.sent_image` and :meth:`JointReader.parse`, plus its name in
+:data:`FAMILY_MODULES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoModelForImageTextToText
+
+from ..boxes import as_xyxy
+from .base import Stage
+
+__all__ = [
+    "FAMILY_MODULES",
+    "MAX_NEW_TOKENS",
+    "FoundEntity",
+    "JointReader",
+    "ReadEntity",
+    "ReadRequest",
+    "Reading",
+    "family_class",
+    "place_entities",
+    "register",
+]
+
+#: the reader families: ``riveg_hf.stages.readers.<module>``, each registers its class on import
+FAMILY_MODULES = {"qwen-vl": "qwen_vl", "sake": "sake"}
+DEFAULT_FAMILY = "qwen-vl"
+#: the most tokens one answer may take (a checkpoint's setting is bounded by it): SAKE's own runs use 8192
+MAX_NEW_TOKENS = 8192
+#: the most entities one answer may give (the rest are noted, not kept): bounds the work per tweet
+MAX_ENTITIES = 256
+
+_REGISTRY: dict[str, type[JointReader]] = {}
+
+
+def register(cls: type[JointReader]) -> type[JointReader]:
+    _REGISTRY[cls.family] = cls
+    return cls
+
+
+def family_class(family: str) -> type[JointReader]:
+    """The reader class of ``family`` (a name of :data:`FAMILY_MODULES`)."""
+    if family not in FAMILY_MODULES:
+        raise ValueError(
+            f"unknown reader family {family!r}; valid: {sorted(FAMILY_MODULES)} (pass family=... to the reader, "
+            "e.g. reader_family='sake' in RiVEGPipeline.from_components)"
+        )
+    importlib.import_module(f"{__package__}.readers.{FAMILY_MODULES[family]}")
+    return _REGISTRY[family]
+
+
+# ---------------------------------------------------------------------- the records
+@dataclass
+class ReadRequest:
+    """One tweet to read: its image (PIL, or None: the text alone, every entity not visible), its text, and its
+    id (a family that looks things up by tweet, SAKE's search cache, uses it)."""
+
+    image: Any
+    text: str
+    id: str | None = None
+
+
+@dataclass
+class FoundEntity:
+    """An entity as a family's parser read it from the answer, before it is placed onto the text."""
+
+    name: str
+    type: str
+    #: pixel xyxy of the original image, or None (not visible)
+    box: list[float] | None
+    box_score: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class ReadEntity:
+    """One entity of a :class:`Reading`: placed in the tweet (character offsets), typed, with its box."""
+
+    entity: str
+    type: str
+    start: int
+    end: int
+    box: list[float] | None
+    box_score: float | None = None
+    note: str | None = None
+
+    def __post_init__(self):
+        if not (0 <= self.start < self.end):
+            raise ValueError(f"ReadEntity: span [{self.start}, {self.end}) is empty or negative")
+        self.box = as_xyxy(self.box, what=f"box of {self.entity!r}") if self.box is not None else None
+        if self.box_score is not None:
+            self.box_score = min(1.0, max(0.0, float(self.box_score)))
+
+
+@dataclass
+class Reading:
+    """A reader's answer for one tweet: its entities in text order, notes on what was not kept, the raw answer."""
+
+    entities: list[ReadEntity]
+    notes: list[str] = field(default_factory=list)
+    answer: str | None = None
+
+
+# ---------------------------------------------------------------------- entities back onto the text
+def _fold(text: str, mode: str) -> tuple[str, list[int]]:
+    """``text`` folded, with, per folded character, the index of the original character it came from.
+    ``"case"``: casefold, white space runs as one space; ``"nospace"``: casefold without white space;
+    ``"nfkc"``: NFKC + casefold without white space, format characters and combining marks, dashes unified."""
+    out, origin = [], []
+    for i, ch in enumerate(text):
+        piece = unicodedata.normalize("NFKC", ch) if mode == "nfkc" else ch
+        for c in piece.casefold():
+            if c.isspace():
+                if mode == "case" and out and out[-1] != " ":
+                    out.append(" ")
+                    origin.append(i)
+                continue
+            if mode == "nfkc" and unicodedata.category(c) in ("Cf", "Mn"):
+                continue
+            if mode == "nfkc" and unicodedata.category(c) == "Pd":
+                c = "-"
+            out.append(c)
+            origin.append(i)
+    return "".join(out), origin
+
+
+def place_entities(text: str, found: Sequence[FoundEntity]) -> tuple[list[ReadEntity], list[str]]:
+    """Put the answer's entity strings back onto the tweet: exact, then case-insensitive, then also space-insensitive,
+    then Unicode (NFKC) normalised; each occurrence of the text is used once, in order, and two entities never overlap. An
+    entity that is not in the text is not invented: it is left out, with a note.
+
+    >>> ents, notes = place_entities("Messi and messi in Miami", [FoundEntity("Messi", "PER", None),
+    ...     FoundEntity("Messi", "PER", None), FoundEntity("Paris", "LOC", None)])
+    >>> [(e.entity, e.start, e.end) for e in ents], notes
+    ([('Messi', 0, 5), ('messi', 10, 15)], ["'Paris' (LOC) is not in the tweet: left out"])
+    """
+    taken: list[tuple[int, int]] = []
+    folded = {mode: _fold(text, mode) for mode in ("case", "nospace", "nfkc")}
+    placed, notes = [], []
+
+    def free(a: int, b: int) -> bool:
+        return all(b <= s or a >= e for s, e in taken)
+
+    def find(name: str) -> tuple[int, int] | None:
+        if not name:
+            return None
+        at = text.find(name)
+        while at >= 0:
+            if free(at, at + len(name)):
+                return at, at + len(name)
+            at = text.find(name, at + 1)
+        for mode, (hay, origin) in folded.items():
+            needle = _fold(name, mode)[0].strip()
+            if not needle:
+                continue
+            at = hay.find(needle)
+            while at >= 0:
+                a, b = origin[at], origin[at + len(needle) - 1] + 1
+                if free(a, b):
+                    return a, b
+                at = hay.find(needle, at + 1)
+        return None
+
+    for f in found:
+        span = find(f.name.strip())
+        if span is None:
+            notes.append(f"{f.name!r} ({f.type}) is not in the tweet: left out")
+            continue
+        taken.append(span)
+        placed.append(
+            ReadEntity(text[span[0] : span[1]], f.type, span[0], span[1], f.box, f.box_score, f.note)
+        )
+    placed.sort(key=lambda e: e.start)
+    return placed, notes
+
+
+# ---------------------------------------------------------------------- the base class
+class JointReader(Stage):
+    """The base class of every reader family (see the module doc). ``JointReader(model, processor,
+    family="sake")`` builds that family's class; the default family is ``qwen-vl``."""
+
+    name = "reader"
+    auto_classes = (AutoModelForImageTextToText,)
+    batches_on_cpu = True  # decoding several tweets together costs about one
+    #: the family's name (``family=``)
+    family: ClassVar[str] = ""
+    #: the model types (``config.model_type``) the family's checkpoints have
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: the options this family takes (beyond ``max_new_tokens``), with their defaults
+    family_options: ClassVar[dict[str, Any]] = {}
+    default_max_new_tokens: ClassVar[int] = 1024
+
+    def __new__(cls, model=None, processor=None, *, family: str | None = None, **options):
+        if cls is JointReader:
+            cls = family_class(family or DEFAULT_FAMILY)
+        elif family is not None and family != cls.family:
+            raise ValueError(f"{cls.__name__} is the {cls.family!r} reader family, not {family!r}")
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        family: str | None = None,
+        max_new_tokens: int | None = None,
+        **options: Any,
+    ):
+        super().__init__(model, processor)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model is not None and model_type not in self.model_types:
+            raise ValueError(
+                f"reader family {self.family!r} reads checkpoints of model types {list(self.model_types)}, got "
+                f"{model_type!r} ({type(model).__name__}); valid families: {sorted(FAMILY_MODULES)}"
+            )
+        unknown = sorted(set(options) - set(self.family_options))
+        if unknown:
+            raise TypeError(
+                f"reader ({self.family}): unknown option(s) {unknown}; valid: "
+                f"{sorted(['family', 'max_new_tokens', *self.family_options])}"
+            )
+        n = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
+            raise ValueError(
+                f"reader setting 'max_new_tokens' = {n!r}: expected an integer in 1..{MAX_NEW_TOKENS}"
+            )
+        self.max_new_tokens = n
+        for key, default in self.family_options.items():
+            setattr(self, key, options.get(key, default))
+        if processor is not None:
+            getattr(processor, "tokenizer", processor).padding_side = "left"  # batched generation
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "max_new_tokens": self.max_new_tokens,
+            **{k: getattr(self, k) for k in self.family_options},
+        }
+
+    # ------------------------------------------------------------------ the family's hooks
+    def messages(self, request: ReadRequest, image: Any) -> list[dict[str, Any]]:
+        """The chat sent for ``request``: ``{"type": "image"}`` where the image goes (``image`` is None: none)."""
+        raise NotImplementedError
+
+    def sent_image(self, image: Any) -> Any:
+        """The image as the family's checkpoints were trained to see it (default: as given)."""
+        return image
+
+    def parse(
+        self,
+        answer: str,
+        request: ReadRequest,
+        sent_size: tuple[int, int] | None,
+        input_size: tuple[int, int] | None,
+    ) -> tuple[list[FoundEntity], list[str]]:
+        """The entities of ``answer`` with boxes in original pixels, and notes. ``sent_size``: the image as sent
+        (:meth:`sent_image`); ``input_size``: as the processor resized it (None without an image)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the protocol
+    @torch.no_grad()
+    def read_many(self, requests: Sequence[ReadRequest], *, vision_batch_size: int = 8) -> list[Reading]:
+        """One :class:`Reading` per request: one generation per tweet, ``vision_batch_size`` tweets per batched
+        (left-padded) greedy generation; tweets with and without an image go in separate batches."""
+        out: list[Reading | None] = [None] * len(requests)
+        with_image = [i for i, r in enumerate(requests) if r.image is not None]
+        without = [i for i, r in enumerate(requests) if r.image is None]
+        size = max(1, int(vision_batch_size))
+        for group in (with_image, without):
+            for start in range(0, len(group), size):
+                idx = group[start : start + size]
+                for i, reading in zip(idx, self._read([requests[i] for i in idx])):
+                    out[i] = reading
+        return out  # type: ignore[return-value]
+
+    def _read(self, chunk: list[ReadRequest]) -> list[Reading]:
+        from .grounders.qwen_vl import decode_with_offsets, strip_end
+
+        proc = self.processor
+        tok = getattr(proc, "tokenizer", proc)
+        images = [self.sent_image(r.image) if r.image is not None else None for r in chunk]
+        prompts = [
+            proc.apply_chat_template(self.messages(r, im), add_generation_prompt=True, tokenize=False)
+            for r, im in zip(chunk, images)
+        ]
+        has_images = images[0] is not None
+        enc = proc(text=prompts, images=images if has_images else None, return_tensors="pt", padding=True)
+        grids = enc["image_grid_thw"].tolist() if has_images else [None] * len(chunk)
+        gen = self.model.generate(
+            **{k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in enc.items()},
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            return_dict_in_generate=True,
+        )
+        new = gen.sequences[:, enc["input_ids"].shape[1] :].cpu()
+        stop = {tok.eos_token_id, tok.pad_token_id} - {None}
+        readings = []
+        for k, r in enumerate(chunk):
+            ids = new[k].tolist()
+            n_tok = next((t for t, x in enumerate(ids) if x in stop), None)
+            answer, _ = decode_with_offsets(tok, ids[: n_tok if n_tok is not None else len(ids)])
+            answer = strip_end(answer)
+            notes = []
+            if n_tok is None:  # never stopped: cut at the budget (a degenerate, repeating answer included)
+                notes.append(
+                    f"the answer was cut at max_new_tokens={self.max_new_tokens} (too long or degenerate); "
+                    "the entities complete before the cut are kept"
+                )
+            sent = images[k].size if images[k] is not None else None
+            readings.append(self.reading(answer, r, sent, self.input_size(grids[k]), notes))
+        return readings
+
+    def input_size(self, grid_thw) -> tuple[int, int] | None:
+        """(width, height) of the image as the processor resized it, from its ``image_grid_thw`` row."""
+        if grid_thw is None:
+            return None
+        patch = int(getattr(self.processor.image_processor, "patch_size", 14) or 14)
+        _, gh, gw = (int(v) for v in grid_thw)
+        return gw * patch, gh * patch
+
+    def reading(
+        self,
+        answer: str,
+        request: ReadRequest,
+        sent_size: tuple[int, int] | None,
+        input_size: tuple[int, int] | None,
+        notes: list[str] | None = None,
+    ) -> Reading:
+        """An answer -> a :class:`Reading` (parse, cap, place onto the text); never raises on the answer."""
+        notes = list(notes or [])
+        try:
+            found, parse_notes = self.parse(answer, request, sent_size, input_size)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as err:
+            found, parse_notes = [], [f"the answer could not be read ({type(err).__name__}); no entity kept"]
+        notes += parse_notes
+        if len(found) > MAX_ENTITIES:
+            notes.append(f"the answer gave {len(found)} entities; the first {MAX_ENTITIES} are kept")
+            found = found[:MAX_ENTITIES]
+        if request.image is None:
+            found = [FoundEntity(f.name, f.type, None, None, f.note) for f in found]
+        entities, place_notes = place_entities(request.text, found)
+        return Reading(entities, notes + place_notes, answer)
