@@ -89,6 +89,12 @@ class RiVEGModel(PreTrainedModel):
         raise NotImplementedError("RiVEGModel is a container of stages; call it through RiVEGPipeline.")
 
     @property
+    def device(self) -> torch.device:
+        """Where the stages' models are; the CPU for a composite whose stages are all served (no weights here)."""
+        param = next(self.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    @property
     def input_modalities(self) -> tuple[str, ...]:
         return ("text", "image")
 

@@ -521,6 +521,9 @@ class RiVEGPipeline(Pipeline):
             [ReadRequest(j.image, j.text, batch[j.item].get("id")) for j in jobs],
             vision_batch_size=self._vbs(run.reader, run),
         )
+        failed = [r.error for r in readings if r.error]
+        if failed:  # unknown, never "no entity": that tweet becomes an error line (each tweet retried alone)
+            raise RuntimeError(failed[0])
         for job, reading in zip(jobs, readings):
             b = batch[job.item]
             job.entities.clear()

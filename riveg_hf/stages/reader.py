@@ -136,6 +136,8 @@ class Reading:
     entities: list[ReadEntity]
     notes: list[str] = field(default_factory=list)
     answer: str | None = None
+    #: why there is no answer at all (a served reader's request failed): the tweet's entities are unknown, not none
+    error: str | None = None
 
 
 # ---------------------------------------------------------------------- entities back onto the text
@@ -244,8 +246,12 @@ class JointReader(Stage):
         **options: Any,
     ):
         super().__init__(model, processor)
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model is not None and model_type not in self.model_types:
+        if not hasattr(self, "client"):  # in process (served() sets the client and the architecture first)
+            self.client, self.endpoint_family = None, None
+        model_type = getattr(getattr(model, "config", None), "model_type", None) or self.endpoint_family
+        #: the architecture answering: the model's type in process, the served model's family on a server
+        self.model_type = model_type
+        if model_type not in self.model_types:
             raise ValueError(
                 f"reader family {self.family!r} reads checkpoints of model types {list(self.model_types)}, got "
                 f"{model_type!r} ({type(model).__name__}); valid families: {sorted(FAMILY_MODULES)}"
@@ -268,11 +274,22 @@ class JointReader(Stage):
             getattr(processor, "tokenizer", processor).padding_side = "left"  # batched generation
 
     def options(self) -> dict[str, Any]:
-        return {
+        out = {
             "family": self.family,
             "max_new_tokens": self.max_new_tokens,
             **{k: getattr(self, k) for k in self.family_options},
         }
+        if self.client is not None:  # settings only: never the token (the composite records URL and model)
+            out.update(endpoint=self.client.config(), endpoint_family=self.endpoint_family,
+                       min_pixels=self.pixels[0], max_pixels=self.pixels[1])  # fmt: skip
+        return out
+
+    def save_pretrained(self, directory) -> None:
+        if self.client is None:
+            super().save_pretrained(directory)  # a served reader has no weights here: its options say it all
+
+    def to(self, device):
+        return self if self.model is None else super().to(device)
 
     # ------------------------------------------------------------------ the family's hooks
     def messages(self, request: ReadRequest, image: Any) -> list[dict[str, Any]]:
@@ -311,18 +328,38 @@ class JointReader(Stage):
         return out  # type: ignore[return-value]
 
     def _read(self, chunk: list[ReadRequest]) -> list[Reading]:
+        """One turn: the chats of ``chunk`` generated together, each answer read."""
+        images = [self.sent_image(r.image) if r.image is not None else None for r in chunk]
+        chats = [self.messages(r, im) for r, im in zip(chunk, images)]
+        answers = self._generate(chats, [[im] if im is not None else [] for im in images])
+        return [
+            self.reading(text, r, im.size if im is not None else None, seen, [note] if note else [])
+            if text is not None
+            else Reading([], [], None, error=note)
+            for (text, note, seen), r, im in zip(answers, chunk, images)
+        ]
+
+    # ------------------------------------------------------------------ generation: in process or served
+    def _generate(
+        self, chats: list[list[dict]], images: list[list[Any]]
+    ) -> list[tuple[str, str | None, tuple[int, int] | None]]:
+        """Greedy answers of the chats (``{"type": "image"}`` items taking ``images`` in order), batched:
+        per chat (answer or None when there is none, a note when it was cut or why it failed, the first image's
+        size as the model saw it)."""
+        if self.client is not None:
+            return self._generate_served(chats, images)
         from .grounders.qwen_vl import decode_with_offsets, strip_end
 
         proc = self.processor
         tok = getattr(proc, "tokenizer", proc)
-        images = [self.sent_image(r.image) if r.image is not None else None for r in chunk]
-        prompts = [
-            proc.apply_chat_template(self.messages(r, im), add_generation_prompt=True, tokenize=False)
-            for r, im in zip(chunk, images)
-        ]
-        has_images = images[0] is not None
-        enc = proc(text=prompts, images=images if has_images else None, return_tensors="pt", padding=True)
-        grids = enc["image_grid_thw"].tolist() if has_images else [None] * len(chunk)
+        prompts = [proc.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+        flat = [im for ims in images for im in ims]
+        enc = proc(text=prompts, images=flat or None, return_tensors="pt", padding=True)
+        grids = enc["image_grid_thw"].tolist() if flat else []
+        first, at = [], 0  # the row of image_grid_thw of each chat's first image
+        for ims in images:
+            first.append(self.input_size(grids[at]) if ims else None)
+            at += len(ims)
         gen = self.model.generate(
             **{k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in enc.items()},
             max_new_tokens=self.max_new_tokens,
@@ -331,21 +368,97 @@ class JointReader(Stage):
         )
         new = gen.sequences[:, enc["input_ids"].shape[1] :].cpu()
         stop = {tok.eos_token_id, tok.pad_token_id} - {None}
-        readings = []
-        for k, r in enumerate(chunk):
+        out = []
+        for k in range(len(chats)):
             ids = new[k].tolist()
-            n_tok = next((t for t, x in enumerate(ids) if x in stop), None)
-            answer, _ = decode_with_offsets(tok, ids[: n_tok if n_tok is not None else len(ids)])
-            answer = strip_end(answer)
-            notes = []
-            if n_tok is None:  # never stopped: cut at the budget (a degenerate, repeating answer included)
-                notes.append(
-                    f"the answer was cut at max_new_tokens={self.max_new_tokens} (too long or degenerate); "
-                    "the entities complete before the cut are kept"
+            n = next((t for t, x in enumerate(ids) if x in stop), None)
+            text, _ = decode_with_offsets(tok, ids[: n if n is not None else len(ids)])
+            out.append((strip_end(text), None if n is not None else self._cut_note(), first[k]))
+        return out
+
+    def _cut_note(self) -> str:
+        return (
+            f"the answer was cut at max_new_tokens={self.max_new_tokens} (too long or degenerate); the entities "
+            "complete before the cut are kept"
+        )
+
+    def _generate_served(self, chats, images):
+        """The chats as OpenAI chat-completions requests, all in flight together; a failed request is that
+        tweet's note (credentials redacted), never the batch's."""
+        self.client.check_trusted()  # before any image work
+        bodies, sizes, out = [], [], [None] * len(chats)
+        for k, (chat, ims) in enumerate(zip(chats, images)):
+            try:
+                sent = [self.served_image(im) for im in ims]
+            except Exception as err:  # this tweet's failure only
+                out[k] = (
+                    None,
+                    f"the image could not be sent to the reader's server ({self._reason(err)})",
+                    None,
                 )
-            sent = images[k].size if images[k] is not None else None
-            readings.append(self.reading(answer, r, sent, self.input_size(grids[k]), notes))
-        return readings
+                continue
+            urls = iter(u for u, _ in sent)
+            messages = []
+            for m in chat:
+                content = m["content"]
+                if isinstance(content, list):
+                    content = [
+                        {"type": "image_url", "image_url": {"url": next(urls)}} if c["type"] == "image"
+                        else {"type": "text", "text": c["text"]}
+                        for c in content
+                    ]  # fmt: skip
+                    if m["role"] == "assistant":
+                        content = "".join(c.get("text", "") for c in content)
+                messages.append({"role": m["role"], "content": content})
+            bodies.append((k, {"messages": messages, "max_tokens": self.max_new_tokens, "temperature": 0.0}))
+            sizes.append(sent[0][1] if sent else None)
+        results = self.client.chat_many([b for _, b in bodies]) if bodies else []
+        for (k, _), res, size in zip(bodies, results, sizes):
+            if not res.ok:
+                out[k] = (None, f"the reader's server gave no answer ({self.client.redact(res.error)})", size)
+            else:
+                cut = self._cut_note() if res.finish_reason == "length" else None
+                out[k] = (res.text or "", cut, size)
+        return out  # type: ignore[return-value]
+
+    def _reason(self, err: BaseException) -> str:
+        return self.client.redact(f"{type(err).__name__}: {err}")
+
+    def served_image(self, image: Any) -> tuple[str, tuple[int, int]]:
+        """(data URL, size sent) of an image for the server: resized here as the family's processor would, so
+        the model answers in pixels of the image sent (the served grounder's rule)."""
+        from ..serving.images import to_data_url
+
+        return to_data_url(image, self.endpoint_family, *self.pixels)
+
+    # ------------------------------------------------------------------ served
+    @classmethod
+    def served(
+        cls,
+        endpoint: str | dict,
+        *,
+        endpoint_model: str | None = None,
+        endpoint_family: str | None = None,
+        family: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        **options: Any,
+    ) -> JointReader:
+        """The reader on an OpenAI-compatible server (vLLM, SGLang ...): ``reader="endpoint:URL"``. The same
+        family, prompts and answer reading as in process; ``endpoint_family`` (``qwen2_5_vl`` ...) is the served
+        model's architecture (inferred from its name when it can be)."""
+        from ..serving.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixels, served_vlm_client
+
+        klass = family_class(family or (cls.family if cls is not JointReader else DEFAULT_FAMILY))
+        pixels = check_pixels(min_pixels or DEFAULT_MIN_PIXELS, max_pixels or DEFAULT_MAX_PIXELS, "reader")
+        client, arch = served_vlm_client(endpoint, endpoint_model, endpoint_family, "reader")
+        reader = klass.__new__(klass)
+        reader.client, reader.endpoint_family, reader.pixels = client, arch, pixels
+        klass.__init__(reader, None, None, **options)
+        return reader
+
+    def clients(self) -> list[Any]:
+        return [self.client] if self.client is not None else []
 
     def input_size(self, grid_thw) -> tuple[int, int] | None:
         """(width, height) of the image as the processor resized it, from its ``image_grid_thw`` row."""

@@ -95,7 +95,7 @@ class QwenVLReader(JointReader):
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)
         self.entity_types = tuple(self.entity_types)
-        self.convention = VLM_FAMILIES[model.config.model_type]
+        self.convention = VLM_FAMILIES[self.model_type]
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "entity_types": list(self.entity_types)}

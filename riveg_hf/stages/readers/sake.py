@@ -248,7 +248,10 @@ class SakeReader(JointReader):
         for turn in range(1, MAX_TURNS + 1):
             answers = self._generate([chats[i] for i in active], [chat_images[i] for i in active])
             still = []
-            for i, (answer, cut) in zip(active, answers):
+            for i, (answer, cut, _) in zip(active, answers):
+                if answer is None:  # the server failed: no answer at all, the tweet's entities are unknown
+                    done[i] = (None, [cut])
+                    continue
                 notes = [cut] if cut else []
                 chats[i].append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
                 kind = None
@@ -277,6 +280,9 @@ class SakeReader(JointReader):
         readings = []
         for i, r in enumerate(chunk):
             answer, notes = done[i]
+            if answer is None:
+                readings.append(Reading([], [], None, error=notes[0]))
+                continue
             sent = images[i].size if images[i] is not None else None
             reading = self.reading(answer, r, sent, None, notes)
             if self.return_trace:
@@ -315,33 +321,14 @@ class SakeReader(JointReader):
             found_images,
         )
 
-    def _generate(self, chats: list[list[dict]], images: list[list[Any]]) -> list[tuple[str, str | None]]:
-        from ..grounders.qwen_vl import decode_with_offsets, strip_end
+    def served_image(self, image):
+        """SAKE sends its resized image as it is, JPEG in a data URL (L230-235, L360-363)."""
+        import base64
+        import io
 
-        proc = self.processor
-        tok = proc.tokenizer
-        prompts = [proc.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
-        flat = [im for ims in images for im in ims]
-        enc = proc(text=prompts, images=flat or None, return_tensors="pt", padding=True)
-        gen = self.model.generate(
-            **{k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in enc.items()},
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            return_dict_in_generate=True,
-        )
-        new = gen.sequences[:, enc["input_ids"].shape[1] :].cpu()
-        stop = {tok.eos_token_id, tok.pad_token_id} - {None}
-        out = []
-        for k in range(len(chats)):
-            ids = new[k].tolist()
-            n = next((t for t, x in enumerate(ids) if x in stop), None)
-            text, _ = decode_with_offsets(tok, ids[: n if n is not None else len(ids)])
-            cut = None
-            if n is None:
-                cut = (f"the answer was cut at max_new_tokens={self.max_new_tokens} (too long or degenerate, as "
-                       "SAKE issue #1 reports of the public checkpoint); what was complete before the cut is kept")  # fmt: skip
-            out.append((strip_end(text), cut))
-        return out
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="JPEG")
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), image.size
 
 
 def words(text: str) -> str:
