@@ -154,7 +154,8 @@ def _add_predict(sub) -> None:
     p.add_argument(
         "--preset",
         default=None,
-        help="a documented composite instead of --model: riveg-2024 | vlm | sam3 (see README, Presets; Hub weights)",
+        help="a documented composite instead of --model: riveg-2024 | vlm | sam3 | qwen-vl-joint | sake-7b | "
+        "sake-7b-fmnerg (see README, Presets; Hub weights)",
     )
     p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     p.add_argument("--revision", default=None)
@@ -203,6 +204,24 @@ def _add_predict(sub) -> None:
         action="store_true",
         help="contact the LLM / VLM servers the composite's config.json names (off: a checkpoint's URL gets "
         "nothing; see README, Security)",
+    )
+    p.add_argument(
+        "--reader-endpoint",
+        default=None,
+        help="serve the composite's joint reader from this OpenAI-compatible server (vLLM / SGLang) instead of "
+        "loading its weights (e.g. --preset sake-7b --reader-endpoint http://127.0.0.1:8000/v1)",
+    )
+    p.add_argument("--endpoint-model", default=None, help="the served model's name (with --reader-endpoint)")
+    p.add_argument(
+        "--sake-prompts",
+        default=None,
+        help="SAKE's prompt folder (a SAKE checkout's sake_rl/prompts/Twitter-GMNER-Prompt; not shipped here)",
+    )
+    p.add_argument(
+        "--search-cache",
+        default=None,
+        help="SAKE's offline search cache ({DIR}/{text,image}_search/{id}_{kind}_search.json): answers its searches "
+        "(nothing leaves the machine); without it every search finds nothing",
     )
     p.set_defaults(func="_cmd_predict")
 

@@ -220,6 +220,15 @@ def _load_pipeline(a: argparse.Namespace):
 
     device = a.device if a.device is not None else (0 if torch.cuda.is_available() else -1)
     trust = bool(getattr(a, "trust_endpoints", False))
+    reader: dict = {}  # the joint reader's settings the user gives for this run
+    if getattr(a, "reader_endpoint", None):
+        reader["endpoint"] = a.reader_endpoint
+        if a.endpoint_model:
+            reader["endpoint_model"] = a.endpoint_model
+    if getattr(a, "sake_prompts", None):
+        reader["prompt_dir"] = a.sake_prompts
+    if getattr(a, "search_cache", None):
+        reader.update(search="cache", search_cache=a.search_cache)
     try:
         model = RiVEGModel.from_pretrained(
             location,
@@ -227,12 +236,28 @@ def _load_pipeline(a: argparse.Namespace):
             local_files_only=a.local_files_only,
             dtype=getattr(torch, a.dtype) if a.dtype else None,
             trust_endpoints=trust,
+            stage_options={"reader": reader} if reader else None,
+            skip=_unused(location, a.task),
         )
         return RiVEGPipeline(model=model, device=device, task=a.task, trust_endpoints=trust)
     except UntrustedEndpointError as err:
         raise CLIError(str(err)) from None
     except (ComponentLoadError, OSError) as err:
         raise CLIError(f"{err}\n{HUB_HELP}") from None
+
+
+def _unused(location: str, task: str) -> tuple[str, ...]:
+    """The components a run of ``task`` never calls: the segmenter of a local composite or preset when no mask is
+    asked for (not loaded: no download, no memory)."""
+    import json
+    import os
+
+    path = os.path.join(location, "config.json")
+    if task != "grounded-mner" or not os.path.isfile(path):
+        return ()
+    with open(path, encoding="utf-8") as fh:
+        components = json.load(fh).get("components") or {}
+    return ("segmenter",) if "segmenter" in components else ()
 
 
 def _call_options(a: argparse.Namespace) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,8 @@ class RiVEGModel(PreTrainedModel):
         local_files_only: bool = False,
         dtype: Any = None,
         trust_endpoints: bool = False,
+        stage_options: dict[str, dict[str, Any]] | None = None,
+        skip: Sequence[str] = (),
         **kwargs: Any,
     ) -> RiVEGModel:
         """Load a composite checkpoint (local folder or Hub repo): every component, with the same options.
@@ -133,6 +136,11 @@ class RiVEGModel(PreTrainedModel):
         A served stage (``endpoint`` in its options: an LLM / VLM server URL) is loaded *untrusted*: it sends
         nothing until the user opts in for this load with ``trust_endpoints=True`` or ``RIVEG_TRUST_ENDPOINTS``
         (see :mod:`riveg_hf.serving.client`); a token or cache path in the checkpoint is ignored.
+
+        ``stage_options``: ``{component: {option: value}}`` the user sets for this load, over the checkpoint's
+        (``{"reader": {"prompt_dir": DIR}}``); an ``"endpoint"`` there (the user's word: trusted) serves that
+        component from that server instead of loading its weights (``endpoint_family`` from its model class).
+        ``skip``: components not to load (``("segmenter",)`` when no mask is asked for).
         """
         if model_args:
             raise TypeError(
@@ -161,6 +169,14 @@ class RiVEGModel(PreTrainedModel):
         if config is None:
             config = RiVEGConfig.from_pretrained(root, revision=revision, subfolder=subfolder, **hub)
         common = {**hub, "dtype": dtype}
+        stage_options = dict(stage_options or {})
+        unknown = sorted(set(stage_options) - set(config.components)) + sorted(
+            set(skip) - set(config.components)
+        )
+        if unknown:
+            raise ValueError(
+                f"{root}: no component {unknown} in this composite; it has {sorted(config.components)}"
+            )
         stages: dict[str, Stage] = {}
         for name, spec in config.components.items():
             stage_cls = STAGES.get(name)
@@ -168,7 +184,20 @@ class RiVEGModel(PreTrainedModel):
                 raise ComponentLoadError(
                     f"{root}: unknown component {name!r} in config.json; valid: {list(STAGES)}"
                 )
+            if name in skip:
+                continue
             options = dict(spec.get("options") or {})
+            mine = dict(stage_options.get(name) or {})
+            if mine.get("endpoint") is not None:  # the user serves this component: its weights are not loaded
+                options.update(mine)
+                if spec.get("model_class") and "endpoint_family" not in options:
+                    options["endpoint_family"] = _architecture(spec["model_class"])
+                try:
+                    stages[name] = stage_cls.served(options.pop("endpoint"), **options)
+                except (TypeError, ValueError) as err:
+                    raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
+                continue
+            options.update(mine)
             if options.get("endpoint") is not None:  # a served stage: settings only, trusted as the user says
                 try:
                     options["endpoint"] = checkpoint_endpoint_config(
@@ -322,6 +351,13 @@ def loading_arguments(kwargs: dict[str, Any], *, dtype: Any, **hub: Any) -> Any:
             )
         dtype = resolved
     return dtype
+
+
+def _architecture(model_class: str) -> str | None:
+    """The served family of a transformers VLM class (``Qwen2_5_VLForConditionalGeneration`` -> ``qwen2_5_vl``)."""
+    from .serving.images import infer_family
+
+    return infer_family(model_class)
 
 
 def _safe_subfolder(path: str, root: str, *, nested: bool = False) -> str:

@@ -953,6 +953,12 @@ PRESETS = {
     "vlm": "BERT NER, Qwen2.5-0.5B expander, Qwen2.5-VL-3B-Instruct as joint entailment + grounder "
     "(visibility='grounder'), SAM 2.1 tiny",
     "sam3": "BERT NER, Qwen2.5-0.5B expander, SAM 3 finding box and mask from each description (gated checkpoint)",
+    "qwen-vl-joint": "one model reads entities, types and boxes: Qwen2.5-VL-7B-Instruct zero-shot (joint reader), "
+    "SAM 2.1 tiny for masks",
+    "sake-7b": "SAKE-7B (SYSU-AI/SAKE-7B_gmner) as the joint reader with its agent loop (search off unless a cache "
+    "is given; needs SAKE's prompt files: --sake-prompts), SAM 2.1 tiny for masks",
+    "sake-7b-fmnerg": "SAKE-7B for Twitter-FMNERG's 51 fine types (SYSU-AI/SAKE-7B_fmnerg; SAKE's FMNERG prompt "
+    "files), SAM 2.1 tiny for masks",
 }
 
 

@@ -61,6 +61,8 @@ from transformers import (
     SwinConfig,
 )
 
+from .options import STAGE_OPTIONS
+
 __all__ = [
     "NER_LABELS",
     "every_word_recognizer",
@@ -793,7 +795,10 @@ TINY_BY_CLASS = {
     "Qwen2_5_VLForConditionalGeneration": tiny_qwen2_5_vl,
     "Sam3Model": tiny_sam3,
 }
-_STAGE_OPTION_NAMES = {("entailment", "threshold"): "entailment_threshold"}
+_STAGE_OPTION_NAMES = {
+    ("entailment", "threshold"): "entailment_threshold",
+    **{("reader", o.argument): o.name for o in STAGE_OPTIONS.values() if o.stage == "reader"},
+}
 
 #: A tiny random model per grounder family (model type -> builder): what the per-family conformance tests run.
 #: A new family adds its module (riveg_hf.stages.grounders), its line in FAMILY_MODULES, and its builder here.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -20,7 +21,15 @@ from .helpers import REPO, skimage_photo
 )
 def test_preset_runs_on_the_examples_with_tiny_weights(name, tmp_path):
     cfg = json.loads((preset_path(name) / "config.json").read_text())
-    pipe = tiny_preset(name, box_threshold=0.0)
+    if "reader" in cfg["components"]:  # one model reads everything: short answers, SAKE's prompt files
+        options = {"reader_max_new_tokens": 16}
+        if cfg["components"]["reader"]["options"]["family"] == "sake":
+            options["reader_prompt_dir"] = str(_sake_prompts(tmp_path, fmnerg=name.endswith("fmnerg")))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the stand-in prompt files are not SAKE's (a warning says so)
+            pipe = tiny_preset(name, **options)
+    else:
+        pipe = tiny_preset(name, box_threshold=0.0)
     assert {k: type(v.model).__name__ for k, v in pipe.stages.items() if v.model is not None} == {
         k: c["model_class"] for k, c in cfg["components"].items()
     }
@@ -41,6 +50,17 @@ def test_preset_runs_on_the_examples_with_tiny_weights(name, tmp_path):
 
     card = str(composite_card(tmp_path / name, repo_id=f"org/{name}"))
     assert all(c["model_class"] in card for c in cfg["components"].values())
+
+
+def _sake_prompts(root, fmnerg: bool):
+    """Stand-ins for SAKE's prompt files (not shipped: riveg-hf pins their SHA-256 and reads a SAKE checkout's)."""
+    d = root / "sake-prompts"
+    d.mkdir()
+    first = "round_1_user_prompt_1_fmnerg.txt" if fmnerg else "round_1_user_prompt_1.txt"
+    (d / first).write_text("Task.\n---\n\n**Input Data:** Here are the image and post:\n<image>\n")
+    (d / "after_text_search_prompt_1.txt").write_text("after text")
+    (d / "after_image_search_prompt_1.txt").write_text("after image")
+    return d
 
 
 def test_vlm_preset_lets_the_vlm_decide_visibility():

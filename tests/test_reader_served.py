@@ -140,3 +140,34 @@ def test_a_composite_naming_a_server_needs_the_users_opt_in(tmp_path):
         again = pipeline("grounded-mner", model=str(tmp_path / "served-reader"), trust_endpoints=True)
         assert again({"text": "Obama", "image": Image.new("RGB", (56, 28))}) == []
         assert len(srv.requests) == 1
+
+
+def test_riveg_predict_with_the_sake_preset_against_a_served_sake(
+    sake_prompts, tmp_path, monkeypatch, capsys
+):
+    """`riveg predict --preset sake-7b` with the reader served (no weights here, HF_HUB_OFFLINE=1): the SAKE
+    conversation runs through the CLI; masks are not asked for, so the segmenter is not loaded either."""
+    from riveg_hf.cli import main as cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    Image.new("RGB", (100, 50)).save(tmp_path / "71044.jpg")
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"id": "71044", "text": TWEET, "image": "71044.jpg"}) + "\n"
+    )
+    script = [
+        '<text_search>[{"query": "Garfield Park Conservatory"}]</text_search>',
+        '<answer>[{"entity": "Garfield Park Conservatory", "type": "LOC", "box2d": [362, 0, 724, 362]},'
+        ' {"entity": "plants", "type": "MISC", "box2d": []}]</answer>',
+    ]
+    with ChatServer(lambda req, hdr: Reply(200, completion(script[len(srv.requests) - 1]))) as srv:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code = cli(["predict", "--preset", "sake-7b", "--reader-endpoint", srv.url, "--endpoint-model", "SAKE",
+                        "--sake-prompts", str(sake_prompts), "--input", str(tmp_path / "in.jsonl"),
+                        "--images", str(tmp_path), "--output", str(tmp_path / "preds.jsonl")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert len(srv.requests) == 2 and all(r["model"] == "SAKE" for r in srv.requests)
+    [line] = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    got = [(e["entity"], e["type"], e["box"]) for e in line["entities"]]
+    assert got == [("plants", "OTHER", None),
+                   ("Garfield Park Conservatory", "LOC", {"xmin": 50.0, "ymin": 0.0, "xmax": 100.0, "ymax": 50.0})]  # fmt: skip
