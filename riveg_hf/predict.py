@@ -19,6 +19,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .paths import os_lock
+
 __all__ = ["iter_jsonl_inputs", "load_done_ids", "predict_to_jsonl", "read_jsonl"]
 
 
@@ -196,22 +198,17 @@ class OutputLockedError(FileExistsError):
 
 @contextlib.contextmanager
 def _exclusive(path: Path):
-    """Hold an OS lock on ``path`` itself (released when the process dies, however it dies) while writing it:
-    a second ``riveg predict`` on the same output refuses instead of writing duplicate lines."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
-    try:
+    """Hold an OS lock on ``path`` itself while writing it: a second ``riveg predict`` on the same output refuses
+    instead of writing duplicate lines."""
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(os_lock(path, mode=0o666))
         except BlockingIOError:
             raise OutputLockedError(
                 f"{path} is being written by another process (another riveg predict with the same --output); "
                 "wait for it to finish (this one would write the same ids twice) or choose another --output."
             ) from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _identity(x: Any) -> Any:

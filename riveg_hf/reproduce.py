@@ -650,21 +650,18 @@ def _one_run(out: Path, main: bool):
     if not main:
         yield
         return
-    import fcntl
+    from .paths import os_lock
 
     (out / ".steps").mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".steps" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(os_lock(out / ".steps" / "lock"))
         except BlockingIOError:
             raise StepFailed(
                 f"another riveg reproduce is running with --out {out}; wait for it to finish (its steps are kept "
                 "and this command then skips them) or choose another --out"
             ) from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _fresh_start(step: Step, out: Path, started: Path, fingerprint: str) -> bool:

@@ -153,3 +153,18 @@ def save_pair(pair, path) -> str:
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return str(path)
+
+
+def sake_prompt_dir(root: Path, *, fmnerg: bool = False) -> Path:
+    """Stand-ins for SAKE's prompt files (not shipped: riveg-hf pins their SHA-256 and reads a SAKE checkout's),
+    laid out as SAKE's prompt folder, with the round-1 file's ``**Input Data:**`` line and ``<image>``."""
+    d = root / ("Twitter-FMNERG-Prompt" if fmnerg else "Twitter-GMNER-Prompt")
+    d.mkdir(parents=True)
+    first = "round_1_user_prompt_1_fmnerg.txt" if fmnerg else "round_1_user_prompt_1.txt"
+    (d / first).write_text(
+        "You are an assistant.\n---\n\n**Input Data:** Here are the image and original social media post for "
+        "your task:\n<image>\n"
+    )
+    (d / "after_text_search_prompt_1.txt").write_text("AFTER TEXT")
+    (d / "after_image_search_prompt_1.txt").write_text("AFTER IMAGE")
+    return d

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from riveg_hf.boxes import box_in_image, clip_xyxy
 from riveg_hf.stages.grounder import Localization
 from riveg_hf.stages.vlm_grounding import NOTE_OUTSIDE, read_grounding_answer
+
+from .test_real_vlm_answers import _answer_with
 
 ENTS = [("Obama", "PER", "a man"), ("Paris", "LOC", "a city")]
 
@@ -73,17 +74,7 @@ def test_the_in_process_qwen_grounder_keeps_a_box_past_the_edge(monkeypatch):
     g = Grounder(*tiny_qwen2_5_vl())
     tok = g.processor.tokenizer
     answer = '[{"bbox_2d": [1, 1, 120, 90], "label": "Obama"}]'
-    ids = tok(answer, add_special_tokens=False)["input_ids"]
-    real = g.model.generate
-
-    def canned(**kw):  # the model's generate, made to answer `answer`
-        out = real(**{**kw, "max_new_tokens": 1})
-        new = torch.tensor([[*ids, tok.eos_token_id]])
-        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
-        out.scores = tuple(torch.zeros(1, len(tok)) for _ in range(new.shape[1]))
-        return out
-
-    monkeypatch.setattr(g.model, "generate", canned)
+    _answer_with(monkeypatch, g, tok(answer, add_special_tokens=False)["input_ids"])
     [[(box, score)]] = g.ground_many(
         [(Image.new("RGB", (120, 80)), ["a man"])], contexts=[{"text": "t", "entities": [ENTS[0]]}]
     )

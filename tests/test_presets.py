@@ -11,7 +11,7 @@ from riveg_hf.cli import main as cli
 from riveg_hf.pipeline import PRESETS, preset_path
 from riveg_hf.testing import tiny_preset
 
-from .helpers import REPO, skimage_photo
+from .helpers import REPO, sake_prompt_dir, skimage_photo
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_preset_runs_on_the_examples_with_tiny_weights(name, tmp_path):
     if "reader" in cfg["components"]:  # one model reads everything: short answers, SAKE's prompt files
         options = {"reader_max_new_tokens": 16}
         if cfg["components"]["reader"]["options"]["family"] == "sake":
-            options["reader_prompt_dir"] = str(_sake_prompts(tmp_path, fmnerg=name.endswith("fmnerg")))
+            options["reader_prompt_dir"] = str(sake_prompt_dir(tmp_path, fmnerg=name.endswith("fmnerg")))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the stand-in prompt files are not SAKE's (a warning says so)
             pipe = tiny_preset(name, **options)
@@ -50,17 +50,6 @@ def test_preset_runs_on_the_examples_with_tiny_weights(name, tmp_path):
 
     card = str(composite_card(tmp_path / name, repo_id=f"org/{name}"))
     assert all(c["model_class"] in card for c in cfg["components"].values())
-
-
-def _sake_prompts(root, fmnerg: bool):
-    """Stand-ins for SAKE's prompt files (not shipped: riveg-hf pins their SHA-256 and reads a SAKE checkout's)."""
-    d = root / "sake-prompts"
-    d.mkdir()
-    first = "round_1_user_prompt_1_fmnerg.txt" if fmnerg else "round_1_user_prompt_1.txt"
-    (d / first).write_text("Task.\n---\n\n**Input Data:** Here are the image and post:\n<image>\n")
-    (d / "after_text_search_prompt_1.txt").write_text("after text")
-    (d / "after_image_search_prompt_1.txt").write_text("after image")
-    return d
 
 
 def test_vlm_preset_lets_the_vlm_decide_visibility():

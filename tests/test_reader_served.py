@@ -16,6 +16,7 @@ from PIL import Image
 from riveg_hf import RiVEGPipeline
 from riveg_hf.stages import JointReader, ReadRequest
 
+from .helpers import sake_prompt_dir
 from .servers import ChatServer, Reply, completion
 
 TWEET = "The geometry of plants . Garfield Park Conservatory"
@@ -35,15 +36,7 @@ def _images(req) -> list[Image.Image]:
 
 @pytest.fixture
 def sake_prompts(tmp_path):
-    d = tmp_path / "Twitter-GMNER-Prompt"
-    d.mkdir()
-    (d / "round_1_user_prompt_1.txt").write_text(
-        "You are an assistant.\n---\n\n**Input Data:** Here are the image and original social media post for "
-        "your task:\n<image>\n"
-    )
-    (d / "after_text_search_prompt_1.txt").write_text("AFTER TEXT")
-    (d / "after_image_search_prompt_1.txt").write_text("AFTER IMAGE")
-    return d
+    return sake_prompt_dir(tmp_path)
 
 
 def test_a_served_sake_conversation_over_its_cache(sake_prompts, tmp_path):
@@ -159,12 +152,14 @@ def test_riveg_predict_with_the_sake_preset_against_a_served_sake(
         '<answer>[{"entity": "Garfield Park Conservatory", "type": "LOC", "box2d": [362, 0, 724, 362]},'
         ' {"entity": "plants", "type": "MISC", "box2d": []}]</answer>',
     ]
-    with ChatServer(lambda req, hdr: Reply(200, completion(script[len(srv.requests) - 1]))) as srv:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            code = cli(["predict", "--preset", "sake-7b", "--reader-endpoint", srv.url, "--endpoint-model", "SAKE",
-                        "--sake-prompts", str(sake_prompts), "--input", str(tmp_path / "in.jsonl"),
-                        "--images", str(tmp_path), "--output", str(tmp_path / "preds.jsonl")])  # fmt: skip
+    with (
+        ChatServer(lambda req, hdr: Reply(200, completion(script[len(srv.requests) - 1]))) as srv,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        code = cli(["predict", "--preset", "sake-7b", "--reader-endpoint", srv.url, "--endpoint-model", "SAKE",
+                    "--sake-prompts", str(sake_prompts), "--input", str(tmp_path / "in.jsonl"),
+                    "--images", str(tmp_path), "--output", str(tmp_path / "preds.jsonl")])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert len(srv.requests) == 2 and all(r["model"] == "SAKE" for r in srv.requests)
     [line] = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]

@@ -32,28 +32,10 @@ from riveg_hf.stages.entailers.served import ServedEntailment
 from riveg_hf.stages.grounders.served import ServedGrounder
 
 from .servers import ChatServer, Reply, completion
+from .test_serving_client import _client, _env, _req  # noqa: F401  (_env: the same autouse environment)
 
 VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 ANSWER = '[{"bbox_2d": [0, 0, 20, 20], "label": "Obama"}]'
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("RIVEG_LLM_CACHE", str(tmp_path / "cache.sqlite"))
-    for var in ("RIVEG_ENDPOINT_TOKEN", "RIVEG_ENDPOINT_MODEL", "RIVEG_TRUST_ENDPOINTS", "HF_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def _req(text="hello", **kw):
-    return {"messages": [{"role": "user", "content": text}], "max_tokens": 8, **kw}
-
-
-def _client(url, **kw):
-    kw.setdefault("backoff", 0.01)
-    kw.setdefault("use_cache", False)
-    return ChatClient(url, **kw)
 
 
 def _text_of(req) -> str:

@@ -462,29 +462,22 @@ def download_release(
 @contextlib.contextmanager
 def _one_download(lock: Path, name: str, deadline: float):
     """An OS lock per release and data folder (released when the process dies, however it dies)."""
-    import fcntl
+    from ..paths import os_lock
 
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        said = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DownloadError(
-                        f"{name}: another download of this release into {lock.parent.parent} is still running; "
-                        "run the same command again when it has finished"
-                    ) from None
-                if not said:
-                    print(f"{name}: another download into this folder is running; waiting for it", flush=True)
-                    said = True
-                time.sleep(0.2)
+
+    def said() -> None:
+        print(f"{name}: another download into this folder is running; waiting for it", flush=True)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(os_lock(lock, wait_until=deadline, on_wait=said))
+        except TimeoutError:
+            raise DownloadError(
+                f"{name}: another download of this release into {lock.parent.parent} is still running; "
+                "run the same command again when it has finished"
+            ) from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _download_release(name, dest, *, force, progress, timeout) -> Path:
