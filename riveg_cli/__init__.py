@@ -107,9 +107,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--protocol",
         default="riveg-hf",
-        choices=["riveg-hf", "riveg", "h-index", "e2e-gmner", "fmnerg", "all"],
+        choices=["riveg-hf", "riveg", "h-index", "e2e-gmner", "fmnerg", "sake", "all"],
         help="whose scoring to use: this project's (default), a published system's (RiVEG, H-Index, E2E-GMNER, "
-        "TIGER/FMNERG, reimplemented from their code; README, Metrics), or all of them as one table",
+        "TIGER/FMNERG, SAKE, reimplemented from their code; README, Metrics), or all of them as one table",
     )
     p.add_argument(
         "--level",

@@ -157,10 +157,10 @@ def test_riveg_evaluate_protocol_all_prints_one_row_per_protocol(tmp_path, capsy
     assert cli(["evaluate", "--predictions", str(preds), "--dataset", str(tmp_path / "ds"), "--protocol", "all",
                 "--output", str(out)]) == 0  # fmt: skip
     text = capsys.readouterr().out
-    for name in PROTOCOLS:
+    for name in (*PROTOCOLS, "sake"):  # SAKE's own tests: tests/test_protocol_sake.py
         assert f"| {name} |" in text
     scores = json.loads(out.read_text())
-    assert set(scores["protocols"]) == set(PROTOCOLS)
+    assert set(scores["protocols"]) == {*PROTOCOLS, "sake"}
     # the builder gives both "Messi" mentions the XML's box (name-keyed, as every release does): the prediction
     # with "not visible" on the first is wrong, the boxed one right -> 1 of 2 (F1 0.5), except FMNERG's key
     # collapse; the table's numbers are the functions' own
@@ -168,7 +168,7 @@ def test_riveg_evaluate_protocol_all_prints_one_row_per_protocol(tmp_path, capsy
 
     test = load_built_dataset(tmp_path / "ds", "gmner", split="test")
     rows = [json.loads(line)["entities"] for line in preds.read_text().splitlines()]
-    for name in PROTOCOLS:
+    for name in (*PROTOCOLS, "sake"):
         want = compute_gmner(rows, test["entities"], protocol=name)["gmner_f1"]
         # FMNERG collapses the two gold mentions into one key "Messi PER True": P 1/2, R 1/1 -> F1 2/3
         expected = 2 / 3 if name == "fmnerg" else 0.5

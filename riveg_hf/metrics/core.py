@@ -213,8 +213,8 @@ def compute_gmner(
     """MNER, EEG and GMNER precision / recall / F1 (fractions), ``per_type`` and ``diagnostics``.
 
     ``protocol``: ``"riveg-hf"`` (this project's: span keys, one-to-one), or the scoring of a published system
-    -- ``"riveg"``, ``"h-index"``, ``"e2e-gmner"``, ``"fmnerg"`` -- reimplemented from its public code, quirks
-    included (:mod:`riveg_hf.metrics.protocols` says what each does and where it comes from); those return the
+    -- ``"riveg"``, ``"h-index"``, ``"e2e-gmner"``, ``"fmnerg"``, ``"sake"`` -- reimplemented from its public code,
+    quirks included (:mod:`riveg_hf.metrics.protocols` says what each does and where it comes from); those return the
     P / R / F1 and counts only. ``type_map`` renames types on both sides before scoring (e.g. FMNERG's fine types
     to their coarse type); ``candidates`` (``{example id: [boxes]}``, detector proposals) for ``h-index`` /
     ``fmnerg``.

@@ -55,11 +55,63 @@ quirks included. All return MNER / EEG / GMNER precision, recall, F1 (fractions)
     does not have.) With fine types this is FMNERG's fine GMNER F1; map the types to their coarse type
     (``type_map``) for its coarse GMNER F1.
 
+``sake`` -- SAKE, tangjielong928/SAKE ``sake_rl/evaluate/evaluate.py`` + ``utils.py`` (commit 71417dfd; the
+scorer ``sake_rl/scripts/inference_twitter_gmner.py`` runs: ``EntityEvaluator.evaluate`` L21-48,
+``_convert_by_setting`` L51-120, ``_score`` / ``_compute_metrics`` L123-169, ``compute_scores`` L242-276;
+``utils.calculate_iou`` L76-93, ``utils.collect`` L95-105):
+    every entity is a tuple **(entity string, type, region)** compared by **exact, case-sensitive equality** of
+    the string (no span, no whitespace normalisation: ``"adam"`` is not ``"Adam"``) and of the type.
+
+    *Types*: the dataset's, with riveg-hf's ``OTHER`` named ``MISC`` as in SAKE's gold file (for Twitter-GMNER
+    exactly SAKE's ``{LOC, PER, ORG, MISC}``; for Twitter-FMNERG's fine / coarse types exactly its
+    ``fine_to_label_dict`` / ``coarse_to_label_dict``), plus ``"None-type"``, which is in every SAKE label_dict.
+    A predicted type outside that set, compared exactly (``"per"``, ``"EVENT"``, ``""``), is **dropped** before
+    scoring (L35-36): it is neither right nor wrong. ``OTHER`` and ``MISC`` both stand for MISC, and a
+    prediction typed ``"None-type"`` is kept.
+
+    *Gold*: **one entry per gold box**, since SAKE's gold file lists an entity with two boxes twice; an entity
+    with no box is one entry with ``[]``.
+
+    *Regions* (``convert_for_bbox``, L73-111): the k-th gold entry (1-based) with a box gets region ``k``, and
+    one without a box gets ``0``. A predicted "not visible" gets ``0``. A predicted box gets the number of the
+    **first** gold entry with the **same string** (the type is not checked) and IoU **>= 0.5** (float32, as in
+    ``torchvision.ops.box_iou``); with no such entry it gets ``-100``.
+
+    *Counting*: per tweet, over **sets** of tuples, so duplicates collapse on both sides: two not-visible gold
+    mentions with the same string and type count as one, and two predicted boxes matching the same gold entry
+    count as one. ``collect`` then looks at each predicted tuple that is not in the gold; if a gold tuple has the
+    same string and type, it adds (string, type, ``0``) to the predictions. The outcomes:
+
+    * a **wrong box** on a groundable entity: **2 FP + 1 FN** (its ``-100`` plus the added ``0``);
+    * "not visible" on a groundable entity: 1 FP + 1 FN;
+    * a **box on a not-visible entity**: **1 TP + 1 FP** (the added ``0`` is that gold), and the same for a wrong
+      box when the tweet also has a not-visible mention with that string and type;
+    * an entity with **two boxes** needs one prediction per box.
+
+    *Skipped tweets*: **a tweet whose gold list or type-filtered prediction list is empty is skipped** for GMNER
+    and EEG (L76-77). False positives on tweets without entities, and misses on tweets without predictions, are
+    not counted.
+
+    *Settings*: EEG is the same with every type replaced by ``"None-type"``. MNER uses (string, type) sets,
+    ignores the region and counts every tweet.
+
+    *Scores*: P / R / F1 are sklearn's micro averages over these tuples (L159-169): correct / #predicted tuples
+    and correct / #gold tuples. ``n_predictions`` / ``n_references`` are GMNER's tuple counts, after the added
+    tuples and the skipped tweets.
+
+    *Not reproduced*:
+
+    * when every tweet is skipped, SAKE crashes (sklearn ``ValueError``); here the score is 0;
+    * SAKE drops a predicted entity that lacks a key (``load_cot_prediction``) and counts a box that is not 4
+      numbers as wrong; here both are input errors, as in every protocol;
+    * SAKE's macro-averaged row is not returned.
+
 Settings: ``iou_threshold`` is honoured by ``riveg-hf`` and ``e2e-gmner`` (whose scorer takes it as a parameter,
-``miou >= iou_threshold``); ``riveg``, ``h-index`` and ``fmnerg`` fix it in their code (0.5; ``>=`` for RiVEG,
-``>`` for H-Index and FMNERG), so another value is refused rather than silently ignored. ``candidates`` are read
-by ``h-index`` and ``fmnerg`` only (refused elsewhere); their keys are the example ids, compared as strings
-(``{0: [...]}`` and ``{"0": [...]}`` are the same example), and a key that names no example is an error.
+``miou >= iou_threshold``); ``riveg``, ``h-index``, ``fmnerg`` and ``sake`` fix it in their code (0.5; ``>=``
+for RiVEG and SAKE, ``>`` for H-Index and FMNERG), so another value is refused rather than silently ignored.
+``candidates`` are read by ``h-index`` and ``fmnerg`` only (refused elsewhere); their keys are the example ids,
+compared as strings (``{0: [...]}`` and ``{"0": [...]}`` are the same example), and a key that names no example
+is an error.
 """
 
 from __future__ import annotations
@@ -68,7 +120,20 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .inputs import METRICS, MetricInputError, _box, _box_iou, _entity, _gold_boxes, _pairs, _pred_box, prf
+import numpy as np
+
+from .inputs import (
+    METRICS,
+    MetricInputError,
+    _box,
+    _box_iou,
+    _entity,
+    _gold_boxes,
+    _pairs,
+    _pred_box,
+    _type_name,
+    prf,
+)
 
 __all__ = ["PROTOCOLS", "score_protocol"]
 
@@ -79,7 +144,12 @@ IOU_SETTABLE = ("riveg-hf", "e2e-gmner")
 #: protocols that read detector candidate boxes
 USES_CANDIDATES = ("h-index", "fmnerg")
 #: how each protocol that fixes the IoU threshold compares with it
-_FIXED_IOU_RULE = {"riveg": "IoU >= 0.5", "h-index": "IoU > 0.5", "fmnerg": "IoU > 0.5 (H-Index's rule)"}
+_FIXED_IOU_RULE = {
+    "riveg": "IoU >= 0.5",
+    "h-index": "IoU > 0.5",
+    "fmnerg": "IoU > 0.5 (H-Index's rule)",
+    "sake": "IoU >= 0.5, IoU_threshold = 0.5 in convert_for_bbox",
+}
 
 #: protocol -> (system, where its scoring code is)
 PROTOCOLS = {
@@ -91,6 +161,10 @@ PROTOCOLS = {
     "h-index": ("H-Index (Yu et al., ACL 2023)", "NUSTM/GMNER model/metrics.py @ c5679560"),
     "e2e-gmner": ("E2E-GMNER (ACL 2026 Findings)", "Finch-coder/E2E-GMNER evaluation/metrics.py @ d90c1ebf"),
     "fmnerg": ("TIGER / Twitter-FMNERG (Wang et al., ACM MM 2023)", "NUSTM/FMNERG more_eval.py @ 554dbfb3"),
+    "sake": (
+        "SAKE (Tang et al., arXiv 2604.20146)",
+        "tangjielong928/SAKE sake_rl/evaluate/evaluate.py @ 71417dfd",
+    ),
 }
 
 
@@ -427,6 +501,144 @@ def _fmnerg(examples, candidates) -> dict:
     return _result(correct, n_pred, n_gold, "fmnerg")
 
 
+# ---------------------------------------------------------------------- SAKE
+#: SAKE's name for riveg-hf's OTHER (its gold file and prompts say MISC; the raw Twitter-GMNER data says OTHER)
+_SAKE_OTHER = {"OTHER": "MISC"}
+#: a type in every SAKE label_dict (evaluate.py L280, fg_label_evaluate.py L63): a prediction may carry it
+_SAKE_NONE_TYPE = "None-type"
+#: the region of a predicted box that matches no gold entry (convert_for_bbox L107-108)
+_SAKE_NO_MATCH = -100
+
+
+def _sake_labels(type_names: Sequence[str], type_map: Mapping[str, str]) -> dict[str, str]:
+    """The data's types (after ``type_map``) -> SAKE's name for them (OTHER -> MISC, unless MISC is a type too)."""
+    mapped = [type_map.get(t, t) for t in type_names]
+    rename = {} if "MISC" in mapped else _SAKE_OTHER
+    return {t: rename.get(t, t) for t in mapped}
+
+
+def _sake_type(value: Any, type_names: Sequence[str], type_map: Mapping[str, str], labels: Mapping[str, str],
+               known: set[str]) -> str | None:  # fmt: skip
+    """SAKE's label for a type, or None when SAKE's ``label_dict`` lacks it (evaluate.py L35: compared exactly,
+    case included). A ClassLabel index is the data's type of that number."""
+    if isinstance(value, str):
+        if value in type_names:
+            name = type_map.get(value, value)
+            return labels.get(name, name)
+        return value if value in known else None  # already SAKE's name (MISC, a coarse type, None-type)
+    name = _type_name(value, type_names)  # an index; anything else is refused there
+    name = type_map.get(name, name)
+    return labels.get(name, name)
+
+
+def _sake_text(ent: Mapping[str, Any], side: str, where: str) -> str:
+    """The entity string, exactly as given: SAKE compares phrases with ``==`` (evaluate.py L103, set equality)."""
+    for key in ("entity", "text"):
+        value = ent.get(key)
+        if isinstance(value, str):
+            return value
+    raise MetricInputError(
+        f"{where}: the sake protocol matches entities by their string: the {side} needs 'entity' or 'text' "
+        f"(keys: {sorted(ent) if isinstance(ent, Mapping) else type(ent).__name__})."
+    )
+
+
+def _sake_read(predictions, references, ids, type_names, type_map):
+    """[(example id, predictions [(string, type, box or None)], gold entries [(string, type, box or None)])].
+
+    Predictions whose type SAKE does not know are left out (evaluate.py L35-36); a gold entity becomes one entry
+    per box, or one entry without a box (SAKE's ``twitter_gmner_gt.json``). Spans are not read."""
+    labels = _sake_labels(type_names, type_map)
+    known = set(labels.values()) | {_SAKE_NONE_TYPE}
+    out = []
+    for ex_id, preds, golds in _pairs(predictions, references, ids):
+        ps, gs = [], []
+        for j, g in enumerate(golds):
+            where = f"example {ex_id!r} reference {j}"
+            if not isinstance(g, Mapping) or "type" not in g:
+                raise MetricInputError(f"{where}: expected an entity dict with 'type', got {g!r:.200}.")
+            try:
+                typ = _sake_type(g["type"], type_names, type_map, labels, known)
+                if typ is None or typ == _SAKE_NONE_TYPE:  # SAKE: a KeyError (L145); here riveg-hf's check
+                    typ = _sake_type(_type_name(g["type"], type_names), type_names, type_map, labels, known)
+                text = _sake_text(g, "reference", where)
+                boxes = _gold_boxes(g)
+            except MetricInputError as err:
+                raise MetricInputError(f"{where}: {err}") from None
+            gs.extend([(text, typ, b) for b in boxes] or [(text, typ, None)])
+        for i, p in enumerate(preds or []):
+            where = f"example {ex_id!r} prediction {i}"
+            if not isinstance(p, Mapping) or "type" not in p:
+                raise MetricInputError(f"{where}: expected an entity dict with 'type', got {p!r:.200}.")
+            try:
+                typ = _sake_type(p["type"], type_names, type_map, labels, known)
+                text = _sake_text(p, "prediction", where)
+                box = _pred_box(p)
+            except MetricInputError as err:
+                raise MetricInputError(f"{where}: {err}") from None
+            if typ is not None:
+                ps.append((text, typ, box))
+        out.append((str(ex_id), ps, gs))
+    return out
+
+
+def _sake_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU as ``torchvision.ops.box_iou`` computes it for SAKE (utils.py L89-93): float32 throughout."""
+    f = np.float32
+    ax0, ay0, ax1, ay1 = (f(v) for v in a)
+    bx0, by0, bx1, by1 = (f(v) for v in b)
+    w = max(min(ax1, bx1) - max(ax0, bx0), f(0))
+    h = max(min(ay1, by1) - max(ay0, by0), f(0))
+    inter = w * h
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return float(inter / union) if union > 0 else 0.0  # 0 / 0 is NaN there: never >= 0.5 either
+
+
+def _sake_counts(ps, gs, typed: bool) -> tuple[int, int, int]:
+    """(correct, #predicted, #gold) tuples of one tweet in SAKE's GMNER (``typed``) or EEG setting."""
+    regions = []  # convert_for_bbox L86-92: the k-th gold entry (1-based) with a box is region k, without one 0
+    for k, (_, _, box) in enumerate(gs, 1):
+        regions.append(k if box is not None else 0)
+
+    def key(typ):
+        return typ if typed else _SAKE_NONE_TYPE  # only_eeg: every type is "None-type" (L58-60)
+
+    gold = {(text, key(typ), r) for (text, typ, _), r in zip(gs, regions)}
+    pred = set()
+    # L94-108: a predicted box takes the first gold entry with the same string and IoU >= 0.5; type unchecked
+    for text, typ, box in ps:
+        if box is None:
+            r = 0
+        else:
+            r = next((k for (t, _, b), k in zip(gs, regions)
+                      if k and t == text and _sake_iou(box, b) >= PUBLISHED_IOU), _SAKE_NO_MATCH)  # fmt: skip
+        pred.add((text, key(typ), r))
+    # utils.collect: a predicted tuple not in the gold, with a gold tuple of the same string and type, brings
+    # (string, type, 0) into the predictions
+    gold_keys = {(t, ty) for t, ty, _ in gold}
+    pred |= {(t, ty, 0) for t, ty, r in pred - gold if (t, ty) in gold_keys}
+    return len(pred & gold), len(pred), len(gold)
+
+
+def _sake(examples) -> dict:
+    correct = dict.fromkeys(METRICS, 0)
+    n_pred = dict.fromkeys(METRICS, 0)
+    n_gold = dict.fromkeys(METRICS, 0)
+    for _, ps, gs in examples:
+        if ps and gs:  # convert_for_bbox L76-77: a tweet without gold or without predictions drops out
+            for metric, typed in (("gmner", True), ("eeg", False)):
+                c, n_p, n_g = _sake_counts(ps, gs, typed)
+                correct[metric] += c
+                n_pred[metric] += n_p
+                n_gold[metric] += n_g
+        pk = {(t, ty) for t, ty, _ in ps}  # MNER: (string, type) sets, every tweet
+        gk = {(t, ty) for t, ty, _ in gs}
+        correct["mner"] += len(pk & gk)
+        n_pred["mner"] += len(pk)
+        n_gold["mner"] += len(gk)
+    return _result(correct, n_pred, n_gold, "sake")
+
+
 def score_protocol(
     protocol: str,
     predictions,
@@ -454,6 +666,8 @@ def score_protocol(
             "candidates=, or score with one of those."
         )
     type_map = dict(type_map or {})
+    if protocol == "sake":
+        return _sake(_sake_read(predictions, references, ids, type_names, type_map))
     examples = _read(predictions, references, ids, type_names, span_keys, type_map,
                      need_text=protocol in ("riveg", "e2e-gmner", "fmnerg"))  # fmt: skip
     if protocol == "riveg":
