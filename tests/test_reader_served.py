@@ -144,9 +144,8 @@ def test_riveg_predict_with_the_sake_preset_against_a_served_sake(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     Image.new("RGB", (100, 50)).save(tmp_path / "71044.jpg")
-    (tmp_path / "in.jsonl").write_text(
-        json.dumps({"id": "71044", "text": TWEET, "image": "71044.jpg"}) + "\n"
-    )
+    line = {"id": "71044", "tokens": TWEET.split(), "image": "71044.jpg"}  # as `riveg predict --dataset` reads
+    (tmp_path / "in.jsonl").write_text(json.dumps(line) + "\n")
     script = [
         '<text_search>[{"query": "Garfield Park Conservatory"}]</text_search>',
         '<answer>[{"entity": "Garfield Park Conservatory", "type": "LOC", "box2d": [362, 0, 724, 362]},'
@@ -166,3 +165,22 @@ def test_riveg_predict_with_the_sake_preset_against_a_served_sake(
     got = [(e["entity"], e["type"], e["box"]) for e in line["entities"]]
     assert got == [("plants", "OTHER", None),
                    ("Garfield Park Conservatory", "LOC", {"xmin": 50.0, "ymin": 0.0, "xmax": 100.0, "ymax": 50.0})]  # fmt: skip
+    # ... and its predictions score under SAKE's evaluator and E2E-GMNER's, against the same tweet's gold
+    from datasets_scripts import twitter_gmner
+
+    from .helpers import write_release
+
+    words = TWEET.split()
+    tags = ["O", "O", "O", "B-OTHER", "O", "B-LOC", "I-LOC", "I-LOC"]
+    assert words[3] == "plants" and words[5:] == ["Garfield", "Park", "Conservatory"]
+    ex = {"id": "71044", "tokens": words, "tags": tags, "objects": [("Garfield Park Conservatory", [50, 0, 100, 50])],
+          "size": (100, 50)}  # fmt: skip
+    twitter_gmner.build(
+        write_release(tmp_path / "raw", {"train": [ex], "dev": [ex], "test": [ex]}), tmp_path / "ds"
+    )
+    for protocol in ("sake", "e2e-gmner"):
+        out = tmp_path / f"scores-{protocol}.json"
+        assert cli(["evaluate", "--predictions", str(tmp_path / "preds.jsonl"), "--dataset", str(tmp_path / "ds"),
+                    "--protocol", protocol, "--output", str(out)]) == 0  # fmt: skip
+        scores = json.loads(out.read_text())
+        assert scores["gmner_f1"] == 1.0 and scores["protocols"][protocol]["gmner_f1"] == 1.0, protocol
