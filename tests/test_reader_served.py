@@ -144,7 +144,8 @@ def test_riveg_predict_with_the_sake_preset_against_a_served_sake(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     Image.new("RGB", (100, 50)).save(tmp_path / "71044.jpg")
-    line = {"id": "71044", "tokens": TWEET.split(), "image": "71044.jpg"}  # as `riveg predict --dataset` reads
+    # tokens, as `riveg predict --dataset` reads them
+    line = {"id": "71044", "tokens": TWEET.split(), "image": "71044.jpg"}
     (tmp_path / "in.jsonl").write_text(json.dumps(line) + "\n")
     script = [
         '<text_search>[{"query": "Garfield Park Conservatory"}]</text_search>',
