@@ -328,7 +328,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         shard = f"[process {counts['process']} of {counts['processes']}] " if counts["processes"] > 1 else ""
         print(
             f"{shard}wrote {output}: {counts['written']} new line(s), {counts['done_before']} already done, "
-            f"{counts['errors']} error(s)",
+            f"{counts['errors']} error(s)"
+            + (
+                f", {counts['unknown']} entity(ies) unknown: a server gave no answer (see their 'grounding')"
+                if counts.get("unknown")
+                else ""
+            ),
             file=sys.stderr,
         )
     return 0

@@ -97,7 +97,8 @@ def predict_to_jsonl(
     """Run ``pipe`` over ``rows`` and write one JSON line per input to ``output``; resumable, shardable.
 
     ``rows`` may be a list of input dicts or a ``datasets.Dataset`` (read lazily). ``ids`` defaults to
-    each row's ``id``. Returns counts ``{"process", "processes", "total", "done_before", "written", "errors"}``
+    each row's ``id``. Returns counts ``{"process", "processes", "total", "done_before", "written", "errors", "unknown"}`` (``unknown``: entities a served
+    stage could not judge, its server having given no answer)
     of this process (its index and the number of processes; each writes its share, the main one merges).
 
     ``num_workers > 0`` reads and decodes the images in that many DataLoader worker processes, a couple
@@ -133,6 +134,7 @@ def predict_to_jsonl(
             "done_before": len([i for i in range(rank, n, world)]) - len(mine),
             "written": 0,
             "errors": 0,
+            "unknown": 0,
         }
         call_kwargs = dict(call_kwargs or {})
 
@@ -166,6 +168,7 @@ def predict_to_jsonl(
                     counts["errors"] += 1
                 else:
                     line["entities"] = result
+                    counts["unknown"] += sum(_unknown(e) for e in result if isinstance(e, dict))
                 fh.write(_json_line(line))
                 fh.flush()
                 counts["written"] += 1
@@ -209,6 +212,13 @@ def _exclusive(path: Path):
                 "wait for it to finish (this one would write the same ids twice) or choose another --output."
             ) from None
         yield
+
+
+def _unknown(entity: dict[str, Any]) -> bool:
+    """An entity a served stage could not judge (its server gave no answer): its visibility or box is unknown,
+    not a "no" (the stages' notes say "... server gave no answer (...)")."""
+    note = entity.get("grounding")
+    return isinstance(note, str) and "server gave no answer" in note
 
 
 def _identity(x: Any) -> Any:

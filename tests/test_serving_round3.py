@@ -418,7 +418,7 @@ def test_a_failed_entailment_is_unknown_with_a_note_never_a_confident_no():
     assert all("HTTP 500" in n and "unknown" in n for n in notes[0])
 
 
-def test_a_failed_entailment_never_reports_a_calibrated_zero_in_the_pipeline():
+def test_a_failed_entailment_never_reports_a_calibrated_zero_in_the_pipeline(tmp_path):
     from riveg_hf import RiVEGPipeline
     from riveg_hf.testing import every_word_recognizer
 
@@ -433,7 +433,14 @@ def test_a_failed_entailment_never_reports_a_calibrated_zero_in_the_pipeline():
         pipe.stages["entailment"].client.max_retries = 0
         pipe.stages["entailment"].client.cache = None
         [out] = pipe([{"text": "Obama", "image": Image.new("RGB", (100, 100))}])
+        # riveg predict counts them in its summary (and each says why in its 'grounding' note)
+        from riveg_hf.predict import predict_to_jsonl
+
+        counts = predict_to_jsonl(pipe, [{"id": "1", "text": "Obama", "image": Image.new("RGB", (100, 100))}],
+                                  tmp_path / "p.jsonl", progress=False)  # fmt: skip
     assert out and all(e["groundable_score"] is None for e in out)
+    assert all("visibility unknown" in e["grounding"] for e in out)
+    assert counts["unknown"] == len(out) and counts["errors"] == 0
 
 
 # ---------------------------------------------------------------------- lesser
