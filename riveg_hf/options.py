@@ -193,5 +193,7 @@ STAGE_OPTIONS: dict[str, StageOption] = {
         StageOption("reader_search", "reader", "search"),
         StageOption("reader_search_cache", "reader", "search_cache"),
         StageOption("reader_return_trace", "reader", "return_trace"),
+        StageOption("reader_instruction_file", "reader", "instruction_file"),
+        StageOption("reader_system_prompt_file", "reader", "system_prompt_file"),
     )
 }

@@ -25,6 +25,10 @@ is chosen by name and recorded in the composite; each module checks the model ty
 ``sake``        ``readers.sake``       SAKE (tangjielong928/SAKE; ``SYSU-AI/SAKE-7B_gmner`` / ``_fmnerg``):
                                        its prompt files, its resize, ``<answer>[{"entity", "type",
                                        "box2d"}]</answer>`` with ``box2d`` in the sent image's pixels
+``e2e-gmner``   ``readers.e2e_gmner``  E2E-GMNER (Finch-coder/E2E-GMNER; a Qwen2.5-VL its scripts fine-tune):
+                                       its instruction and system prompt files, its resize (200704..802816
+                                       pixels), ``<think>...</think><answer>entity|type|[x1,y1,x2,y2];
+                                       entity|type|None</answer>`` in the resized image's pixels
 ==============  =====================  =================================================================
 
 A new family is one module: a subclass with ``family``, ``model_types``, ``family_options`` and the three hooks
@@ -60,7 +64,7 @@ __all__ = [
 ]
 
 #: the reader families: ``riveg_hf.stages.readers.<module>``, each registers its class on import
-FAMILY_MODULES = {"qwen-vl": "qwen_vl", "sake": "sake"}
+FAMILY_MODULES = {"qwen-vl": "qwen_vl", "sake": "sake", "e2e-gmner": "e2e_gmner"}
 DEFAULT_FAMILY = "qwen-vl"
 #: the most tokens one answer may take (a checkpoint's setting is bounded by it): SAKE's own runs use 8192
 MAX_NEW_TOKENS = 8192
