@@ -17,9 +17,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .cards import component_card, composite_card
+from .net import HUB_HOST, hub_endpoint_for_token
 
 __all__ = [
     "HANDLER_TEMPLATE",
@@ -33,39 +33,6 @@ __all__ = [
 
 HANDLER_TEMPLATE = Path(__file__).resolve().parent / "templates" / "handler.py"
 #: the only host (and its subdomains) a Hub token is sent to, over https
-HUB_HOST = "huggingface.co"
-
-
-def hub_endpoint_for_token(endpoint: str | None = None) -> str:
-    """The Hub endpoint a token may be sent to: ``endpoint``, else ``huggingface_hub``'s (``HF_ENDPOINT``).
-
-    Raises ValueError unless it is ``https://huggingface.co`` or ``https://<sub>.huggingface.co`` on the default
-    port with no credentials in it (see the module doc)."""
-    if endpoint is None:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    where = "HF_ENDPOINT" if os.environ.get("HF_ENDPOINT") == endpoint else "the Hub endpoint"
-    try:
-        parts = urlsplit(str(endpoint))
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        parts, host, port = None, "", -1
-    ok = (
-        parts is not None
-        and parts.scheme == "https"
-        and (host == HUB_HOST or host.endswith("." + HUB_HOST))
-        and port in (None, 443)
-        and not parts.username
-        and not parts.password
-    )
-    if not ok:
-        raise ValueError(
-            f"{where} is {endpoint!r}: a Hub token is only sent over https to {HUB_HOST} (or *.{HUB_HOST}), "
-            f"so it was not sent. Unset HF_ENDPOINT (or set it to https://{HUB_HOST}) to reach the Hub."
-        )
-    return str(endpoint).rstrip("/")
 
 
 def prepare_for_push(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -39,10 +40,12 @@ from urllib.parse import urljoin, urlsplit
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_TIMEOUT",
+    "HUB_HOST",
     "MAX_REDIRECTS",
     "URLFetchError",
     "Watchdog",
     "fetch_url",
+    "hub_endpoint_for_token",
     "is_public_address",
 ]
 
@@ -273,3 +276,39 @@ def _get(conn, path: str, current: str, max_bytes: int, fail) -> bytes | str:
             raise fail(f"body larger than {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+# ---------------------------------------------------------------------- where a Hub token may go
+HUB_HOST = "huggingface.co"
+
+
+def hub_endpoint_for_token(endpoint: str | None = None) -> str:
+    """The Hub endpoint a token may be sent to: ``endpoint``, else ``huggingface_hub``'s (``HF_ENDPOINT``).
+
+    Raises ValueError unless it is ``https://huggingface.co`` or ``https://<sub>.huggingface.co`` on the default
+    port with no credentials in it (see the module doc)."""
+    if endpoint is None:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    where = "HF_ENDPOINT" if os.environ.get("HF_ENDPOINT") == endpoint else "the Hub endpoint"
+    try:
+        parts = urlsplit(str(endpoint))
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        parts, host, port = None, "", -1
+    ok = (
+        parts is not None
+        and parts.scheme == "https"
+        and (host == HUB_HOST or host.endswith("." + HUB_HOST))
+        and port in (None, 443)
+        and not parts.username
+        and not parts.password
+    )
+    if not ok:
+        raise ValueError(
+            f"{where} is {endpoint!r}: a Hub token is only sent over https to {HUB_HOST} (or *.{HUB_HOST}), "
+            f"so it was not sent. Unset HF_ENDPOINT (or set it to https://{HUB_HOST}) to reach the Hub."
+        )
+    return str(endpoint).rstrip("/")

@@ -336,7 +336,7 @@ def push_dataset_folder(
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no README.md: build it first with `riveg data build`.")
     check_build_complete(folder)
-    from ..hub import hub_endpoint_for_token
+    from ..net import hub_endpoint_for_token
 
     hub_endpoint_for_token()  # the token goes over https to huggingface.co only (ValueError, nothing sent)
     api = HfApi(token=token)
