@@ -118,7 +118,54 @@ def _add_evaluate(sub) -> None:
         help="Twitter-FMNERG: score the fine types (default) or their coarse types",
     )
     p.add_argument("--output", help="also write the scores as JSON")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write an HTML report DIR/index.html: scores per protocol asked, per type / groundable / "
+        "entities per tweet, error classes, IoU histogram, a gallery of the worst tweets (README, Metrics)",
+    )
     p.set_defaults(func="_cmd_evaluate")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="predictions (jsonl) -> COCO, Pascal VOC, Label Studio or FiftyOne files (+ gold with --dataset)",
+        description="Export a predictions file (`riveg predict` output) for annotation and evaluation tools. "
+        "Examples:\n"
+        "  riveg export --predictions preds.jsonl --format coco --out export/coco --images IMAGES\n"
+        "  riveg export --predictions preds.jsonl --format voc --out export/voc --dataset twitter-gmner --split test\n"
+        "  riveg export --predictions preds.jsonl --format labelstudio --out export/ls --images IMAGES \\\n"
+        "      --image-url-prefix '/data/local-files/?d=images/'\n"
+        "  riveg export --predictions preds.jsonl --format fiftyone --out export/fo --images IMAGES\n"
+        "Boxes are converted from riveg-hf's pixel xyxy (COCO: xywh; Label Studio: percent). Error lines are "
+        "skipped and counted. Layouts: README, Exports (or `help(riveg_hf.export)`).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--predictions", required=True, help="jsonl written by `riveg predict` ({id, text, entities})"
+    )
+    p.add_argument(
+        "--format", required=True, choices=["coco", "voc", "labelstudio", "fiftyone"], help="what to write"
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder (the export's files are replaced, nothing else)"
+    )
+    p.add_argument(
+        "--images", help="folder of the images: sizes are read there, file names are relative to it"
+    )
+    p.add_argument(
+        "--dataset", help="also export the gold of this dataset folder / Hub id (`riveg data build`)"
+    )
+    p.add_argument("--config", default=None, help="dataset config (default: the dataset's default)")
+    p.add_argument("--split", default="test")
+    p.add_argument(
+        "--image-url-prefix",
+        default=None,
+        help="labelstudio: put before each image file name in data.image (e.g. '/data/local-files/?d=images/')",
+    )
+    p.add_argument("--model-version", default="riveg-hf", help="labelstudio: the predictions' model_version")
+    p.set_defaults(func="_cmd_export")
 
 
 def _add_predict(sub) -> None:
@@ -401,7 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="show per-component loading / saving progress bars and warnings",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for adder in (_add_data, _add_predict, _add_evaluate, _add_train, _add_reproduce, _add_demo_push):
+    for adder in (
+        _add_data,
+        _add_predict,
+        _add_evaluate,
+        _add_export,
+        _add_train,
+        _add_reproduce,
+        _add_demo_push,
+    ):
         adder(sub)
     return parser
 

@@ -185,6 +185,39 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if a.output:
         Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
         print(f"wrote {a.output}")
+    if a.report:
+        from riveg_hf.metrics import PROTOCOLS
+        from riveg_hf.report import write_dataset_report
+
+        wanted = list(PROTOCOLS) if a.protocol == "all" else ["riveg-hf", a.protocol]
+        failed_note = [f"{len(failed)} input(s) failed in `riveg predict`, scored as predicting no entity"]
+        page = write_dataset_report(
+            preds, ds, a.report, prediction_images={str(r["id"]): r.get("image") for r in rows if "id" in r},
+            protocols=list(dict.fromkeys(wanted)), smner=smner, type_map=type_map, notes=failed_note if failed else (),
+            title=f"{Path(a.predictions).name} vs {a.dataset} [{a.split}]",
+        )  # fmt: skip
+        print(f"wrote {page}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def _cmd_export(a: argparse.Namespace) -> int:
+    from riveg_hf.export import export_predictions
+
+    if a.dataset is None and a.config is not None:
+        raise CLIError("--config names a config of --dataset; give --dataset too (or leave --config out).")
+    summary = export_predictions(
+        a.predictions,
+        a.out,
+        a.format,
+        images=a.images,
+        dataset=a.dataset,
+        config=a.config,
+        split=a.split,
+        model_version=a.model_version,
+        image_url_prefix=a.image_url_prefix,
+    )
+    print("\n".join(summary.lines()))
     return 0
 
 
