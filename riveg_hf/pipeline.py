@@ -209,11 +209,11 @@ class RiVEGPipeline(Pipeline):
             )
         if reader is not None:
             clash = [k for k, v in {"recognizer": recognizer, "expander": expander, "captioner": captioner,
-                                    "entailment": entailment}.items() if v is not None]  # fmt: skip
+                                    "entailment": entailment, "grounder": grounder}.items() if v is not None]  # fmt: skip
             if clash:
                 raise ValueError(
-                    f"from_components: a joint reader finds the entities, their types and visibility itself; "
-                    f"{clash} would never run beside it. Pass reader=... with grounder= / segmenter= only."
+                    f"from_components: a joint reader finds the entities, their types, visibility and boxes itself; "
+                    f"{clash} would never run beside it. Pass reader=... with segmenter= only (masks of its boxes)."
                 )
         given = {
             "reader": reader,

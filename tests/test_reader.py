@@ -185,9 +185,10 @@ def test_reader_pipeline_round_trip_batched_equals_one_by_one(qwen25, tmp_path, 
     assert calls == [3, 1]
 
 
-def test_a_reader_with_a_recognizer_is_refused():
-    with pytest.raises(ValueError, match="would never run beside it"):
-        RiVEGPipeline.from_components(recognizer="x", reader="y")
+def test_a_reader_with_a_stage_it_replaces_is_refused_never_silently_unused():
+    for stage in ("recognizer", "grounder", "entailment"):
+        with pytest.raises(ValueError, match=rf"\['{stage}'\] would never run beside it"):
+            RiVEGPipeline.from_components(reader="y", **{stage: "x"})
 
 
 def test_segmented_mner_with_a_reader_gives_masks_for_its_boxes(qwen25, monkeypatch):
