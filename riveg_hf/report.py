@@ -57,22 +57,13 @@ import numpy as np
 
 from .boxes import BoxError, as_xyxy
 from .masks import MaskError, decode_rle, mask_iou
-from .metrics.core import IOU_THRESHOLD, _mapped, compute_gmner, compute_smner
+from .metrics.core import IOU_THRESHOLD, _mapped, compute_gmner, compute_smner, match_examples
 from .metrics.inputs import (
-    _GOLD_SPAN,
     METRICS,
-    MetricInputError,
     _box_iou,
     _check_iou_threshold,
     _check_type_map,
-    _Ent,
-    _entity,
-    _gold_boxes,
-    _gold_masks,
     _pairs,
-    _pred_box,
-    _pred_mask,
-    _region_ok,
 )
 from .types import ENTITY_TYPES
 from .visualize import entity_colors, highlight_spans
@@ -229,64 +220,23 @@ def match_entities(
     ious: list[float] = []
     evaluated = n_pred = n_gold = 0
     examples: list[ExampleMatch] = []
-    # the reading, validation and matching passes below are those of riveg_hf.metrics.core._score
-    for pos, (ex_id, preds, golds) in enumerate(_pairs(predictions, references, ids)):
-        if preds is None:
-            preds = []
-        if not isinstance(preds, (list, tuple)) or not isinstance(golds, (list, tuple)):
-            raise MetricInputError(
-                f"example {ex_id!r}: expected lists of entity dicts, got "
-                f"{type(preds).__name__} / {type(golds).__name__}."
-            )
-        index: dict[tuple[int, int], list[int]] = {}
-        gold: list[_Ent] = []
-        gms: list[GoldMatch] = []
-        for j, g in enumerate(golds):
-            try:
-                span, typ = _entity(g, type_names, _GOLD_SPAN)
-                if is_mask:
-                    regs, groundable = _gold_masks(g)
-                else:
-                    regs = _gold_boxes(g)
-                    groundable = bool(regs)
-            except MetricInputError as err:
-                raise MetricInputError(f"example {ex_id!r} reference {j}: {err}") from None
-            gold.append(_Ent(span, typ, regs, groundable))
-            gms.append(GoldMatch(j, g, span, typ, regs, groundable))
-            index.setdefault(span, []).append(j)
+    # the metric's own reading, validation and one-to-one matching (riveg_hf.metrics.core.match_examples)
+    matched = match_examples(predictions, references, regions=regions, ids=ids, type_names=type_names,
+                             span_keys=span_keys, iou_threshold=iou_threshold)  # fmt: skip
+    for pos, (ex_id, golds, gold, mps) in enumerate(matched):
+        gms = [
+            GoldMatch(j, g, e.span, e.type, e.regions, e.groundable)
+            for j, (g, e) in enumerate(zip(golds, gold))
+        ]
         n_gold += len(gold)
-        used = {m: set() for m in METRICS}
         pms: list[PredMatch] = []
-        for i, p in enumerate(preds):
-            try:
-                span, typ = _entity(p, type_names, span_keys)
-                region = _pred_mask(p) if is_mask else _pred_box(p)
-            except MetricInputError as err:
-                raise MetricInputError(f"example {ex_id!r} prediction {i}: {err}") from None
+        for mp in mps:
+            i, span, typ, region, cands, ok_iou = mp.index, mp.span, mp.type, mp.region, mp.cands, mp.ok_iou
             n_pred += 1
-            pm = PredMatch(i, p, span, typ, region)
+            pm = PredMatch(i, mp.entity, span, typ, region, dict(mp.matched))
             pms.append(pm)
-            cands = index.get(span) or []
-            try:
-                ok_iou = [_region_ok(region, gold[j], iou_fn, iou_threshold) for j in cands]
-            except MaskError as err:
-                raise MetricInputError(f"example {ex_id!r} prediction {i}: {err}") from None
-            for metric, need_type, need_region in (
-                ("mner", True, False),
-                ("eeg", False, True),
-                ("gmner", True, True),
-            ):
-                pm.matched[metric] = None
-                for k, j in enumerate(cands):
-                    if (
-                        j not in used[metric]
-                        and (not need_type or gold[j].type == typ)
-                        and (not need_region or ok_iou[k][0])
-                    ):
-                        used[metric].add(j)
-                        correct[metric] += 1
-                        pm.matched[metric] = j
-                        break
+            for metric in METRICS:
+                correct[metric] += pm.matched[metric] is not None
             same_type = [k for k, j in enumerate(cands) if gold[j].type == typ]
             if same_type:  # the metric's grounding diagnostics: the first gold entity of this span and type
                 k = same_type[0]

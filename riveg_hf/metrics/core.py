@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..masks import MaskError, mask_iou
@@ -57,18 +58,28 @@ __all__ = ["MetricInputError", "compute_gmner", "compute_smner", "prf"]
 IOU_THRESHOLD = 0.5
 
 
-def _score(
-    predictions, references, *, regions: str, ids, type_names, span_keys, iou_threshold
-) -> dict[str, Any]:
+@dataclass
+class MatchedPrediction:
+    """One prediction as the metric reads and matches it (see :func:`match_examples`)."""
+
+    index: int
+    entity: Mapping[str, Any]
+    span: tuple[int, int]
+    type: str
+    region: Any  # xyxy box or RLE mask (None: not visible)
+    #: the gold entities with this span, and per each (region right?, best IoU or None)
+    cands: list[int]
+    ok_iou: list[tuple[bool, float | None]]
+    #: metric ("mner", "eeg", "gmner") -> the gold entity this prediction matched, or None
+    matched: dict[str, int | None] = field(default_factory=dict)
+
+
+def match_examples(predictions, references, *, regions: str, ids, type_names, span_keys, iou_threshold):
+    """The metric's reading, validation and one-to-one matching, per example: yields ``(example id, the gold
+    dicts, the gold entities read, [MatchedPrediction])``. The scores (:func:`compute_gmner`) and the report's
+    error classes (:mod:`riveg_hf.report`) both count from it, so they never disagree."""
     is_mask = regions == "mask"
     iou_fn = mask_iou if is_mask else _box_iou
-    n_pred = n_gold = 0
-    correct = dict.fromkeys(METRICS, 0)
-    gold_by_type: dict[str, int] = defaultdict(int)
-    pred_by_type: dict[str, int] = defaultdict(int)
-    correct_by_type = {k: defaultdict(int) for k in METRICS}
-    diag = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "ground_ok": 0, "ground_n": 0, "iou_sum": 0.0, "iou_n": 0}
-
     for ex_id, preds, golds in _pairs(predictions, references, ids):
         if preds is None:
             preds = []
@@ -91,64 +102,73 @@ def _score(
                 raise MetricInputError(f"example {ex_id!r} reference {j}: {err}") from None
             gold.append(_Ent(span, typ, regs, groundable))
             index.setdefault(span, []).append(j)
-            gold_by_type[typ] += 1
-        n_gold += len(gold)
-        used_mner: set[int] = set()
-        used_eeg: set[int] = set()
-        used_gmner: set[int] = set()
+        used: dict[str, set[int]] = {m: set() for m in METRICS}
+        matched_preds = []
         for i, p in enumerate(preds):
             try:
                 span, typ = _entity(p, type_names, span_keys)
                 region = _pred_mask(p) if is_mask else _pred_box(p)
             except MetricInputError as err:
                 raise MetricInputError(f"example {ex_id!r} prediction {i}: {err}") from None
-            pred_by_type[typ] += 1
-            n_pred += 1
-            cands = index.get(span)
-            if not cands:
-                continue
+            cands = index.get(span) or []
             # region correctness and best IoU of this prediction against each candidate gold entity
             try:
                 ok_iou = [_region_ok(region, gold[j], iou_fn, iou_threshold) for j in cands]
             except MaskError as err:
                 raise MetricInputError(f"example {ex_id!r} prediction {i}: {err}") from None
-            if len(cands) == 1:  # the common case: one gold entity with this span
-                j = cands[0]
-                same_type = gold[j].type == typ
-                ok = ok_iou[0][0]
-                if same_type and j not in used_mner:
-                    used_mner.add(j)
-                    correct["mner"] += 1
-                    correct_by_type["mner"][typ] += 1
-                if ok and j not in used_eeg:
-                    used_eeg.add(j)
-                    correct["eeg"] += 1
-                    correct_by_type["eeg"][typ] += 1
-                if same_type and ok and j not in used_gmner:
-                    used_gmner.add(j)
-                    correct["gmner"] += 1
-                    correct_by_type["gmner"][typ] += 1
-            else:
-                for metric, used, need_type, need_region in (
-                    ("mner", used_mner, True, False),
-                    ("eeg", used_eeg, False, True),
-                    ("gmner", used_gmner, True, True),
-                ):
-                    for k, j in enumerate(cands):
-                        if (
-                            j not in used
-                            and (not need_type or gold[j].type == typ)
-                            and (not need_region or ok_iou[k][0])
-                        ):
-                            used.add(j)
-                            correct[metric] += 1
-                            correct_by_type[metric][typ] += 1
-                            break
+            mp = MatchedPrediction(i, p, span, typ, region, list(cands), ok_iou)
+            for metric, need_type, need_region in (
+                ("mner", True, False),
+                ("eeg", False, True),
+                ("gmner", True, True),
+            ):
+                mp.matched[metric] = next(
+                    (
+                        j
+                        for k, j in enumerate(cands)
+                        if j not in used[metric]
+                        and (not need_type or gold[j].type == typ)
+                        and (not need_region or ok_iou[k][0])
+                    ),
+                    None,
+                )
+                if mp.matched[metric] is not None:
+                    used[metric].add(mp.matched[metric])
+            matched_preds.append(mp)
+        yield ex_id, golds, gold, matched_preds
+
+
+def _score(
+    predictions, references, *, regions: str, ids, type_names, span_keys, iou_threshold
+) -> dict[str, Any]:
+    is_mask = regions == "mask"
+    n_pred = n_gold = 0
+    correct = dict.fromkeys(METRICS, 0)
+    gold_by_type: dict[str, int] = defaultdict(int)
+    pred_by_type: dict[str, int] = defaultdict(int)
+    correct_by_type = {k: defaultdict(int) for k in METRICS}
+    diag = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "ground_ok": 0, "ground_n": 0, "iou_sum": 0.0, "iou_n": 0}
+
+    for _, _, gold, preds in match_examples(
+        predictions, references, regions=regions, ids=ids, type_names=type_names, span_keys=span_keys,
+        iou_threshold=iou_threshold,
+    ):  # fmt: skip
+        n_gold += len(gold)
+        for g in gold:
+            gold_by_type[g.type] += 1
+        for mp in preds:
+            typ, region = mp.type, mp.region
+            pred_by_type[typ] += 1
+            n_pred += 1
+            for metric in METRICS:
+                if mp.matched[metric] is not None:
+                    correct[metric] += 1
+                    correct_by_type[metric][typ] += 1
             # stage diagnostics on correctly recognised entities (span and type right)
-            match = next((k for k, j in enumerate(cands) if gold[j].type == typ), None)
+            match = next((k for k, j in enumerate(mp.cands) if gold[j].type == typ), None)
             if match is not None:
-                g = gold[cands[match]]
-                explicit = p.get("groundable")
+                g = gold[mp.cands[match]]
+                explicit = mp.entity.get("groundable")
                 pred_groundable = bool(explicit) if explicit is not None else region is not None
                 if pred_groundable and g.groundable:
                     diag["tp"] += 1
@@ -159,7 +179,7 @@ def _score(
                 else:
                     diag["tn"] += 1
                 if region is not None and g.groundable:
-                    ok, best = ok_iou[match]
+                    ok, best = mp.ok_iou[match]
                     diag["ground_n"] += 1
                     diag["ground_ok"] += int(ok)
                     if best is not None:
