@@ -1,19 +1,14 @@
-"""The house: one base class per role, one module per family behind a registry, no import cycle; and every
-registered grounder family conforms to the locator protocol (tiny random models): batched equals one by one,
-JSON-safe, boxes inside the image, identical after save / reload."""
+"""The house: one base class per role, one module per family behind a registry, no import cycle (the families'
+conformance tests, generated from the registries, are tests/test_families.py)."""
 
 from __future__ import annotations
 
 import ast
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from riveg_hf.stages import Grounder, Localization, LocateRequest, Segmenter
 from riveg_hf.stages.grounder import FAMILY_MODULES, family_class
 from riveg_hf.testing import TINY_LOCATORS
 
@@ -103,77 +98,14 @@ def test_the_cycle_finder_finds_a_cycle():
 
 # ---------------------------------------------------------------------- registry
 def test_every_family_module_registers_and_has_a_tiny_model():
-    from riveg_hf.stages import grounder
+    from riveg_hf.stages import grounder, segmenter
 
     for name in FAMILY_MODULES:
         assert (REPO / "riveg_hf" / "stages" / "grounders" / f"{name}.py").is_file()
-    grounder._load_families()
-    registered = set(grounder._REGISTRY)
-    # every model type a family serves has a tiny model here, except the Grounding DINO / OWL siblings
-    assert registered - set(TINY_LOCATORS) <= {"owlvit"}
+    registered = set(grounder.FAMILIES.model_types())
+    # every model type a family serves has a tiny model (TINY_LOCATORS is derived from the families' own)
+    assert registered | {"sam3"} == set(TINY_LOCATORS)
+    assert {t for f in segmenter.FAMILIES.families() if f.locates for t in f.model_types} == {"sam3"}
     with pytest.raises(TypeError, match="supported:"):
         family_class("not-a-model")
-
-
-def _locator(model_type: str):
-    model, proc = TINY_LOCATORS[model_type]()
-    if model_type == "sam3":
-        seg = Segmenter(model, proc)
-        return seg, seg.locator()
-    g = Grounder(model, proc)
-    assert isinstance(g, family_class(model.config.model_type)) and g.family
-    return g, g
-
-
-def _requests():
-    rng = np.random.default_rng(0)
-    imgs = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)),
-            Image.fromarray((rng.random((40, 72, 3)) * 255).astype(np.uint8)), Image.new("RGB", (64, 48))]  # fmt: skip
-    ents = [
-        [("Obama", "PER", "a man in a suit"), ("Paris", "LOC", "a city")],
-        [("NASA", "ORG", "a logo")],
-        [],
-    ]
-    return [
-        LocateRequest(img, [d for _, _, d in e], text="a tweet", entities=e) for img, e in zip(imgs, ents)
-    ]
-
-
-def _plain(loc: Localization):
-    return {"boxes": loc.boxes, "scores": loc.scores, "notes": loc.notes,
-            "masks": None if loc.masks is None else [None if m is None else m.tolist() for m in loc.masks]}  # fmt: skip
-
-
-def _close(a: Localization, b: Localization):
-    assert len(a.boxes) == len(b.boxes) and a.notes == b.notes
-    for x, y in zip(a.boxes, b.boxes):
-        assert (x is None) == (y is None) and (x is None or max(abs(p - q) for p, q in zip(x, y)) <= 1e-3)
-    if a.scores is not None:
-        for x, y in zip(a.scores, b.scores):
-            assert (x is None) == (y is None) and (x is None or abs(x - y) <= 1e-4)
-
-
-@pytest.mark.parametrize("model_type", sorted(TINY_LOCATORS))
-def test_every_grounder_family_conforms_to_the_locator_protocol(model_type, tmp_path):
-    stage, locator = _locator(model_type)
-    reqs = _requests()
-    batched = locator.locate_many(reqs, vision_batch_size=8)
-    assert [len(loc.boxes) for loc in batched] == [2, 1, 0]
-    for r, loc in zip(reqs, batched):
-        assert isinstance(loc, Localization)
-        assert (loc.scores is None) == (not locator.has_scores)
-        assert (loc.masks is not None) == bool(locator.returns_masks and loc.boxes)
-        w, h = r.image.size
-        for box in loc.boxes:
-            assert box is None or (0 <= box[0] <= box[2] <= w and 0 <= box[1] <= box[3] <= h)
-        json.dumps(_plain(loc), allow_nan=False)
-    one_by_one = [locator.locate_many([r], vision_batch_size=1)[0] for r in reqs]
-    for a, b in zip(batched, one_by_one):
-        _close(a, b)
-    # save / reload (through the stage that owns the weights) gives identical answers
-    stage.save_pretrained(tmp_path / "s")
-    again = (Segmenter if model_type == "sam3" else Grounder).from_pretrained(tmp_path / "s")
-    again_locator = again.locator() if model_type == "sam3" else again
-    assert type(again_locator) is type(locator) and again.options() == stage.options()
-    for a, b in zip(batched, again_locator.locate_many(reqs, vision_batch_size=8)):
-        _close(a, b)
+    # the per-family conformance tests are generated from the registries: tests/test_families.py

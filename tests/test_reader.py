@@ -165,6 +165,26 @@ def test_bad_reader_settings_are_refused_with_the_choices(qwen25):
         JointReader(*tiny_florence2())
 
 
+def test_a_trained_reader_keeps_the_family_and_types_its_config_records(tmp_path):
+    """``riveg train reader`` records ``riveg_reader_family`` / ``riveg_entity_types`` in the checkpoint's config:
+    loading it with no options reads them (a fine-type reader keeps its 51 types); an explicit option wins."""
+    from riveg_hf.data.fmnerg import FINE_TYPES
+
+    model, processor = tiny_qwen2_5_vl()
+    model.config.riveg_entity_types = list(FINE_TYPES)
+    model.config.riveg_reader_family = "qwen-vl"
+    JointReader(model, processor).save_pretrained(tmp_path / "r")
+    reader = JointReader.from_pretrained(tmp_path / "r")
+    assert reader.family == "qwen-vl" and list(reader.entity_types) == list(FINE_TYPES)
+    assert list(JointReader(model, processor, entity_types=["PER", "LOC"]).entity_types) == ["PER", "LOC"]
+    model.config.riveg_reader_family = (
+        "sake"  # a family that needs its files: asked for, not silently qwen-vl
+    )
+    model.config.riveg_entity_types = None
+    with pytest.raises(ValueError, match="prompt_dir=<SAKE checkout>"):
+        JointReader(model, processor)
+
+
 # ---------------------------------------------------------------------- the pipeline with a reader
 def test_reader_pipeline_round_trip_batched_equals_one_by_one(qwen25, tmp_path, monkeypatch):
     pipe = RiVEGPipeline.from_components(reader=qwen25, reader_max_new_tokens=12)

@@ -1,6 +1,9 @@
 """RiVEG's five roles, each one base class (:class:`~riveg_hf.stages.base.Stage` underneath), with one module per
-model family where families differ (:mod:`riveg_hf.stages.grounders`, :mod:`riveg_hf.stages.segmenters`),
-chosen from a registry by the checkpoint's model type.
+model family where families differ (:mod:`riveg_hf.stages.grounders`, :mod:`riveg_hf.stages.segmenters`,
+:mod:`riveg_hf.stages.entailers`, :mod:`riveg_hf.stages.readers`), chosen from the role's
+:class:`~riveg_hf.stages.registry.FamilyRegistry` by the checkpoint's model type (the joint reader: by name).
+Every family declares its options once (:class:`~riveg_hf.stages.registry.Option`), validated alike by its
+constructor and :meth:`Stage.configure`, and a tiny random model of each type it claims (:meth:`Stage.tiny`).
 
 Data flow: text + image -> :class:`Recognizer` (entities) -> :class:`Expander` (descriptions,
 with the optional :class:`Captioner`) -> :class:`Entailment` (visible?) -> :class:`Grounder`
@@ -13,6 +16,7 @@ from .expander import Captioner, Expander, ExpansionRequest, clean_description, 
 from .grounder import Grounder, Localization, LocateRequest, Locator
 from .reader import JointReader, Reading, ReadRequest
 from .recognizer import Recognizer, WordSpan
+from .registry import FamilyRegistry, Option
 from .segmenter import Segmenter
 
 #: component name -> stage class, in data-flow order
@@ -33,11 +37,13 @@ __all__ = [
     "Entailment",
     "Expander",
     "ExpansionRequest",
+    "FamilyRegistry",
     "Grounder",
     "JointReader",
     "Localization",
     "LocateRequest",
     "Locator",
+    "Option",
     "ReadRequest",
     "Reading",
     "Recognizer",

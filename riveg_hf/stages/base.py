@@ -15,6 +15,7 @@ stage's settings (thresholds, prompts...) as JSON-safe data for the composite co
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from typing import Any, ClassVar
 
@@ -23,9 +24,12 @@ import transformers
 from transformers import AutoConfig, AutoProcessor, AutoTokenizer, PreTrainedModel
 from transformers.utils.hub import resolve_revision
 
+from .registry import Option, check_options, resolve_path
+
 __all__ = [
     "HUB_ARGUMENTS",
     "ComponentLoadError",
+    "Option",
     "Stage",
     "quiet_progress",
     "resolve_model_class",
@@ -151,6 +155,15 @@ class Stage:
     #: whether batching images pays on CPU too: True for a stage that generates (its decoding reads every weight
     #: once per token, whatever the batch); encoders already keep the cores busy with one image
     batches_on_cpu: bool = False
+    #: the options every family of the role takes (:class:`~riveg_hf.stages.registry.Option`)
+    role_options: ClassVar[tuple[Option, ...]] = ()
+    #: the options this family adds (or re-declares with its own default)
+    family_options: ClassVar[tuple[Option, ...]] = ()
+    #: modules worth ``torch.compile`` on a GPU (attribute paths from the stage; each must name a module)
+    compile_modules: ClassVar[tuple[str, ...]] = ()
+    #: model type -> builder ``(seed=0) -> (model, processor)`` of a tiny random model of it, built offline: what
+    #: the generated conformance tests run (``tests/test_families.py``); a family declares one per model type
+    tiny_builders: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: PreTrainedModel, processor: Any, **options: Any):
         if model is not None and not isinstance(model, PreTrainedModel):
@@ -316,9 +329,125 @@ class Stage:
         """The server clients this stage talks to (:class:`riveg_hf.serving.ChatClient`); none for a local model."""
         return []
 
+    @classmethod
+    def tiny(cls, model_type: str | None = None, *, seed: int = 0) -> tuple[Any, Any]:
+        """A tiny random ``(model, processor)`` of ``model_type`` (default: the family's first), built offline
+        (no download) for tests: see :attr:`tiny_builders`."""
+        builders = cls.tiny_builders
+        if not builders:
+            raise NotImplementedError(f"{cls.__name__} declares no tiny model (tiny_builders)")
+        model_type = next(iter(builders)) if model_type is None else model_type
+        if model_type not in builders:
+            raise ValueError(
+                f"{cls.__name__}: no tiny model of type {model_type!r}; it has {sorted(builders)}"
+            )
+        return builders[model_type](seed=seed)
+
+    # ------------------------------------------------------------------ options
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        """name -> :class:`~riveg_hf.stages.registry.Option`: the role's options, then the family's (a family may
+        re-declare one with its own default)."""
+        out: dict[str, Option] = {}
+        for klass in reversed(cls.__mro__):
+            for attr in ("role_options", "family_options"):
+                for opt in vars(klass).get(attr, ()):
+                    out[opt.name] = opt
+        return out
+
+    @property
+    def _where(self) -> str:
+        family = getattr(self, "family", "")
+        return f"{self.name} ({family})" if family else (self.name or type(self).__name__)
+
+    def _init_options(self, given: dict[str, Any], *, extra: tuple[str, ...] = ()) -> None:
+        """Validate and set every declared option from a constructor's ``given`` (None or absent: the
+        default), then derive what depends on them (:meth:`_options_changed`). The one rule of
+        :meth:`configure`, for the constructor."""
+        declared = self.declared_options()
+        checked = check_options(declared, given, self._where, extra)
+        for name, opt in declared.items():
+            value = checked.get(name)
+            setattr(self, name, opt.default if value is None and not opt.nullable else value)
+        self._options_changed(set(declared))
+
+    def _options_changed(self, names: set[str]) -> None:
+        """Hook: derive what depends on the options ``names`` just set (a None read from the model's config,
+        a check between two options); raise ValueError to refuse the combination."""
+
+    def configure(self, **options: Any) -> Stage:
+        """Set options on a ready stage with the constructor's validation, and return the stage.
+
+        Unknown name: TypeError listing the valid ones; a bad value: ValueError saying what was received, what
+        is expected and how to fix it (the same rule whether an option comes from a constructor, a saved
+        checkpoint or here). None resets an option to its default. A refused value leaves the stage unchanged.
+
+        >>> grounder.configure(box_threshold=0.25)  # doctest: +SKIP
+        """
+        declared = self.declared_options()
+        if not declared:
+            return self._configure_undeclared(options)
+        checked = check_options(declared, options, self._where)
+        before = {k: getattr(self, k, None) for k in checked}
+        for name, value in checked.items():
+            opt = declared[name]
+            setattr(self, name, opt.default if value is None and not opt.nullable else value)
+        try:
+            self._options_changed(set(checked))
+        except Exception:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+        return self
+
+    def _configure_undeclared(self, options: dict[str, Any]) -> Stage:
+        """A stage without declarations (the expander, the captioner): its :meth:`options` are the valid names,
+        and a value must have the type of the current one."""
+        current = self.options()
+        unknown = sorted(k for k in options if k not in current)
+        if unknown:
+            raise TypeError(f"{self._where}: unknown option(s) {unknown}; valid: {sorted(current)}")
+        for name, value in options.items():
+            now = current[name]
+            if now is not None and value is not None:
+                if isinstance(now, bool):
+                    kinds: tuple[type, ...] = (bool,)
+                elif isinstance(now, numbers.Integral):
+                    kinds = (numbers.Integral,)
+                elif isinstance(now, numbers.Real):
+                    kinds = (numbers.Real,)
+                elif isinstance(now, (list, tuple)):
+                    kinds = (list, tuple)
+                else:
+                    kinds = (type(now),)
+                if isinstance(now, bool) != isinstance(value, bool) or not isinstance(value, kinds):
+                    raise ValueError(
+                        f"{self._where}: {name} must be of type {type(now).__name__} like its current value {now!r}, "
+                        f"got {value!r}; pass a value of type {type(now).__name__}"
+                    )
+            setattr(self, name, value)
+        return self
+
     def options(self) -> dict[str, Any]:
-        """JSON-safe settings recorded in the composite config (thresholds, prompts ...)."""
-        return {}
+        """JSON-safe settings recorded in the composite config (thresholds, prompts ...): the current value of
+        each declared option."""
+        return {
+            name: opt.json_value(getattr(self, name, opt.default))
+            for name, opt in self.declared_options().items()
+            if opt.saved
+        }
+
+    def compiled_modules(self) -> dict[str, torch.nn.Module]:
+        """path -> module for each of :attr:`compile_modules`; a path that names nothing is an error."""
+        out = {}
+        for path in self.compile_modules:
+            module = resolve_path(self, path)
+            if not isinstance(module, torch.nn.Module):
+                raise TypeError(
+                    f"{self._where}: compile_modules path {path!r} is a {type(module).__name__}, not a module"
+                )
+            out[path] = module
+        return out
 
     @property
     def device(self) -> torch.device:

@@ -20,9 +20,21 @@ decision; a fine-tuned checkpoint carries its calibrated threshold in its config
 The image is encoded **once** per call, however many hypotheses the tweet has, and
 :meth:`Entailment.score_many` encodes several images in one vision forward.
 
+===============  =================================  ==========================================================
+family           model types                        what (module)
+===============  =================================  ==========================================================
+``itm``          blip                               BlipForImageTextRetrieval's match probability
+                                                    (``entailers.itm``)
+``vlm``          qwen2_vl, qwen2_5_vl, qwen3_vl,    P(yes) of a vision-language model (``entailers.vlm``);
+                 qwen3_vl_moe                       encodes the image once per hypothesis
+``contrastive``  clip, siglip                       any dual encoder (``entailers.contrastive``)
+===============  =================================  ==========================================================
+
 One base class (:class:`Entailment`), one module per family in :mod:`riveg_hf.stages.entailers` (``itm``,
-``contrastive``, ``vlm``), tried in :data:`FAMILY_MODULES` order; ``Entailment(model, processor)`` and
-``Entailment.from_pretrained(...)`` give the family that accepts the model.
+``contrastive``, ``vlm``), registered in :data:`FAMILIES` and tried in that order (a family serves its
+``model_types``, else the first whose ``accepts(model)`` is true); ``Entailment(model, processor)`` and
+``Entailment.from_pretrained(...)`` give the family that serves the model. A family that does not encode each
+image once (the VLM family: the image is part of each question) says so (``encodes_image_once = False``).
 """
 
 from __future__ import annotations
@@ -42,33 +54,36 @@ from transformers import (
 
 from ..types import type_word
 from .base import Stage, token_limit
+from .registry import FamilyRegistry, Option, resolve_path
 
-__all__ = ["DEFAULT_HYPOTHESIS", "FAMILY_MODULES", "Entailment", "calibrate_threshold", "register"]
+__all__ = [
+    "DEFAULT_HYPOTHESIS",
+    "FAMILIES",
+    "FAMILY_MODULES",
+    "Entailment",
+    "calibrate_threshold",
+    "family_class",
+    "register",
+]
 
-#: the entailment families, ``riveg_hf.stages.entailers.<name>``, tried in this order (the first that accepts
-#: the model serves it); each registers its class on import
+#: the library's entailment families, ``riveg_hf.stages.entailers.<name>``, tried in this order; each registers its
+#: class on import
 FAMILY_MODULES = ("itm", "vlm", "contrastive")
-_FAMILIES: list[type] = []
 
-
-def register(cls):
-    _FAMILIES.append(cls)
-    return cls
+#: the entailment families (see :mod:`riveg_hf.stages.registry`)
+FAMILIES = FamilyRegistry(
+    "entailment",
+    f"{__package__}.entailers",
+    FAMILY_MODULES,
+    hint="E.g. Salesforce/blip-itm-base-coco, openai/clip-vit-base-patch32, google/siglip-base-patch16-224, "
+    "Qwen/Qwen2.5-VL-3B-Instruct.",
+)
+register = FAMILIES.register
 
 
 def family_class(model) -> type:
-    for name in FAMILY_MODULES:
-        importlib.import_module(f"{__package__}.entailers.{name}")
-    by_module = {c.__module__.rsplit(".", 1)[-1]: c for c in _FAMILIES}
-    for name in FAMILY_MODULES:
-        cls = by_module.get(name)
-        if cls is not None and cls.accepts(model):
-            return cls
-    raise TypeError(
-        f"entailment: {type(model).__name__} is neither an image-text matching model "
-        "(BlipForImageTextRetrieval), a vision-language model (Qwen-VL), nor a dual encoder with "
-        "get_image_features/get_text_features (CLIPModel, SiglipModel, ...)."
-    )
+    """The entailment family serving ``model``; the error lists the supported ones."""
+    return FAMILIES.for_model(model)
 
 
 def _vlm_types() -> tuple[str, ...]:
@@ -118,16 +133,42 @@ class Entailment(Stage):
         AutoModel,
     )
     #: the family's name: "itm", "contrastive", "vlm"
-    kind: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    #: the model types the family serves by type (the others by :meth:`accepts`)
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: the model types the family is known to serve through :meth:`accepts` (docs and tiny models)
+    known_model_types: ClassVar[tuple[str, ...]] = ()
+    #: what :meth:`accepts` accepts, in words (errors and docs)
+    accepts_doc: ClassVar[str] = ""
+    #: the role's promise: each image goes through the vision encoder once per call, however many hypotheses;
+    #: a family that cannot keep it says False (and why, in its doc)
+    encodes_image_once: ClassVar[bool] = True
+    #: the vision encoder (attribute path from the stage): what "encoded once" counts
+    vision_module: ClassVar[str] = "model.vision_model"
+    role_options = (
+        Option("threshold", None, "unit", "P(visible) at or above which an entity is visible (None: the "
+               "checkpoint's calibrated riveg_entailment_threshold, else 0.5)", nullable=True,
+               why="P(yes) is a probability"),
+        Option("hypothesis", DEFAULT_HYPOTHESIS, "str", "the hypothesis per entity; fields {entity}, {type}, "
+               "{type_word}, {description}"),
+        Option("logit_bias", None, "number", "a dual encoder's bias of sigmoid(scale * cos + bias) (None: the "
+               "model's or the checkpoint's)", nullable=True),
+        Option("batch_size", 32, "positive-int", "hypotheses per text forward"),
+    )  # fmt: skip
 
     def __new__(cls, model=None, processor=None, **options):
         if cls is Entailment and model is not None:
             cls = family_class(model)
         return super().__new__(cls)
 
+    @property
+    def kind(self) -> str:
+        """The former name of :attr:`family` (code written against it keeps working)."""
+        return self.family
+
     @classmethod
     def accepts(cls, model) -> bool:
-        """Whether this family serves ``model``."""
+        """Whether this family serves ``model`` beyond its ``model_types``."""
         return False
 
     @classmethod
@@ -138,34 +179,28 @@ class Entailment(Stage):
         )  # a family module, like the others
         return served.ServedEntailment(endpoint, **options)
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        threshold: float | None = None,
-        hypothesis: str = DEFAULT_HYPOTHESIS,
-        logit_bias: float | None = None,
-        batch_size: int = 32,
-    ):
+    def __init__(self, model, processor, **options: Any):
         super().__init__(model, processor)
-        cfg_threshold = getattr(model.config, "riveg_entailment_threshold", None)
-        self.threshold = float(
-            threshold if threshold is not None else (cfg_threshold if cfg_threshold is not None else 0.5)
-        )
-        if logit_bias is None:
-            logit_bias = getattr(model.config, "riveg_logit_bias", None)
-        self.logit_bias = logit_bias
-        self.hypothesis = hypothesis
-        self.batch_size = int(batch_size)
+        self._init_options(options)
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "threshold": self.threshold,
-            "hypothesis": self.hypothesis,
-            "logit_bias": self.logit_bias,
-            "batch_size": self.batch_size,
-        }
+    def vision_encoder(self) -> torch.nn.Module:
+        """The module every image goes through (:attr:`vision_module`)."""
+        return resolve_path(self, self.vision_module)
+
+    def _options_changed(self, names: set[str]) -> None:
+        config = getattr(self.model, "config", None)
+        if self.threshold is None:
+            saved = getattr(config, "riveg_entailment_threshold", None)
+            self.threshold = float(saved) if saved is not None else 0.5
+        if self.logit_bias is None and "logit_bias" in names:
+            self.logit_bias = getattr(config, "riveg_logit_bias", None)
+        try:
+            self.hypothesis.format(entity="e", type="t", type_word="w", description="d")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(
+                f"{self._where}: hypothesis {self.hypothesis!r} does not format ({type(err).__name__}: {err}); "
+                "use only the fields {entity}, {type}, {type_word} and {description} (double a literal brace: {{ }})"
+            ) from None
 
     def hypotheses(self, entities: Sequence[tuple[str, str, str]]) -> list[str]:
         """[(entity, type, description)] -> hypothesis texts."""

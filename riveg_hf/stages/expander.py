@@ -56,6 +56,7 @@ DEFAULT_INSTRUCTION = (
     "12 words) that an object detector could find in the post's image. Use the post and the image description "
     "as background. Answer with the description only."
 )
+#: the few-shot examples of the expander's prompt: post, image caption, entity and type -> its description
 DEFAULT_EXAMPLES: tuple[dict[str, str], ...] = (
     {"post": "Sunset over the Golden Gate Bridge tonight, San Francisco never disappoints",
      "image": "a large red bridge over water at dusk", "entity": "Golden Gate Bridge", "type": "LOC",
@@ -91,6 +92,8 @@ DEFAULT_KNOWLEDGE_PROMPT = (
 
 @dataclass(frozen=True)
 class ExpansionRequest:
+    """One entity to describe: its name, type, the tweet, the image caption, and the tweet's other entities."""
+
     entity: str
     type: str
     text: str
@@ -392,7 +395,9 @@ class Expander(_Generator):
                 raise ValueError(
                     f"expander: {name} must contain {missing} placeholders; got {text[:80]!r}..."
                 )
-        if prompt_style is None:  # chat turns (measured better, README) unless a custom text prompt was given
+        if (
+            prompt_style is None
+        ):  # chat turns (measured better: docs/guides/descriptions.md) unless a custom text prompt was given
             prompt_style = "chat" if prompt == DEFAULT_PROMPT else "text"
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"expander: prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")

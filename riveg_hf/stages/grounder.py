@@ -10,22 +10,29 @@ image** (clipped to it) or None, its score (or None for a family without scores)
 that segments as it locates (SAM 3), and a note saying why an entity has no box when the answer said so
 (not mentioned, malformed ...). The caller decides "no box" with ``box_threshold``.
 
-The families (each a module of :mod:`riveg_hf.stages.grounders`, registered by model type):
+The families (each a module of :mod:`riveg_hf.stages.grounders`, registered in :data:`FAMILIES` by model type;
+``tests/test_families.py`` checks this table against the registry):
 
-========================  ============================  ======================================================
-module                    model types                   how
-========================  ============================  ======================================================
-``grounders.gdino``       grounding-dino, mm-grounding  one prompt ``"q1. q2."`` per image, best box per query
-``grounders.owl``         owlvit, owlv2                 the queries as a batch of texts against one image
-``grounders.florence2``   florence2                     caption-to-phrase grounding of the joined queries
-``grounders.qwen_vl``     qwen2_vl, qwen2_5_vl,         one JSON answer per image for all its entities
-                          qwen3_vl, qwen3_vl_moe
-``segmenters.sam3``       sam3 (as the segmenter)       SAM 3 from each description: box and mask
-========================  ============================  ======================================================
+====================  ====================================  ===================================================
+family                model types                           how (module)
+====================  ====================================  ===================================================
+``grounding-dino``    grounding-dino, mm-grounding-dino     one prompt ``"q1. q2."`` per image, best box per
+                                                            query (``grounders.gdino``)
+``owl``               owlvit, owlv2                         the queries as a batch of texts against one image
+                                                            (``grounders.owl``)
+``florence2``         florence2                             caption-to-phrase grounding of the joined queries
+                                                            (``grounders.florence2``)
+``vlm``               qwen2_vl, qwen2_5_vl, qwen3_vl,       one JSON answer per image for all its entities
+                      qwen3_vl_moe                          (``grounders.qwen_vl``)
+====================  ====================================  ===================================================
+
+SAM 3 locates too, as the segmenter (``segmenters.sam3``: box and mask from each description; its
+:meth:`~riveg_hf.stages.Segmenter.locator` is the pipeline's grounder).
 
 ``Grounder(model, processor)`` and ``Grounder.from_pretrained(...)`` give the family's class for the
-model's type. **A new family is one module** (a subclass declaring ``model_types`` and its defaults, with
-``@register``) **plus one line in** :data:`FAMILY_MODULES`; nothing in the pipeline changes.
+model's type. **A new family is one module** (a subclass declaring ``family``, ``model_types``, its options
+and ``tiny_builders``, with ``@register``; see :mod:`riveg_hf.stages.registry`): importing it registers it, and
+the generated conformance tests run it. The library's own families are listed in :data:`FAMILY_MODULES`.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from transformers import AutoModelForImageTextToText, AutoModelForZeroShotObject
 
 from ..boxes import BoxError, as_xyxy, box_in_image
 from .base import Stage
+from .registry import FamilyRegistry, Option
 
 __all__ = [
+    "FAMILIES",
     "FAMILY_MODULES",
     "Grounder",
     "Localization",
@@ -52,35 +61,24 @@ __all__ = [
     "register",
 ]
 
-#: the grounder families: ``riveg_hf.stages.grounders.<name>``, each registers its class on import
+#: the library's grounder families: ``riveg_hf.stages.grounders.<name>``, each registers its class on import
 FAMILY_MODULES = ("gdino", "owl", "florence2", "qwen_vl")
 
-_REGISTRY: dict[str, type[Grounder]] = {}
-
-
-def register(cls: type[Grounder]) -> type[Grounder]:
-    """Class decorator: the family serves every model type in ``cls.model_types``."""
-    for model_type in cls.model_types:
-        _REGISTRY[model_type] = cls
-    return cls
-
-
-def _load_families() -> None:
-    for name in FAMILY_MODULES:
-        importlib.import_module(f"{__package__}.grounders.{name}")
+#: the grounder families (see :mod:`riveg_hf.stages.registry`)
+FAMILIES = FamilyRegistry(
+    "grounder",
+    f"{__package__}.grounders",
+    FAMILY_MODULES,
+    hint="E.g. IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble, Qwen/Qwen2.5-VL-3B-Instruct, "
+    "microsoft/Florence-2-base; SAM 3 locates as the segmenter (grounder=None, segmenter=facebook/sam3).",
+)
+#: class decorator: the family serves every model type in ``cls.model_types``
+register = FAMILIES.register
 
 
 def family_class(model_type: str) -> type[Grounder]:
     """The grounder class for a model type; the error lists the supported ones."""
-    _load_families()
-    cls = _REGISTRY.get(model_type)
-    if cls is None:
-        raise TypeError(
-            f"grounder: model type {model_type!r} is not supported; supported: {sorted(_REGISTRY)} (e.g. "
-            "IDEA-Research/grounding-dino-tiny, google/owlv2-base-patch16-ensemble, Qwen/Qwen2.5-VL-3B-Instruct, "
-            "microsoft/Florence-2-base); SAM 3 locates as the segmenter (grounder=None, segmenter=facebook/sam3)."
-        )
-    return cls
+    return FAMILIES.for_model_type(model_type)
 
 
 # ---------------------------------------------------------------------- the role's types
@@ -172,30 +170,25 @@ class Grounder(Stage):
     returns_masks: ClassVar[bool] = False
     #: whether the family reads the tweet and the entities (``LocateRequest.text`` / ``entities``)
     uses_context: ClassVar[bool] = False
-    #: modules worth ``torch.compile`` on a GPU (attribute paths from the stage)
-    compile_modules: ClassVar[tuple[str, ...]] = ()
-    #: the options this family takes (beyond ``box_threshold``), with their defaults
-    family_options: ClassVar[dict[str, Any]] = {}
+    role_options = (
+        Option("box_threshold", 0.0, "unit", "the locator's score below which a box is dropped",
+               why="a box score is a probability"),
+    )  # fmt: skip
 
     def __new__(cls, model=None, processor=None, **options):
         if cls is Grounder and model is not None:
             cls = family_class(getattr(model.config, "model_type", ""))
         return super().__new__(cls)
 
-    def __init__(self, model, processor, *, box_threshold: float | None = None, **options: Any):
+    def __init__(self, model, processor, **options: Any):
         super().__init__(model, processor)
-        unknown = sorted(set(options) - set(self.family_options))
-        if unknown:
-            raise TypeError(
-                f"grounder ({self.family}): unknown option(s) {unknown}; valid: "
-                f"{sorted(['box_threshold', *self.family_options])}"
-            )
-        self.box_threshold = float(box_threshold if box_threshold is not None else self.default_box_threshold)
-        for key, default in self.family_options.items():
-            setattr(self, key, options.get(key, default))
+        self._init_options(options)
 
-    def options(self) -> dict[str, Any]:
-        return {"box_threshold": self.box_threshold, **{k: getattr(self, k) for k in self.family_options}}
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        out = super().declared_options()
+        out["box_threshold"] = out["box_threshold"].with_default(float(cls.default_box_threshold))
+        return out
 
     @classmethod
     def served(cls, endpoint, **options):

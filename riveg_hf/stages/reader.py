@@ -16,29 +16,30 @@ An entity string the tweet does not contain is never invented: it is left out of
 The families (``family=``: one architecture, Qwen2.5-VL, serves several trained answer formats, so the family
 is chosen by name and recorded in the composite; each module checks the model types it accepts):
 
-==============  =====================  =================================================================
-``family``      module                 what
-==============  =====================  =================================================================
-``qwen-vl``     ``readers.qwen_vl``    zero-shot default for any instruct Qwen2-VL / Qwen2.5-VL / Qwen3-VL:
-                                       a JSON list of ``{"entity", "type", "bbox_2d"}`` in the family's
-                                       trained coordinates (:data:`~riveg_hf.stages.vlm_grounding.VLM_FAMILIES`)
-``sake``        ``readers.sake``       SAKE (tangjielong928/SAKE; ``SYSU-AI/SAKE-7B_gmner`` / ``_fmnerg``):
-                                       its prompt files, its resize, ``<answer>[{"entity", "type",
-                                       "box2d"}]</answer>`` with ``box2d`` in the sent image's pixels
-``e2e-gmner``   ``readers.e2e_gmner``  E2E-GMNER (Finch-coder/E2E-GMNER; a Qwen2.5-VL its scripts fine-tune):
-                                       its instruction and system prompt files, its resize (200704..802816
-                                       pixels), ``<think>...</think><answer>entity|type|[x1,y1,x2,y2];
-                                       entity|type|None</answer>`` in the resized image's pixels
-==============  =====================  =================================================================
+==============  ====================================  ====================================================
+family          model types                           what (module)
+==============  ====================================  ====================================================
+``qwen-vl``     qwen2_vl, qwen2_5_vl, qwen3_vl,       zero-shot default for any instruct Qwen-VL: a JSON
+                qwen3_vl_moe                          list of ``{"entity", "type", "bbox_2d"}`` in the
+                                                      family's trained coordinates (``readers.qwen_vl``)
+``sake``        qwen2_5_vl                            SAKE (tangjielong928/SAKE; ``SYSU-AI/SAKE-7B_gmner``
+                                                      / ``_fmnerg``): its prompt files, its resize,
+                                                      ``<answer>[{"entity", "type", "box2d"}]</answer>``
+                                                      (``readers.sake``)
+``e2e-gmner``   qwen2_5_vl                            E2E-GMNER (Finch-coder/E2E-GMNER; a fine-tuned
+                                                      Qwen2.5-VL): its prompt files, its resize,
+                                                      ``<answer>entity|type|[x1,y1,x2,y2];...</answer>``
+                                                      (``readers.e2e_gmner``)
+==============  ====================================  ====================================================
 
-A new family is one module: a subclass with ``family``, ``model_types``, ``family_options`` and the three hooks
-:meth:`JointReader.messages`, :meth:`JointReader.sent_image` and :meth:`JointReader.parse`, plus its name in
-:data:`FAMILY_MODULES`.
+A new family is one module: a subclass with ``family``, ``model_types``, ``family_options``, ``tiny_builders``
+and the three hooks :meth:`JointReader.messages`, :meth:`JointReader.sent_image` and :meth:`JointReader.parse`,
+registered with ``@register`` (see :mod:`riveg_hf.stages.registry`); ``tests/test_families.py`` checks this
+table against :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
-import importlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,8 +50,10 @@ from transformers import AutoModelForImageTextToText
 
 from ..boxes import as_xyxy
 from .base import Stage
+from .registry import FamilyRegistry, Option
 
 __all__ = [
+    "FAMILIES",
     "FAMILY_MODULES",
     "MAX_NEW_TOKENS",
     "FoundEntity",
@@ -63,7 +66,8 @@ __all__ = [
     "register",
 ]
 
-#: the reader families: ``riveg_hf.stages.readers.<module>``, each registers its class on import
+#: the library's reader families: family name -> its module ``riveg_hf.stages.readers.<module>`` (each registers
+#: its class on import)
 FAMILY_MODULES = {"qwen-vl": "qwen_vl", "sake": "sake", "e2e-gmner": "e2e_gmner"}
 DEFAULT_FAMILY = "qwen-vl"
 #: the most tokens one answer may take (a checkpoint's setting is bounded by it): SAKE's own runs use 8192
@@ -71,23 +75,23 @@ MAX_NEW_TOKENS = 8192
 #: the most entities one answer may give (the rest are noted, not kept): bounds the work per tweet
 MAX_ENTITIES = 256
 
-_REGISTRY: dict[str, type[JointReader]] = {}
-
-
-def register(cls: type[JointReader]) -> type[JointReader]:
-    _REGISTRY[cls.family] = cls
-    return cls
+#: the reader families (see :mod:`riveg_hf.stages.registry`), chosen by name (``family=``)
+FAMILIES = FamilyRegistry(
+    "reader", f"{__package__}.readers", tuple(FAMILY_MODULES.values()), by_name=True,
+    hint="Pass family=... to the reader, e.g. reader_family='sake' in RiVEGPipeline.from_components.",
+)  # fmt: skip
+register = FAMILIES.register
 
 
 def family_class(family: str) -> type[JointReader]:
-    """The reader class of ``family`` (a name of :data:`FAMILY_MODULES`)."""
-    if family not in FAMILY_MODULES:
+    """The reader class of ``family`` (a registered family's name)."""
+    try:
+        return FAMILIES.by_name(family)
+    except TypeError as err:
         raise ValueError(
-            f"unknown reader family {family!r}; valid: {sorted(FAMILY_MODULES)} (pass family=... to the reader, "
+            f"unknown reader family {family!r}; valid: {sorted(FAMILIES.names())} (pass family=... to the reader, "
             "e.g. reader_family='sake' in RiVEGPipeline.from_components)"
-        )
-    importlib.import_module(f"{__package__}.readers.{FAMILY_MODULES[family]}")
-    return _REGISTRY[family]
+        ) from err
 
 
 # ---------------------------------------------------------------------- the records
@@ -218,6 +222,12 @@ def place_entities(text: str, found: Sequence[FoundEntity]) -> tuple[list[ReadEn
 
 
 # ---------------------------------------------------------------------- the base class
+def _saved(model: Any, key: str) -> Any:
+    """What ``riveg train reader`` recorded in the checkpoint's config (``riveg_reader_family``,
+    ``riveg_entity_types``), else None."""
+    return getattr(getattr(model, "config", None), key, None) or None
+
+
 class JointReader(Stage):
     """The base class of every reader family (see the module doc). ``JointReader(model, processor,
     family="sake")`` builds that family's class; the default family is ``qwen-vl``."""
@@ -229,26 +239,20 @@ class JointReader(Stage):
     family: ClassVar[str] = ""
     #: the model types (``config.model_type``) the family's checkpoints have
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: the options this family takes (beyond ``max_new_tokens``), with their defaults
-    family_options: ClassVar[dict[str, Any]] = {}
     default_max_new_tokens: ClassVar[int] = 1024
+    role_options = (
+        Option("max_new_tokens", None, "positive-int", "the most tokens of one answer (None: the family's "
+               "default)", high=MAX_NEW_TOKENS),
+    )  # fmt: skip
 
     def __new__(cls, model=None, processor=None, *, family: str | None = None, **options):
-        if cls is JointReader:
-            cls = family_class(family or DEFAULT_FAMILY)
+        if cls is JointReader:  # the family asked for, else the one a trained reader recorded, else qwen-vl
+            cls = family_class(family or _saved(model, "riveg_reader_family") or DEFAULT_FAMILY)
         elif family is not None and family != cls.family:
             raise ValueError(f"{cls.__name__} is the {cls.family!r} reader family, not {family!r}")
         return super().__new__(cls)
 
-    def __init__(
-        self,
-        model,
-        processor,
-        *,
-        family: str | None = None,
-        max_new_tokens: int | None = None,
-        **options: Any,
-    ):
+    def __init__(self, model, processor, *, family: str | None = None, **options: Any):
         super().__init__(model, processor)
         if not hasattr(self, "client"):  # in process (served() sets the client and the architecture first)
             self.client, self.endpoint_family = None, None
@@ -258,31 +262,30 @@ class JointReader(Stage):
         if model_type not in self.model_types:
             raise ValueError(
                 f"reader family {self.family!r} reads checkpoints of model types {list(self.model_types)}, got "
-                f"{model_type!r} ({type(model).__name__}); valid families: {sorted(FAMILY_MODULES)}"
+                f"{model_type!r} ({type(model).__name__}); valid families: {sorted(FAMILIES.names())}"
             )
-        unknown = sorted(set(options) - set(self.family_options))
-        if unknown:
-            raise TypeError(
-                f"reader ({self.family}): unknown option(s) {unknown}; valid: "
-                f"{sorted(['family', 'max_new_tokens', *self.family_options])}"
-            )
-        n = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS:
-            raise ValueError(
-                f"reader setting 'max_new_tokens' = {n!r}: expected an integer in 1..{MAX_NEW_TOKENS}"
-            )
-        self.max_new_tokens = n
-        for key, default in self.family_options.items():
-            setattr(self, key, options.get(key, default))
+        saved_types = _saved(model, "riveg_entity_types")  # a trained reader's types (riveg train reader)
+        if saved_types and options.get("entity_types") is None and "entity_types" in self.declared_options():
+            options["entity_types"] = tuple(saved_types)
+        self._init_options(options, extra=("family",))
         if processor is not None:
             getattr(processor, "tokenizer", processor).padding_side = "left"  # batched generation
 
+    def configure(self, **options: Any) -> JointReader:
+        family = options.pop("family", self.family)
+        if family != self.family:
+            raise ValueError(
+                f"reader: family is {self.family!r}, got {family!r}: the family is chosen when the reader is built "
+                f"(JointReader(model, processor, family={family!r}))"
+            )
+        return super().configure(**options)  # type: ignore[return-value]
+
+    def _options_changed(self, names: set[str]) -> None:
+        if self.max_new_tokens is None:
+            self.max_new_tokens = self.default_max_new_tokens
+
     def options(self) -> dict[str, Any]:
-        out = {
-            "family": self.family,
-            "max_new_tokens": self.max_new_tokens,
-            **{k: getattr(self, k) for k in self.family_options},
-        }
+        out = {"family": self.family, **super().options()}
         if self.client is not None:  # settings only: never the token (the composite records URL and model)
             out.update(endpoint=self.client.config(), endpoint_family=self.endpoint_family,
                        min_pixels=self.pixels[0], max_pixels=self.pixels[1])  # fmt: skip

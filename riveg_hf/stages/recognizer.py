@@ -21,8 +21,9 @@ from transformers import AutoModelForTokenClassification
 
 from ..types import ENTITY_TYPES
 from .base import Stage, token_limit
+from .registry import FamilyRegistry, Option
 
-__all__ = ["DEFAULT_LABEL_MAP", "Recognizer", "WordSpan"]
+__all__ = ["DEFAULT_LABEL_MAP", "FAMILIES", "NER_LABELS", "Recognizer", "WordSpan", "tiny_recognizer"]
 
 #: Type names of common NER label sets -> the GMNER types. ``None`` drops a type.
 DEFAULT_LABEL_MAP: dict[str, str | None] = {
@@ -63,48 +64,96 @@ def _parse_label(label: str) -> tuple[str, str | None]:
     return "I", label
 
 
+#: the BIO labels of Twitter-GMNER's four types, in the order of the tiny test recognizers
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-OTHER", "I-OTHER"]
+
+
+def tiny_recognizer(labels: list[str] = NER_LABELS, seed: int = 0, hidden_size: int = 32):
+    """A tiny random BERT token classifier (``labels``) with its tokenizer."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    from .tiny import seeded, tiny_bert_tokenizer
+
+    tok = tiny_bert_tokenizer()
+    with seeded(seed):
+        cfg = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=128,
+            id2label=dict(enumerate(labels)),
+            label2id={l: i for i, l in enumerate(labels)},
+        )
+        model = BertForTokenClassification(cfg).eval()
+    return model, tok
+
+
+#: the recognizer's families (one: token classification), declared like every role's
+FAMILIES = FamilyRegistry(
+    "recognizer", __package__, (),
+    hint="E.g. dslim/bert-base-NER, or a riveg-hf-trained MNER checkpoint (riveg train mner).",
+)  # fmt: skip
+register = FAMILIES.register
+
+
+@register
 class Recognizer(Stage):
-    """Token-classification model + tokenizer -> entity spans over words."""
+    """Token classification: any ``AutoModelForTokenClassification`` + a fast tokenizer -> entity spans over words."""
 
     name = "recognizer"
+    family = "token-classification"
+    model_types: tuple[str, ...] = ()
+    known_model_types = ("bert", "roberta", "xlm-roberta", "deberta-v2")
+    accepts_doc = "any *ForTokenClassification model with a fast tokenizer"
     auto_classes = (AutoModelForTokenClassification,)
     processor_kind = "tokenizer"
+    tiny_builders = {"bert": tiny_recognizer}
+    role_options = (
+        Option("label_map", None, "mapping", "the model's type names -> the GMNER types (None drops a type)",
+               nullable=True),
+        Option("max_length", None, "positive-int", "tokens per window (None: the model's limit, at most 512)",
+               nullable=True),
+        Option("stride", 32, "int", "tokens shared by two windows of a long tweet", low=0),
+        Option("batch_size", 16, "positive-int", "windows per forward"),
+        Option("uses_knowledge", None, "bool", "read LLM knowledge as a second segment (None: the checkpoint's "
+               "riveg_knowledge)", nullable=True),
+        Option("entity_types", None, "str-list", "the types reported (None: the checkpoint's "
+               "riveg_entity_types, else Twitter-GMNER's four)", nullable=True, saved=False),
+    )  # fmt: skip
 
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        *,
-        label_map: Mapping[str, str | None] | None = None,
-        max_length: int | None = None,
-        stride: int = 32,
-        batch_size: int = 16,
-        uses_knowledge: bool | None = None,
-        entity_types: Sequence[str] | None = None,
-    ):
+    @classmethod
+    def accepts(cls, model) -> bool:
+        return type(model).__name__.endswith("ForTokenClassification")
+
+    def __init__(self, model, tokenizer, **options: Any):
         super().__init__(model, tokenizer)
-        #: the types the pipeline reports: the ones a riveg-hf-trained model was trained on (its config's
-        #: riveg_entity_types, e.g. Twitter-FMNERG's 51), else Twitter-GMNER's four
-        self.entity_types = tuple(
-            entity_types or getattr(model.config, "riveg_entity_types", None) or ENTITY_TYPES
-        )
         if not getattr(tokenizer, "is_fast", False) and not hasattr(tokenizer, "word_ids"):
             raise TypeError(
                 "recognizer: a fast tokenizer (with word_ids) is needed; load it with AutoTokenizer."
             )
         self.tokenizer = tokenizer
-        self.label_map = dict(label_map) if label_map is not None else {}
-        limit = token_limit(model.config, tokenizer)
-        self.max_length = int(min(max_length, limit) if max_length else min(limit, 512))
-        if not 0 <= stride < self.max_length // 2:
+        self._init_options(options)
+
+    def _options_changed(self, names: set[str]) -> None:
+        config = self.model.config
+        #: the types the pipeline reports: the ones a riveg-hf-trained model was trained on (its config's
+        #: riveg_entity_types, e.g. Twitter-FMNERG's 51), else Twitter-GMNER's four
+        self.entity_types = tuple(
+            self.entity_types or getattr(config, "riveg_entity_types", None) or ENTITY_TYPES
+        )
+        self.label_map = dict(self.label_map) if self.label_map is not None else {}
+        if "max_length" in names:
+            limit = token_limit(config, self.tokenizer)
+            self.max_length = int(min(self.max_length, limit) if self.max_length else min(limit, 512))
+        if not 0 <= self.stride < self.max_length // 2:
             raise ValueError(
-                f"recognizer: stride must be in [0, max_length/2), got {stride} (max_length={self.max_length})"
+                f"recognizer: stride must be in [0, max_length/2), got {self.stride} (max_length={self.max_length}); "
+                "pass a smaller stride"
             )
-        self.stride = int(stride)
-        self.batch_size = int(batch_size)
-        if uses_knowledge is None:
-            uses_knowledge = bool(getattr(model.config, "riveg_knowledge", False))
-        self.uses_knowledge = bool(uses_knowledge)
+        if self.uses_knowledge is None:
+            self.uses_knowledge = bool(getattr(config, "riveg_knowledge", False))
         self._labels = self._build_labels()
 
     def _build_labels(self) -> list[tuple[str, str | None]]:
@@ -132,15 +181,6 @@ class Recognizer(Stage):
                 "(or None to drop the type)."
             )
         return out
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "label_map": self.label_map,
-            "max_length": self.max_length,
-            "stride": self.stride,
-            "batch_size": self.batch_size,
-            "uses_knowledge": self.uses_knowledge,
-        }
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, words: Sequence[str], knowledge: Sequence[str] | None):

@@ -2,17 +2,21 @@
 
 Every segmenter answers ``segment_many([(image, boxes)], vision_batch_size=8) -> [[mask per box]]``: boolean
 ``(H, W)`` masks in the original image's size, one per pixel ``xyxy`` box prompt. The families
-(:mod:`riveg_hf.stages.segmenters`, registered by model type):
+(:mod:`riveg_hf.stages.segmenters`, registered in :data:`FAMILIES` by model type):
 
-========================  ====================================  ==========================================
-module                    model types                           how
-========================  ====================================  ==========================================
-``segmenters.sam``        sam, sam2, sam3_tracker, (any other   box prompts: all the boxes of an image in one
-                          ``AutoModelForMaskGeneration``)       call, several images per call
-``segmenters.sam3``       sam3                                  text prompts: SAM 3 *locates* each
-                                                                description (box and mask) -- it is then
-                                                                the pipeline's grounder (:meth:`locator`)
-========================  ====================================  ==========================================
+==========  ==============================  ==================================================================
+family      model types                     how (module)
+==========  ==============================  ==================================================================
+``sam``     sam, sam2, sam3_tracker         box prompts: all the boxes of an image in one call, several images
+                                            per call (``segmenters.sam``)
+``sam3``    sam3                            text prompts: SAM 3 *locates* each description (box and mask) -- it
+                                            is then the pipeline's grounder (:meth:`locator`;
+                                            ``segmenters.sam3``)
+==========  ==============================  ==================================================================
+
+A model type no family serves is an error listing the supported ones (a SAM-like checkpoint of another family
+is never run as if it were SAM); a new family is one module (see :mod:`riveg_hf.stages.registry`).
+``tests/test_families.py`` checks this table against :data:`FAMILIES`.
 
 ``Segmenter(model, processor)`` and ``Segmenter.from_pretrained(...)`` give the family's class. A segmenter
 that finds objects from text returns its grounder from :meth:`Segmenter.locator`; the pipeline asks every
@@ -22,7 +26,6 @@ PyPI package ``sam2`` (a third-party repackaging with a CUDA build), so it runs 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -31,29 +34,27 @@ import torch
 from transformers import AutoModelForMaskGeneration
 
 from .base import Stage
+from .registry import FamilyRegistry, Option
 
-__all__ = ["FAMILY_MODULES", "Segmenter", "family_class", "register"]
+__all__ = ["FAMILIES", "FAMILY_MODULES", "Segmenter", "family_class", "register"]
 
-#: the segmenter families: ``riveg_hf.stages.segmenters.<name>``, each registers its class on import
+#: the library's segmenter families: ``riveg_hf.stages.segmenters.<name>``, each registers its class on import
 FAMILY_MODULES = ("sam", "sam3")
-#: the family of a model type no family names (any box-prompted ``AutoModelForMaskGeneration`` model)
-DEFAULT_FAMILY = "sam"
 
-_REGISTRY: dict[str, type[Segmenter]] = {}
-
-
-def register(cls: type[Segmenter]) -> type[Segmenter]:
-    for model_type in cls.model_types:
-        _REGISTRY[model_type] = cls
-    return cls
+#: the segmenter families (see :mod:`riveg_hf.stages.registry`); an unknown model type is an error
+FAMILIES = FamilyRegistry(
+    "segmenter",
+    f"{__package__}.segmenters",
+    FAMILY_MODULES,
+    hint="E.g. facebook/sam2.1-hiera-tiny, facebook/sam-vit-base, facebook/sam3 (Sam3TrackerModel for box "
+    "prompts, Sam3Model to find objects from text).",
+)
+register = FAMILIES.register
 
 
 def family_class(model_type: str) -> type[Segmenter]:
-    for name in FAMILY_MODULES:
-        importlib.import_module(f"{__package__}.segmenters.{name}")
-    if model_type in _REGISTRY:
-        return _REGISTRY[model_type]
-    return next(c for c in _REGISTRY.values() if c.family == DEFAULT_FAMILY)
+    """The segmenter class for a model type; an unknown one is an error listing the supported types."""
+    return FAMILIES.for_model_type(model_type)
 
 
 class Segmenter(Stage):
@@ -63,10 +64,13 @@ class Segmenter(Stage):
     auto_classes = (AutoModelForMaskGeneration,)
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: modules worth ``torch.compile`` on a GPU (attribute paths from the stage)
     compile_modules: ClassVar[tuple[str, ...]] = ("model.vision_encoder",)
-    #: the options this family takes, with their defaults
-    family_options: ClassVar[dict[str, Any]] = {"mask_threshold": 0.0, "multimask": False}
+    #: whether the family finds objects from text (then :meth:`locator` is its grounder)
+    locates: ClassVar[bool] = False
+    role_options = (
+        Option("mask_threshold", 0.0, "number", "the mask logit above which a pixel is in the mask"),
+        Option("multimask", False, "bool", "predict three masks per box and keep the best"),
+    )
 
     def __new__(cls, model=None, processor=None, **options):
         if cls is Segmenter and model is not None:
@@ -75,16 +79,7 @@ class Segmenter(Stage):
 
     def __init__(self, model, processor, **options: Any):
         super().__init__(model, processor)
-        unknown = sorted(set(options) - set(self.family_options))
-        if unknown:
-            raise TypeError(
-                f"segmenter ({self.family}): unknown option(s) {unknown}; valid: {sorted(self.family_options)}"
-            )
-        for key, default in self.family_options.items():
-            setattr(self, key, options.get(key, default))
-
-    def options(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.family_options}
+        self._init_options(options)
 
     # ------------------------------------------------------------------ the protocol
     def locator(self):

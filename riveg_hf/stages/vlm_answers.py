@@ -76,10 +76,13 @@ __all__ = [
     "parse_objects",
 ]
 
+#: characters of an answer that are read (the rest is cut, with a note): parsing stays linear and bounded
 MAX_ANSWER_CHARS = 65_536
+#: objects read from one answer (a degenerate answer repeating itself stops here)
 MAX_OBJECTS = 1_000
 #: names kept per object, and characters kept per name
 MAX_NAMES_PER_OBJECT = 8
+#: characters kept per name (see :data:`MAX_NAMES_PER_OBJECT`)
 MAX_NAME_CHARS = 256
 #: names kept over a whole answer; past it each object keeps its first name only
 _MAX_NAMES_TOTAL = 2_048

@@ -14,9 +14,41 @@ from ..base import token_limit
 from ..entailment import Entailment, _features, register
 
 
+def tiny_clip(seed: int = 0):
+    """A tiny random CLIP with its processor."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from ..tiny import dual_encoder_configs, seeded, tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer()
+    with seeded(seed):
+        cfg = CLIPConfig(**dual_encoder_configs(tok, 32), projection_dim=16)
+        model = CLIPModel(cfg).eval()
+    ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
+
+
+def tiny_siglip(seed: int = 0):
+    """A tiny random SigLIP with its processor."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    from ..tiny import dual_encoder_configs, seeded, tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer()
+    with seeded(seed):
+        model = SiglipModel(SiglipConfig(**dual_encoder_configs(tok, 32))).eval()
+    ip = SiglipImageProcessor(size={"height": 32, "width": 32})
+    return model, SiglipProcessor(image_processor=ip, tokenizer=tok)
+
+
 @register
 class ContrastiveEntailment(Entailment):
-    kind = "contrastive"
+    """Dual encoders: sigmoid(scale * cos + bias) of the image and hypothesis embeddings (CLIP, SigLIP ...)."""
+
+    family = "contrastive"
+    known_model_types = ("clip", "siglip")
+    accepts_doc = "any dual encoder with get_image_features / get_text_features (CLIPModel, SiglipModel ...)"
+    tiny_builders = {"clip": tiny_clip, "siglip": tiny_siglip}
 
     @classmethod
     def accepts(cls, model) -> bool:

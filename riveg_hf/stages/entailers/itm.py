@@ -12,9 +12,24 @@ from transformers import BlipForImageTextRetrieval
 from ..entailment import Entailment, register
 
 
+def tiny_blip_itm(seed: int = 0):
+    """A tiny random BLIP image-text matching model with its processor."""
+    from ..tiny import blip_config, blip_processor, seeded
+
+    proc = blip_processor()
+    with seeded(seed):
+        model = BlipForImageTextRetrieval(blip_config(proc.tokenizer)).eval()
+    return model, proc
+
+
 @register
 class ItmEntailment(Entailment):
-    kind = "itm"
+    """Image-text matching: the ITM head's "match" probability (BlipForImageTextRetrieval)."""
+
+    family = "itm"
+    known_model_types = ("blip",)
+    accepts_doc = "BlipForImageTextRetrieval (image-text matching)"
+    tiny_builders = {"blip": tiny_blip_itm}
 
     @classmethod
     def accepts(cls, model) -> bool:

@@ -73,7 +73,7 @@ def p_yes(res: ChatResult) -> tuple[float | None, bool]:
 class ServedEntailment(Entailment):
     """The VLM entailment on a server (see the module doc)."""
 
-    kind = "served"
+    family = "served"
 
     def __init__(
         self,

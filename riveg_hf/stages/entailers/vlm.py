@@ -12,17 +12,24 @@ import numpy as np
 import torch
 
 from ...text import prompt_field
-from ..entailment import VLM_QUESTION, Entailment, _vlm_types, register
+from ..entailment import VLM_QUESTION, Entailment, register
+from ..tiny import TINY_VLMS
+from ..vlm_grounding import VLM_FAMILIES
 
 
 @register
 class VlmEntailment(Entailment):
-    kind = "vlm"
-    compile_modules = ()
+    """A vision-language model asked "Does the image show ...?": P(yes) from the next-token distribution.
 
-    @classmethod
-    def accepts(cls, model) -> bool:
-        return getattr(model.config, "model_type", "") in _vlm_types()
+    Breaks the role's "image encoded once" promise (``encodes_image_once = False``): the image is part of each
+    question, so each (image, hypothesis) pair encodes its image; the pairs of a batch share one forward pass."""
+
+    family = "vlm"
+    model_types = tuple(VLM_FAMILIES)
+    compile_modules = ()
+    encodes_image_once = False
+    vision_module = "model.model.visual"
+    tiny_builders = TINY_VLMS
 
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)

@@ -68,10 +68,63 @@ def assign_phrases(phrases: list[str], queries: list[str]) -> list[int | None]:
     return out
 
 
+# ---------------------------------------------------------------------- tiny model (tests)
+_FLORENCE2_POST = {
+    "phrase_grounding": {"FILTER_BY_BLACK_LIST": True},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+
+
+def tiny_florence2(seed: int = 0):
+    """A tiny random Florence-2 (DaViT + BART) with a tokenizer that has the 1000 ``<loc_*>`` tokens."""
+    from transformers import (
+        BartConfig,
+        CLIPImageProcessor,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.florence2.configuration_florence2 import Florence2VisionConfig
+
+    from ..tiny import seeded, tiny_bpe_tokenizer
+
+    backend = tiny_bpe_tokenizer().backend_tokenizer
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<|pad|>",
+        extra_special_tokens={"image_token": "<image>"},
+    )  # fmt: skip
+    tok.add_tokens([f"<loc_{i}>" for i in range(1000)], special_tokens=True)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<s>", "</s>")}
+    with seeded(seed):
+        vision = Florence2VisionConfig(depths=(1, 1, 1, 1), embed_dim=(8, 16, 32, 32), num_heads=(1, 1, 2, 2),
+                                       num_groups=(1, 1, 2, 2), window_size=2, projection_dim=32,
+                                       max_position_embeddings=16, max_temporal_embeddings=4)  # fmt: skip
+        text = BartConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                          decoder_ffn_dim=64, max_position_embeddings=512, bos_token_id=ids["<s>"],
+                          eos_token_id=ids["</s>"], pad_token_id=tok.pad_token_id,
+                          decoder_start_token_id=ids["</s>"], forced_bos_token_id=None)  # fmt: skip
+        model = Florence2ForConditionalGeneration(
+            Florence2Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id)
+        ).eval()
+    ip = CLIPImageProcessor(
+        size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}, do_center_crop=False
+    )
+    ip.image_seq_length = 5  # 2x2 patches + 1 pooled token for 64 px
+    return model, Florence2Processor(image_processor=ip, tokenizer=tok, post_processor_config=_FLORENCE2_POST)
+
+
 @register
 class Florence2Grounder(Grounder):
     family = "florence2"
     model_types = ("florence2",)
+    tiny_builders = {"florence2": tiny_florence2}
     default_box_threshold = 0.0
     has_scores = False
     batches_on_cpu = True

@@ -17,7 +17,74 @@ import numpy as np
 import torch
 
 from ..grounder import Grounder, Localization, LocateRequest, register
+from ..registry import Option
 from ._detector import best_per_query, clean_query, to_localization
+
+
+# ---------------------------------------------------------------------- tiny models (tests)
+def tiny_grounding_dino(seed: int = 0, mm: bool = False):
+    """A tiny random Grounding DINO; ``mm=True``: MM-Grounding-DINO (``MMGroundingDinoForObjectDetection``)."""
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    from ..tiny import seeded, tiny_bert_tokenizer
+
+    tok = tiny_bert_tokenizer(lowercase=True, bert_base_ids=True)
+    if mm:
+        from transformers import MMGroundingDinoConfig as config_class
+        from transformers import MMGroundingDinoForObjectDetection as model_class
+    else:
+        config_class, model_class = GroundingDinoConfig, GroundingDinoForObjectDetection
+    with seeded(seed):
+        swin = SwinConfig(
+            embed_dim=16,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
+            image_size=64,
+            out_indices=[2, 3, 4],
+        )
+        cfg = config_class(
+            backbone_config=swin,
+            use_timm_backbone=False,
+            use_pretrained_backbone=False,
+            text_config=BertConfig(
+                vocab_size=len(tok),
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=37,
+            ),
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            num_queries=20,
+            num_feature_levels=4,
+            encoder_n_points=2,
+            decoder_n_points=2,
+            max_text_len=256,
+        )
+        model = model_class(cfg).eval()
+    proc = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
+        tokenizer=tok,
+    )
+    return model, proc
+
+
+def tiny_mm_grounding_dino(seed: int = 0):
+    """A tiny random MM Grounding DINO (``mm-grounding-dino``) and its processor, for tests."""
+    return tiny_grounding_dino(seed, mm=True)
 
 
 @register
@@ -26,17 +93,19 @@ class GroundingDinoGrounder(Grounder):
     model_types = ("grounding-dino", "mm-grounding-dino")
     default_box_threshold = 0.3
     compile_modules = ("model.model.backbone",)
-    family_options = {"max_text_tokens": None}
+    tiny_builders = {"grounding-dino": tiny_grounding_dino, "mm-grounding-dino": tiny_mm_grounding_dino}
+    family_options = (
+        Option("max_text_tokens", None, "positive-int", "tokens per text prompt (None: the model's limit)",
+               nullable=True),
+    )  # fmt: skip
 
-    def __init__(self, model, processor, **options):
-        super().__init__(model, processor, **options)
-        text_cfg = getattr(model.config, "text_config", None)
-        self.max_text_tokens = int(
-            self.max_text_tokens
-            or getattr(model.config, "max_text_len", None)
-            or getattr(text_cfg, "max_position_embeddings", 256)
-            or 256
-        )
+    def _options_changed(self, names: set[str]) -> None:
+        if self.max_text_tokens is None:  # the model's own window
+            cfg = self.model.config
+            text_cfg = getattr(cfg, "text_config", None)
+            self.max_text_tokens = int(
+                getattr(cfg, "max_text_len", None) or getattr(text_cfg, "max_position_embeddings", 256) or 256
+            )
 
     def _locate(self, requests: list[LocateRequest], vision_batch_size: int) -> list[Localization]:
         cleaned = [[clean_query(q) for q in r.queries] for r in requests]

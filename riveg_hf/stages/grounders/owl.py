@@ -13,7 +13,36 @@ import torch
 
 from ..base import token_limit
 from ..grounder import Grounder, Localization, LocateRequest, register
+from ..registry import Option
 from ._detector import best_per_query, clean_query, to_localization
+
+
+def tiny_owl(seed: int = 0, v2: bool = True):
+    """A tiny random OWLv2 (``v2=False``: OWL-ViT) with its processor."""
+    import transformers
+
+    from ..tiny import dual_encoder_configs, seeded, tiny_clip_tokenizer
+
+    name = "Owlv2" if v2 else "OwlViT"
+    config_class, model_class, ip_class, proc_class = (
+        getattr(transformers, name + s)
+        for s in ("Config", "ForObjectDetection", "ImageProcessor", "Processor")
+    )
+    tok = tiny_clip_tokenizer()
+    with seeded(seed):
+        cfg = config_class(**dual_encoder_configs(tok, 64), projection_dim=32)
+        model = model_class(cfg).eval()
+    return model, proc_class(image_processor=ip_class(size={"height": 64, "width": 64}), tokenizer=tok)
+
+
+def tiny_owlv2(seed: int = 0):
+    """A tiny random OWLv2 and its processor, for tests."""
+    return tiny_owl(seed, v2=True)
+
+
+def tiny_owlvit(seed: int = 0):
+    """A tiny random OWL-ViT and its processor, for tests."""
+    return tiny_owl(seed, v2=False)
 
 
 @register
@@ -21,15 +50,20 @@ class OwlGrounder(Grounder):
     family = "owl"
     model_types = ("owlvit", "owlv2")
     default_box_threshold = 0.1
-    family_options = {"max_text_tokens": None}
+    tiny_builders = {"owlvit": tiny_owlvit, "owlv2": tiny_owlv2}
+    family_options = (
+        Option("max_text_tokens", None, "positive-int", "tokens per text prompt (None: the model's limit)",
+               nullable=True),
+    )  # fmt: skip
 
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)
-        text_cfg = getattr(model.config, "text_config", None)
-        self.max_text_tokens = int(
-            self.max_text_tokens or getattr(text_cfg, "max_position_embeddings", 16) or 16
-        )
         self.pad_to_square = model.config.model_type == "owlv2"
+
+    def _options_changed(self, names: set[str]) -> None:
+        if self.max_text_tokens is None:  # the text model's window
+            text_cfg = getattr(self.model.config, "text_config", None)
+            self.max_text_tokens = int(getattr(text_cfg, "max_position_embeddings", 16) or 16)
 
     def _locate(self, requests: list[LocateRequest], vision_batch_size: int) -> list[Localization]:
         out = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..grounder import Grounder, Localization, LocateRequest, register
+from ..tiny import TINY_VLMS
 from ..vlm_grounding import (
     VLM_FAMILIES,
     format_grounding_answer,
@@ -49,6 +50,7 @@ def strip_end(text: str) -> str:
 class QwenVLGrounder(Grounder):
     family = "vlm"
     model_types = tuple(VLM_FAMILIES)
+    tiny_builders = TINY_VLMS
     default_box_threshold = 0.0
     uses_context = True
     batches_on_cpu = True  # decoding several images together costs about one (see the pipeline)

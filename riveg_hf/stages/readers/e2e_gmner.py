@@ -96,6 +96,8 @@ from ...serving.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, check_pixe
 from ...text import prompt_field
 from ...types import ENTITY_TYPES
 from ..reader import FoundEntity, JointReader, ReadRequest, register
+from ..registry import Option
+from ..tiny import tiny_qwen2_5_vl
 
 #: the commit of Finch-coder/E2E-GMNER this family follows
 COMMIT = "d90c1ebfebe18dcb00380b692a657f66ac19d551"
@@ -331,16 +333,20 @@ def user_text(instruction: str, tweet: str) -> str:
 class E2EGmnerReader(JointReader):
     family = "e2e-gmner"
     model_types = ("qwen2_5_vl",)
-    family_options = {
-        "instruction_file": None,
-        "system_prompt_file": None,
-        "min_pixels": MIN_PIXELS,
-        "max_pixels": MAX_PIXELS,
-    }
+    tiny_builders = {"qwen2_5_vl": tiny_qwen2_5_vl}
+    family_options = (
+        Option("instruction_file", None, "path", "E2E-GMNER's instruction (its script, or a text file holding "
+               "it)", nullable=True),
+        Option("system_prompt_file", None, "path", "E2E-GMNER's system prompt (its collator, or a text file)",
+               nullable=True),
+        Option("min_pixels", MIN_PIXELS, "positive-int", "the fewest pixels of the resized image"),
+        Option("max_pixels", MAX_PIXELS, "positive-int", "the most pixels of the resized image"),
+    )  # fmt: skip
     default_max_new_tokens = 512  # eval.py L44 (--eval_max_new_tokens)
 
-    def __init__(self, model, processor, **options):
-        super().__init__(model, processor, **options)
+    def _options_changed(self, names: set[str]) -> None:
+        super()._options_changed(names)
+        processor = self.__dict__.setdefault("_given_processor", self.processor)
         missing = [k for k in PROMPTS if not getattr(self, k)]
         if missing:
             where = "; ".join(
@@ -366,12 +372,6 @@ class E2EGmnerReader(JointReader):
             self.pixels = (self.min_pixels, self.max_pixels)  # the image is resized here before it is sent
         elif processor is not None:
             self.processor = with_pixels(processor, self.min_pixels, self.max_pixels)
-
-    def options(self) -> dict[str, Any]:
-        out = super().options()
-        for key in PROMPTS:
-            out[key] = str(getattr(self, key))
-        return out
 
     # ------------------------------------------------------------------ the hooks
     def sent_image(self, image):

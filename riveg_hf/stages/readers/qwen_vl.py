@@ -17,6 +17,8 @@ from typing import Any
 from ...text import prompt_field
 from ...types import ENTITY_TYPES
 from ..reader import FoundEntity, JointReader, ReadRequest, register
+from ..registry import Option
+from ..tiny import TINY_VLMS
 from ..vlm_answers import parse_objects
 from ..vlm_grounding import VLM_FAMILIES, to_original_xyxy
 
@@ -90,15 +92,14 @@ def typed(name: str, type_: str, types: tuple[str, ...]) -> tuple[str | None, st
 class QwenVLReader(JointReader):
     family = "qwen-vl"
     model_types = tuple(VLM_FAMILIES)
-    family_options = {"entity_types": tuple(ENTITY_TYPES)}
+    tiny_builders = TINY_VLMS
+    family_options = (
+        Option("entity_types", tuple(ENTITY_TYPES), "str-list", "the types the answer may give"),
+    )
 
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)
-        self.entity_types = tuple(self.entity_types)
         self.convention = VLM_FAMILIES[self.model_type]
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "entity_types": list(self.entity_types)}
 
     def messages(self, request: ReadRequest, image: Any) -> list[dict[str, Any]]:
         content = [{"type": "image"}] if image is not None else []

@@ -41,6 +41,8 @@ from PIL import Image
 
 from ...data.fmnerg import FINE_TYPES
 from ..reader import FoundEntity, JointReader, Reading, ReadRequest, register
+from ..registry import Option
+from ..tiny import tiny_qwen2_5_vl
 from .qwen_vl import read_entity_objects
 
 #: SHA-256 of SAKE's prompt files at commit 71417dfd3948c66cab4c8fbfb8f3ab095c3e2e81
@@ -171,15 +173,21 @@ def no_text_result(query: str) -> str:
 class SakeReader(JointReader):
     family = "sake"
     model_types = ("qwen2_5_vl",)
-    family_options = {"prompt_dir": None, "search": "none", "search_cache": None, "return_trace": False}
+    tiny_builders = {"qwen2_5_vl": tiny_qwen2_5_vl}
+    family_options = (
+        Option("prompt_dir", None, "path", "SAKE's prompt folder (<SAKE>/sake_rl/prompts/Twitter-GMNER-Prompt)",
+               nullable=True),
+        Option("search", "none", "choice", "SAKE's searches: none, or answered from search_cache",
+               choices=SEARCHES),
+        Option("search_cache", None, "path", "SAKE's offline search cache folder (search='cache')", nullable=True),
+        Option("return_trace", False, "bool", "keep the agent's turns in the reading"),
+    )  # fmt: skip
     default_max_new_tokens = (
         2048  # the script's default (its run script passes 8192; bounded by MAX_NEW_TOKENS)
     )
 
-    def __init__(self, model, processor, **options):
-        super().__init__(model, processor, **options)
-        if self.search not in SEARCHES:
-            raise ValueError(f"sake reader: search={self.search!r}; valid: {list(SEARCHES)}")
+    def _options_changed(self, names: set[str]) -> None:
+        super()._options_changed(names)
         if self.search == "cache":
             if not self.search_cache:
                 raise ValueError(
@@ -193,11 +201,6 @@ class SakeReader(JointReader):
                 "(or Twitter-FMNERG-Prompt for SAKE-7B_fmnerg); git clone https://github.com/tangjielong928/SAKE"
             )
         self.level, self.prompts = load_prompts(self.prompt_dir)
-
-    def options(self) -> dict[str, Any]:
-        out = super().options()
-        out["prompt_dir"] = str(self.prompt_dir)
-        return out
 
     # ------------------------------------------------------------------ the hooks
     def sent_image(self, image):

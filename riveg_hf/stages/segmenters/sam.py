@@ -18,10 +18,125 @@ import torch
 from ..segmenter import Segmenter, register
 
 
+# ---------------------------------------------------------------------- tiny models (tests)
+def tiny_sam(seed: int = 0):
+    """A tiny random SAM (``sam``) and its processor, for tests."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    from ..tiny import seeded
+
+    with seeded(seed):
+        cfg = SamConfig(
+            vision_config={
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "image_size": 64,
+                "patch_size": 16,
+                "output_channels": 32,
+                "window_size": 2,
+                "global_attn_indexes": [0],
+                "mlp_dim": 64,
+                "num_pos_feats": 16,
+            },
+            prompt_encoder_config={
+                "hidden_size": 32,
+                "image_size": 64,
+                "patch_size": 16,
+                "mask_input_channels": 4,
+            },
+            mask_decoder_config={
+                "hidden_size": 32,
+                "mlp_dim": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "iou_head_hidden_dim": 32,
+            },
+        )
+        model = SamModel(cfg).eval()
+    ip = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    return model, SamProcessor(image_processor=ip)
+
+
+def tiny_sam2(seed: int = 0):
+    """A tiny random SAM 2 (``sam2``) and its processor, for tests."""
+    from transformers import (
+        Sam2Config,
+        Sam2HieraDetConfig,
+        Sam2ImageProcessor,
+        Sam2MaskDecoderConfig,
+        Sam2Model,
+        Sam2Processor,
+        Sam2PromptEncoderConfig,
+        Sam2VisionConfig,
+    )
+
+    from ..tiny import seeded
+
+    with seeded(seed):
+        backbone = Sam2HieraDetConfig(
+            hidden_size=12,
+            image_size=128,
+            patch_stride=4,
+            patch_kernel_size=7,
+            patch_padding=3,
+            blocks_per_stage=[1, 1, 2, 1],
+            embed_dim_per_stage=[12, 24, 48, 96],
+            global_attention_blocks=[3],
+        )
+        vision = Sam2VisionConfig(
+            backbone_config=backbone,
+            backbone_channel_list=[96, 48, 24, 12],
+            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+            fpn_hidden_size=32,
+        )
+        cfg = Sam2Config(
+            vision_config=vision,
+            prompt_encoder_config=Sam2PromptEncoderConfig(
+                hidden_size=32, image_size=128, patch_size=16, mask_input_channels=8
+            ),
+            mask_decoder_config=Sam2MaskDecoderConfig(
+                hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+            ),
+        )
+        model = Sam2Model(cfg).eval()
+    return model, Sam2Processor(image_processor=Sam2ImageProcessor(size={"height": 128, "width": 128}))
+
+
+def tiny_sam3_tracker(seed: int = 0):
+    """A tiny random SAM 3 tracker (box/point prompts, SAM 2 interface) with its processor."""
+    from transformers import (
+        Sam2ImageProcessor,
+        Sam3TrackerConfig,
+        Sam3TrackerModel,
+        Sam3TrackerProcessor,
+    )
+    from transformers.models.sam3_tracker.configuration_sam3_tracker import (
+        Sam3TrackerMaskDecoderConfig,
+        Sam3TrackerPromptEncoderConfig,
+    )
+
+    from ..tiny import seeded, tiny_sam3_vision
+
+    with seeded(seed):
+        cfg = Sam3TrackerConfig(
+            vision_config=tiny_sam3_vision(),
+            prompt_encoder_config=Sam3TrackerPromptEncoderConfig(
+                hidden_size=32, image_size=112, patch_size=14, mask_input_channels=8
+            ),
+            mask_decoder_config=Sam3TrackerMaskDecoderConfig(
+                hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+            ),
+        )
+        model = Sam3TrackerModel(cfg).eval()
+    return model, Sam3TrackerProcessor(image_processor=Sam2ImageProcessor(size={"height": 112, "width": 112}))
+
+
 @register
 class SamSegmenter(Segmenter):
     family = "sam"
-    model_types = ("sam", "sam2", "sam3_tracker", "sam_hq", "edgetam")
+    model_types = ("sam", "sam2", "sam3_tracker")
+    tiny_builders = {"sam": tiny_sam, "sam2": tiny_sam2, "sam3_tracker": tiny_sam3_tracker}
 
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)
@@ -30,8 +145,6 @@ class SamSegmenter(Segmenter):
                 f"segmenter: {type(processor).__name__} has no post_process_masks; use the model's own processor "
                 "(Sam2Processor for Sam2Model, SamProcessor for SamModel)."
             )
-        self.mask_threshold = float(self.mask_threshold)
-        self.multimask = bool(self.multimask)
         target = getattr(processor, "image_processor", processor)  # the processor often just forwards *args
         target = target if hasattr(target, "post_process_masks") else processor
         self._post_params = set(inspect.signature(target.post_process_masks).parameters)

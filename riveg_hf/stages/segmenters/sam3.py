@@ -16,7 +16,49 @@ import numpy as np
 import torch
 
 from ..grounder import Grounder, Localization, LocateRequest
+from ..registry import Option
 from ..segmenter import Segmenter, register
+
+
+# ---------------------------------------------------------------------- tiny model (tests)
+def tiny_sam3(seed: int = 0):
+    """A tiny random SAM 3 (text-prompted detection + segmentation) with its processor."""
+    from transformers import (
+        Sam3Config,
+        Sam3ImageProcessor,
+        Sam3Model,
+        Sam3Processor,
+    )
+
+    from ..tiny import seeded, tiny_clip_tokenizer, tiny_sam3_vision
+
+    tok = tiny_clip_tokenizer(max_length=32)
+    small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    with seeded(seed):
+        cfg = Sam3Config(
+            vision_config=tiny_sam3_vision(),
+            text_config={
+                "vocab_size": len(tok),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "projection_dim": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "max_position_embeddings": 32,
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
+            },
+            geometry_encoder_config={"num_layers": 1, **small},
+            detr_encoder_config={"num_layers": 1, **small},
+            detr_decoder_config={"num_layers": 1, "num_queries": 10, **small},
+            mask_decoder_config={"hidden_size": 32, "num_attention_heads": 2, "num_upsampling_stages": 3},
+        )
+        model = Sam3Model(cfg).eval()
+    proc = Sam3Processor(
+        image_processor=Sam3ImageProcessor(size={"height": 112, "width": 112}), tokenizer=tok
+    )
+    return model, proc
 
 
 class Sam3Locator(Grounder):
@@ -72,13 +114,19 @@ class Sam3Locator(Grounder):
 class Sam3Segmenter(Segmenter):
     family = "sam3"
     model_types = ("sam3",)
-    family_options = {"mask_threshold": 0.5, "multimask": False, "box_threshold": 0.3}
+    locates = True
+    tiny_builders = {"sam3": tiny_sam3}
+    family_options = (
+        Option("mask_threshold", 0.5, "unit", "the mask probability above which a pixel is in the mask",
+               why="SAM 3's mask is a probability"),
+        Option("multimask", False, "choice", "SAM 3 keeps its best instance: one mask per prompt",
+               choices=(False,)),
+        Option("box_threshold", 0.3, "unit", "SAM 3's score below which a found object is dropped",
+               why="SAM 3's score is a probability"),
+    )  # fmt: skip
 
     def __init__(self, model, processor, **options):
         super().__init__(model, processor, **options)
-        self.mask_threshold = float(self.mask_threshold) if self.mask_threshold else 0.5
-        self.multimask = False
-        self.box_threshold = float(self.box_threshold)
         self._locator = Sam3Locator(self)
 
     def locator(self) -> Sam3Locator:
