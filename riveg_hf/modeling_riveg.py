@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils.hub import resolve_revision
 
+from .options import CALL_OPTIONS, STAGE_OPTIONS, check_stage_argument, split_call_options
 from .serving.client import checkpoint_endpoint_config
 from .stages import STAGES, ComponentLoadError, Expander, Stage
-from .stages.base import quiet_progress
+from .stages.base import HUB_ARGUMENTS, quiet_progress
 
-__all__ = ["RiVEGConfig", "RiVEGModel"]
+__all__ = ["ComponentSpec", "RiVEGConfig", "RiVEGModel", "build_model"]
 
 TASKS = ("grounded-mner", "segmented-mner")
 #: a composite needs one of these: the recognizer (RiVEG's cascade) or a joint reader
@@ -168,7 +170,6 @@ class RiVEGModel(PreTrainedModel):
             )
         if config is None:
             config = RiVEGConfig.from_pretrained(root, revision=revision, subfolder=subfolder, **hub)
-        common = {**hub, "dtype": dtype}
         stage_options = dict(stage_options or {})
         unknown = sorted(set(stage_options) - set(config.components)) + sorted(
             set(skip) - set(config.components)
@@ -177,64 +178,13 @@ class RiVEGModel(PreTrainedModel):
             raise ValueError(
                 f"{root}: no component {unknown} in this composite; it has {sorted(config.components)}"
             )
-        stages: dict[str, Stage] = {}
-        for name, spec in config.components.items():
-            stage_cls = STAGES.get(name)
-            if stage_cls is None:
-                raise ComponentLoadError(
-                    f"{root}: unknown component {name!r} in config.json; valid: {list(STAGES)}"
-                )
-            if name in skip:
-                continue
-            options = dict(spec.get("options") or {})
-            mine = dict(stage_options.get(name) or {})
-            if mine.get("endpoint") is not None:  # the user serves this component: its weights are not loaded
-                options.update(mine)
-                if spec.get("model_class") and "endpoint_family" not in options:
-                    options["endpoint_family"] = _architecture(spec["model_class"])
-                try:
-                    stages[name] = stage_cls.served(options.pop("endpoint"), **options)
-                except (TypeError, ValueError) as err:
-                    raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
-                continue
-            options.update(mine)
-            if options.get("endpoint") is not None:  # a served stage: settings only, trusted as the user says
-                try:
-                    options["endpoint"] = checkpoint_endpoint_config(
-                        options["endpoint"], trusted=trust_endpoints
-                    )
-                except ValueError as err:
-                    raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
-            if spec.get("model_class") is None:  # a served stage, or a template-only expander
-                if options.get("endpoint") is not None:
-                    try:
-                        stages[name] = stage_cls.served(options.pop("endpoint"), **options)
-                    except (TypeError, ValueError) as err:
-                        raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
-                elif stage_cls is Expander:
-                    stages[name] = Expander(None, None, **options)
-                else:
-                    raise ComponentLoadError(f"{root}: component {name!r} has no model_class")
-                continue
-            if "path" in spec:
-                sub = _safe_subfolder(spec["path"], root)
-                sub = f"{subfolder}/{sub}" if subfolder else sub
-                if local:
-                    location, load = os.path.join(root, sub), {"revision": None}
-                else:  # a Hub repo: the component is a subfolder of the same commit
-                    location, load = root, {"subfolder": sub, "revision": revision}
-            elif "repo_id" in spec:
-                location, load = spec["repo_id"], {"revision": spec.get("revision")}
-            else:
-                raise ComponentLoadError(
-                    f"{root}: component {name!r} needs 'path' or 'repo_id' in config.json"
-                )
-            stages[name] = stage_cls.from_pretrained(
-                location, model_class=spec["model_class"], **load, **common, **options
-            )
-        if not any(r in stages for r in REQUIRED):
-            raise ComponentLoadError(f"{root}: config.json has none of the components {list(REQUIRED)}")
-        return cls(config, stages)
+        place = {"root": root, "subfolder": subfolder, "local": local, "revision": revision}
+        components = {
+            name: _checkpoint_component(name, spec, stage_options.get(name), place, trust_endpoints)
+            for name, spec in config.components.items()
+            if name not in skip or name not in STAGES
+        }
+        return build_model(components, config=config, hub={**hub, "dtype": dtype}, where=root, container=cls)
 
     # ------------------------------------------------------------------ saving
     @quiet_progress
@@ -278,6 +228,261 @@ class RiVEGModel(PreTrainedModel):
         self.config.components = components
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------- the one construction path
+#: the settings of a served stage's server, given once for every component served (``"endpoint:URL"``)
+SERVED_OPTIONS = ("endpoint_model", "endpoint_family")
+
+
+@dataclass
+class ComponentSpec:
+    """One component as :func:`build_model` reads it: where its weights are (``location``, a folder or a hub
+    id, with ``load``: ``model_class`` / ``revision`` / ``subfolder`` of that component), or the server that runs
+    it (``endpoint``: a URL or settings), and the stage's own arguments (``options``, the names of the stage's
+    constructor: ``{"threshold": 0.5}`` for the entailment stage). Neither location nor endpoint: the template
+    expander (descriptions without an LLM)."""
+
+    location: str | os.PathLike | None = None
+    load: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    endpoint: Any = None
+
+
+def build_model(
+    components: Mapping[str, Any],
+    options: Mapping[str, Any] | None = None,
+    *,
+    task: str | None = None,
+    config: RiVEGConfig | None = None,
+    hub: Mapping[str, Any] | None = None,
+    where: str = "from_components",
+    container: type[RiVEGModel] | None = None,
+) -> RiVEGModel:
+    """Build a composite from its components: the one path of ``RiVEGPipeline.from_components``,
+    ``RiVEGModel.from_pretrained`` (presets, ``pipeline(task, model=DIR)``, the Inference Endpoints handler).
+
+    ``components``: ``{role: spec}``, a spec being a hub id, a local folder, ``"endpoint:URL"`` (or
+    ``{"endpoint": URL, "model": ..., "family": ..., **stage arguments}``), a loaded model, a ``(model,
+    processor)`` pair, a ready :class:`~riveg_hf.stages.Stage` or a :class:`ComponentSpec`; None: absent.
+    ``options``: by their public names (:data:`~riveg_hf.options.STAGE_OPTIONS`, each routed to the stage that
+    owns it; :data:`~riveg_hf.options.CALL_OPTIONS`, saved as the pipeline's defaults; ``endpoint_model`` /
+    ``endpoint_family``, for every served component). One rule for every option, wherever it comes from: an
+    unknown name is a TypeError listing the valid ones; an option whose stage is absent is a ValueError naming
+    that stage; a value is checked by its call option's check when the name is one (the message ``pipe(x,
+    box_threshold=5.0)`` gives), else by the stage family (its declared options; a ready stage through
+    ``Stage.configure``). ``hub``: Hub arguments and ``dtype`` for every component loaded here. ``config``: a
+    checkpoint's (its ``pipeline_options`` checked like call options), else one is made for ``task``.
+    """
+    specs = {role: _as_spec(spec) for role, spec in components.items() if spec is not None}
+    _check_roles(specs, where)
+    args, located, calls = _route_options(dict(options or {}), specs, where)
+    stages = {
+        role: _make_stage(STAGES[role], spec, args[role], dict(hub or {}), where)
+        for role, spec in specs.items()
+    }
+    if located:  # box_threshold without a grounder: the segmenter's, when it finds the boxes itself (SAM 3)
+        segmenter = stages["segmenter"]
+        if segmenter.locator() is None:
+            raise ValueError(
+                f"{where}: {', '.join(sorted(located))} is an option of the grounder (the stage that finds boxes), and this "
+                f"pipeline has none: {type(segmenter.model).__name__} segments boxes it is given. Pass grounder=... "
+                "(or a SAM 3 segmenter, which finds boxes itself), or leave out box_threshold."
+            )
+        segmenter.configure(**located)
+    if config is None:
+        config = RiVEGConfig(task=_task(task, stages, where), pipeline_options=calls)
+    else:
+        _checked(f"{where}: pipeline_options", split_call_options, config.pipeline_options)
+    return (container or RiVEGModel)(config, stages)
+
+
+def _as_spec(spec: Any) -> Any:
+    """``"endpoint:URL"`` and ``{"endpoint": URL, ...}`` as a :class:`ComponentSpec`; any other spec as is."""
+    if isinstance(spec, str) and spec.startswith("endpoint:"):  # a model on an OpenAI-compatible server
+        return ComponentSpec(endpoint=spec[len("endpoint:") :])
+    if isinstance(spec, Mapping) and "endpoint" in spec:  # {"endpoint": URL, "model": ..., "family": ...}
+        rest = dict(spec)
+        endpoint = {
+            "url": rest.pop("endpoint"),
+            **({"model": rest.pop("model")} if rest.get("model") else {}),
+        }
+        rest.pop("model", None)
+        if rest.get("family"):
+            rest["endpoint_family"] = rest.pop("family")
+        return ComponentSpec(endpoint=endpoint, options=rest)
+    return spec
+
+
+def _check_roles(specs: Mapping[str, Any], where: str) -> None:
+    """Known roles; a recognizer or a joint reader; nothing beside a joint reader that would never run."""
+    unknown = sorted(set(specs) - set(STAGES))
+    if unknown:
+        raise ValueError(f"{where}: unknown component(s) {unknown}; valid: {list(STAGES)}")
+    if not any(r in specs for r in REQUIRED):
+        raise ValueError(
+            f"{where}: a composite needs a recognizer (a token-classification checkpoint), or a joint reader "
+            "(reader=...: a vision-language model that writes entities, types and boxes in one answer)."
+        )
+    replaced = ("recognizer", "expander", "captioner", "entailment", "grounder")
+    clash = [r for r in replaced if r in specs and not (r == "expander" and _is_template(specs[r]))]
+    if "reader" in specs and clash:
+        raise ValueError(
+            f"{where}: a joint reader finds the entities, their types, visibility and boxes itself; "
+            f"{clash} would never run beside it. Pass reader=... with segmenter= only (masks of its boxes)."
+        )
+
+
+def _is_template(spec: Any) -> bool:
+    return isinstance(spec, ComponentSpec) and spec.location is None and spec.endpoint is None
+
+
+def _route_options(
+    options: dict[str, Any], specs: Mapping[str, Any], where: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Options by public name -> (per present stage: its checked arguments; the arguments of a segmenter that
+    locates, set once it is built; the checked call options)."""
+    args = {
+        role: dict(spec.options) if isinstance(spec, ComponentSpec) else {} for role, spec in specs.items()
+    }
+    served = [
+        role for role, spec in specs.items() if isinstance(spec, ComponentSpec) and spec.endpoint is not None
+    ]
+    located: dict[str, Any] = {}
+    calls: dict[str, Any] = {}
+    for key, value in options.items():
+        opt = STAGE_OPTIONS.get(key)
+        if key in SERVED_OPTIONS:
+            if value is not None and not served:
+                raise ValueError(
+                    f"{where}: {key} is an option of a served stage (a component given as 'endpoint:URL'), and "
+                    f"this pipeline has none: give a component as 'endpoint:URL' or leave out {key}."
+                )
+            for role in served if value is not None else ():
+                args[role][key] = value
+        elif opt is None:
+            if key in HUB_ARGUMENTS:  # the only Hub argument not taken by name: subfolder
+                raise TypeError(
+                    f"{where}: {key}={value!r} would apply to every component; give the component's own folder "
+                    "(a local path, or load it with Stage.from_pretrained(..., subfolder=...) and pass the stage)"
+                )
+            if key not in CALL_OPTIONS:
+                valid = sorted([*STAGE_OPTIONS, *CALL_OPTIONS, *SERVED_OPTIONS])
+                raise TypeError(
+                    f"{where}: unknown option {key!r}; valid options: {valid} (besides the Hub arguments and dtype)"
+                )
+            calls[key] = value
+        elif opt.stage in specs:
+            args[opt.stage][opt.argument] = value
+        elif opt.alternative in specs:
+            located[opt.argument] = _checked(where, check_stage_argument, "grounder", opt.argument, value)
+        else:
+            owner = opt.stage + (f" (or a {opt.alternative} that locates)" if opt.alternative else "")
+            raise ValueError(
+                f"{where}: {key} is an option of the {owner}, and this pipeline has no {opt.stage}: pass "
+                f"{opt.stage}=... or leave out {key}."
+            )
+    for role, given in args.items():
+        for name, value in given.items():
+            given[name] = _checked(f"{where}: {role}", check_stage_argument, role, name, value)
+    _checked(where, split_call_options, calls)
+    return args, located, calls
+
+
+def _checked(where: str, check, *args: Any) -> Any:
+    """``check(*args)``, its ValueError said with where the value came from (the message core is the check's)."""
+    try:
+        return check(*args)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _make_stage(
+    stage_cls: type[Stage], spec: Any, args: dict[str, Any], hub: dict[str, Any], where: str
+) -> Stage:
+    """A stage from its spec (see :func:`build_model`) and its checked arguments."""
+    if isinstance(spec, ComponentSpec):
+        if spec.endpoint is not None:
+            try:
+                return stage_cls.served(spec.endpoint, **args)
+            except (TypeError, ValueError) as err:  # which component, then the stage's own words
+                kind = TypeError if isinstance(err, TypeError) else ValueError
+                raise kind(f"{where}: component {stage_cls.name!r}: {err}") from None
+        if spec.location is None:
+            if stage_cls is not Expander:
+                raise ComponentLoadError(f"{where}: component {stage_cls.name!r} has no model_class")
+            return Expander(None, None, **args)
+        return stage_cls.from_pretrained(spec.location, **{**hub, **spec.load}, **args)
+    if isinstance(spec, Stage):  # a ready stage: its options set through its family's checks
+        return spec.configure(**args) if args else spec
+    if isinstance(spec, (str, os.PathLike)):
+        return stage_cls.from_pretrained(spec, **hub, **args)
+    model, processor = spec if isinstance(spec, tuple) and len(spec) == 2 else (spec, None)
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(
+            f"{stage_cls.name}: expected a hub id, a local folder, a loaded model, a (model, processor) pair, "
+            f"'endpoint:URL' or a Stage; got {type(spec).__name__}."
+        )
+    name = getattr(model, "name_or_path", "")
+    if processor is None:
+        from transformers import AutoProcessor, AutoTokenizer
+
+        if not name:
+            raise ComponentLoadError(
+                f"{stage_cls.name}: pass (model, processor): the model has no name_or_path."
+            )
+        loader = AutoTokenizer if stage_cls.processor_kind == "tokenizer" else AutoProcessor
+        processor = loader.from_pretrained(name, local_files_only=bool(hub.get("local_files_only")))
+    stage = stage_cls(model, processor, **args)
+    stage.source = {"location": name} if name else {}
+    return stage
+
+
+def _task(task: str | None, stages: Mapping[str, Stage], where: str) -> str:
+    """The composite's task: given, else ``segmented-mner`` when it has a segmenter."""
+    task = task or ("segmented-mner" if "segmenter" in stages else "grounded-mner")
+    check_task(task)
+    if task == "segmented-mner" and "segmenter" not in stages:
+        raise ValueError(
+            f"{where}: task 'segmented-mner' needs a segmenter (e.g. facebook/sam2.1-hiera-tiny)."
+        )
+    return task
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
+
+
+def _checkpoint_component(
+    name: str, entry: Mapping[str, Any], mine: Mapping[str, Any] | None, place: dict[str, Any], trust: bool
+) -> ComponentSpec:
+    """One component of a composite's ``config.json`` (with the user's options for this load) as a spec."""
+    root = place["root"]
+    options = {**(entry.get("options") or {}), **(mine or {})}
+    if (mine or {}).get("endpoint") is not None:  # the user serves this component: its weights are not loaded
+        if entry.get("model_class") and "endpoint_family" not in options:
+            options["endpoint_family"] = _architecture(entry["model_class"])
+        return ComponentSpec(endpoint=options.pop("endpoint"), options=options)
+    if options.get("endpoint") is not None:  # a served stage: settings only, trusted as the user says
+        try:
+            options["endpoint"] = checkpoint_endpoint_config(options["endpoint"], trusted=trust)
+        except ValueError as err:
+            raise ComponentLoadError(f"{root}: component {name!r}: {err}") from None
+    if entry.get("model_class") is None:  # a served stage, or a template-only expander
+        return ComponentSpec(endpoint=options.pop("endpoint", None), options=options)
+    if "path" in entry:
+        sub = _safe_subfolder(entry["path"], root)
+        sub = f"{place['subfolder']}/{sub}" if place["subfolder"] else sub
+        if place["local"]:
+            location, load = os.path.join(root, sub), {"revision": None}
+        else:  # a Hub repo: the component is a subfolder of the same commit
+            location, load = root, {"subfolder": sub, "revision": place["revision"]}
+    elif "repo_id" in entry:
+        location, load = entry["repo_id"], {"revision": entry.get("revision")}
+    else:
+        raise ComponentLoadError(f"{root}: component {name!r} needs 'path' or 'repo_id' in config.json")
+    return ComponentSpec(location, {"model_class": entry["model_class"], **load}, options)
 
 
 #: arguments transformers' loaders pass (AutoModel, pipeline) or users know from other models that a composite

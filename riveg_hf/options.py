@@ -6,6 +6,14 @@
 * **Stage options** (:data:`STAGE_OPTIONS`) configure a stage when the pipeline is built
   (``RiVEGPipeline.from_components(..., mask_threshold=0.4)``); each names the stage that owns it and the
   stage's own argument. An option whose stage is absent is an error naming that stage, never silently dropped.
+
+**One rule for a name that is both** (``box_threshold``, ``entailment_threshold``): given when the pipeline is
+built (``from_components``, a composite's ``config.json``), it is the owning stage's default, saved with that
+stage; given at a call, it overrides that default for the call only (None, the call default: the stage's own).
+Both are checked by the same :meth:`CallOption.check`, so a value refused at a call (``box_threshold=5.0``) is
+refused with the same message when the pipeline is built or a checkpoint is loaded
+(:func:`riveg_hf.modeling_riveg.build_model`, the one construction path). A call default lives in this table
+(:attr:`CallOption.default`, :func:`call_defaults`), never in a hook's signature.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .images import DEFAULT_MAX_IMAGE_PIXELS
+
 __all__ = [
     "CALL_OPTIONS",
     "ERROR_MODES",
@@ -25,11 +35,15 @@ __all__ = [
     "VISIBILITY_MODES",
     "CallOption",
     "StageOption",
+    "call_defaults",
+    "check_stage_argument",
     "split_call_options",
     "validate_call_options",
 ]
 
+#: how masks are returned: COCO RLE (JSON-safe, the default), boolean arrays, or not at all
 MASK_FORMATS = ("rle", "array", "none")
+#: what an input that fails becomes: an error line in its place (the others go on), or an exception
 ERROR_MODES = ("return", "raise")
 #: Who decides "visible?": the entailment stage (RiVEG; the grounder then boxes what it passed), or the grounder
 #: itself (a vision-language grounder's answer = visible or not; the end-to-end style, no entailment call).
@@ -41,12 +55,17 @@ DEFAULT_MAX_ENTITIES_PER_IMAGE = 100
 
 @dataclass(frozen=True)
 class CallOption:
+    """An option given per call (``pipe(x, NAME=value)``): the hook that reads it, its kind, its default and its
+    check (:meth:`check`)."""
+
     name: str
     hook: str  # "preprocess" | "forward" | "postprocess"
     kind: str  # "unit" (a number in [0, 1]) | "bool" | "positive-int" | "choice" | "int"
     choices: tuple[str, ...] = ()
     nullable: bool = True
     doc: str = ""
+    #: the value a call gets when the option is not given (the hooks read it from here, not from a signature)
+    default: Any = None
 
     def check(self, value: Any, *, json_values: bool = False) -> Any:
         """``value`` if valid, else ValueError saying what was received and what is expected (``json_values``:
@@ -96,28 +115,72 @@ def _json(value: Any) -> str:
         return repr(value)
 
 
+#: every call option, by name: the one table the pipeline, the CLI and the endpoint handler validate with
 CALL_OPTIONS: dict[str, CallOption] = {
     o.name: o
     for o in (
-        CallOption("max_image_pixels", "preprocess", "positive-int", doc="largest accepted image (pixels)"),
-        CallOption("allow_url_images", "preprocess", "bool", doc="fetch http(s) image URLs (off by default)"),
-        CallOption("max_entities_per_image", "forward", "positive-int", doc="entities grounded per image"),
+        CallOption(
+            "max_image_pixels",
+            "preprocess",
+            "positive-int",
+            doc="largest accepted image (pixels)",
+            default=DEFAULT_MAX_IMAGE_PIXELS,
+        ),
+        CallOption(
+            "allow_url_images",
+            "preprocess",
+            "bool",
+            doc="fetch http(s) image URLs (off by default)",
+            default=False,
+        ),
+        CallOption(
+            "max_entities_per_image",
+            "forward",
+            "positive-int",
+            doc="entities grounded per image",
+            default=DEFAULT_MAX_ENTITIES_PER_IMAGE,
+        ),
         CallOption("vision_batch_size", "forward", "positive-int", doc="images per vision forward"),
         CallOption(
-            "visibility", "forward", "choice", VISIBILITY_MODES, nullable=False, doc="who decides visible"
+            "visibility",
+            "forward",
+            "choice",
+            VISIBILITY_MODES,
+            nullable=False,
+            doc="who decides visible",
+            default="entailment",
         ),
-        CallOption("box_threshold", "forward", "unit", doc="the locator's score for a box (no entailment)"),
-        CallOption("entailment_threshold", "forward", "unit", doc="P(visible) for a box"),
-        CallOption("use_descriptions", "forward", "bool", doc="ground the descriptions, not the names"),
+        CallOption(
+            "box_threshold",
+            "forward",
+            "unit",
+            doc="the locator's score for a box (no entailment); None: the stage's",
+        ),
+        CallOption("entailment_threshold", "forward", "unit", doc="P(visible) for a box; None: the stage's"),
+        CallOption(
+            "use_descriptions", "forward", "bool", doc="ground the descriptions, not the names", default=True
+        ),
         CallOption(
             "use_knowledge", "forward", "bool", doc="feed LLM knowledge to a recognizer trained with it"
         ),
         CallOption("return_masks", "forward", "bool", doc="masks (default: task segmented-mner)"),
         CallOption(
-            "errors", "forward", "choice", ERROR_MODES, nullable=False, doc="an input's error: return/raise"
+            "errors",
+            "forward",
+            "choice",
+            ERROR_MODES,
+            nullable=False,
+            doc="an input's error: return/raise",
+            default="return",
         ),
         CallOption(
-            "mask_format", "postprocess", "choice", MASK_FORMATS, nullable=False, doc="rle | array | none"
+            "mask_format",
+            "postprocess",
+            "choice",
+            MASK_FORMATS,
+            nullable=False,
+            doc="rle | array | none",
+            default="rle",
         ),
     )
 }
@@ -147,7 +210,9 @@ def validate_call_options(
     for key, value in options.items():
         opt = CALL_OPTIONS[key]
         if choices and key in choices:
-            opt = CallOption(opt.name, opt.hook, "choice", tuple(choices[key]), opt.nullable, opt.doc)
+            opt = CallOption(
+                opt.name, opt.hook, "choice", tuple(choices[key]), opt.nullable, opt.doc, opt.default
+            )
         out[key] = opt.check(value, json_values=json_values)
     return out
 
@@ -158,6 +223,14 @@ def split_call_options(options: Mapping[str, Any]) -> tuple[dict, dict, dict]:
     for key, value in validate_call_options(options).items():
         hooks[CALL_OPTIONS[key].hook][key] = value
     return hooks["preprocess"], hooks["forward"], hooks["postprocess"]
+
+
+def call_defaults(hook: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every call option of ``hook`` (``"preprocess"``, ``"forward"``, ``"postprocess"``): its table default,
+    overridden by ``given`` (already validated)."""
+    out = {o.name: o.default for o in CALL_OPTIONS.values() if o.hook == hook}
+    out.update(given or {})
+    return out
 
 
 @dataclass(frozen=True)
@@ -171,6 +244,7 @@ class StageOption:
     alternative: str | None = None
 
 
+#: every construction option of ``from_components``, by name: the stage that owns it and its argument there
 STAGE_OPTIONS: dict[str, StageOption] = {
     o.name: o
     for o in (
@@ -197,3 +271,19 @@ STAGE_OPTIONS: dict[str, StageOption] = {
         StageOption("reader_system_prompt_file", "reader", "system_prompt_file"),
     )
 }
+
+#: (stage, its argument) -> the option's public name (``("entailment", "threshold")`` -> ``entailment_threshold``)
+STAGE_ARGUMENTS: dict[tuple[str, str], str] = {
+    **{(o.stage, o.argument): o.name for o in STAGE_OPTIONS.values()},
+    **{(o.alternative, o.argument): o.name for o in STAGE_OPTIONS.values() if o.alternative},
+}
+
+
+def check_stage_argument(stage: str, argument: str, value: Any) -> Any:
+    """``value`` for ``argument`` of ``stage`` (a constructor's option or a checkpoint's), checked by the rule of
+    its call option when the name is also one (``box_threshold``: the same message as ``pipe(x,
+    box_threshold=...)``); other arguments are the stage family's to check (its declared options)."""
+    name = STAGE_ARGUMENTS.get((stage, argument))
+    if name is None or name not in CALL_OPTIONS or value is None:
+        return value
+    return CALL_OPTIONS[name].check(value)

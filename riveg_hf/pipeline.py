@@ -38,28 +38,27 @@ import contextlib
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import Pipeline, PreTrainedModel
+from transformers import Pipeline
 from transformers.utils import logging
 
-from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from .images import ImageLoadError, load_image
 from .masks import encode_rle
-from .modeling_riveg import TASKS, RiVEGConfig, RiVEGModel
+from .modeling_riveg import TASKS, ComponentSpec, RiVEGConfig, RiVEGModel, build_model, check_task
 from .net import URLFetchError
 from .options import (
-    CALL_OPTIONS,
-    DEFAULT_MAX_ENTITIES_PER_IMAGE,
     ERROR_MODES,  # noqa: F401  (re-exported: riveg_hf.pipeline.ERROR_MODES)
     MASK_FORMATS,  # noqa: F401
-    STAGE_OPTIONS,
     VISIBILITY_MODES,  # noqa: F401
+    call_defaults,
     split_call_options,
 )
-from .stages import STAGES, ComponentLoadError, Expander, ExpansionRequest, ReadRequest, Stage
-from .stages.grounder import Localization, LocateRequest
+from .stages import Expander, ExpansionRequest, ReadRequest, Stage
+from .stages.grounder import LocateRequest
+from .stages.registry import resolve_path
 from .text import join_words, split_words
 from .types import GroundedEntity
 
@@ -97,21 +96,96 @@ class _Run:
 
 
 @dataclass
+class _Input:
+    """One input as ``preprocess`` read it: the text, its words with their character offsets, the image (loaded),
+    the PGIM knowledge and the caption (both filled in by the forward pass when an LLM writes them)."""
+
+    index: int
+    id: Any
+    text: str
+    words: list[str]
+    offsets: list[tuple[int, int]]
+    from_tokens: bool
+    image: Any
+    knowledge: list[str] | None
+    caption: str | None
+    #: what a joint reader's answer gave that is not kept (logged once the input is answered)
+    reader_notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Entity:
+    """One entity, from recognition (or the joint reader) to the output. Each step fills its own fields: describe
+    (``description``), decide visibility (``groundable_score``, ``visible``), locate (``box``, ``box_score``,
+    ``note``; the locator's own ``mask``), keep (``groundable``), segment (``mask``). :meth:`output` is the
+    validated :class:`~riveg_hf.types.GroundedEntity`."""
+
+    entity: str
+    type: str
+    start: int
+    end: int
+    score: float | None
+    #: word offsets, kept for an input given as ``tokens`` only (the output has them then)
+    token_start: int | None = None
+    token_end: int | None = None
+    description: str | None = None
+    description_source: str | None = None
+    #: the entailment stage's decision: the locator is asked for the visible entities only
+    visible: bool = True
+    groundable: bool = False
+    groundable_score: float | None = None
+    box: list[float] | None = None
+    box_score: float | None = None
+    mask: Any = None
+    #: why the entity has no box, when that is worth saying (``"grounding"`` in the output)
+    note: str | None = None
+
+    def clear_grounding(self) -> None:
+        """Back to "not grounded yet" (an image retried alone starts again from here)."""
+        self.visible, self.groundable, self.note = True, False, None
+        self.groundable_score = self.box = self.box_score = self.mask = None
+
+    def output(self, mask_format: str) -> GroundedEntity:
+        """The validated result, its mask written as ``mask_format`` asks (COCO RLE, the array, or none)."""
+        mask = self.mask
+        if mask is not None and mask_format != "array":
+            mask = None if mask_format == "none" else encode_rle(mask)
+        return GroundedEntity(
+            entity=self.entity,
+            type=self.type,
+            start=self.start,
+            end=self.end,
+            score=self.score,
+            description=self.description,
+            description_source=self.description_source,
+            groundable=self.groundable,
+            groundable_score=self.groundable_score,
+            box=self.box,
+            box_score=self.box_score,
+            mask=mask,
+            token_start=self.token_start,
+            token_end=self.token_end,
+            extra={"grounding": self.note} if self.note else {},
+        )
+
+
+@dataclass
 class _Job:
     """One image to ground: its position in the batch, the image, its (capped) entities, the tweet."""
 
     item: int
     image: Any
-    entities: list[dict[str, Any]]
+    entities: list[_Entity]
     text: str
 
 
 @dataclass
-class _Located:
-    """The locator's answer for one job: ``index`` maps an entity of the job to its entry in ``result``."""
+class _Result:
+    """One input's answer from the forward pass: its entities, or the error that lost it."""
 
-    index: dict[int, int]
-    result: Localization
+    index: int
+    entities: list[_Entity]
+    error: BaseException | None = None
 
 
 class RiVEGInputError(ValueError):
@@ -179,84 +253,37 @@ class RiVEGPipeline(Pipeline):
         local_files_only: bool = False,
         token: str | bool | None = None,
         cache_dir: str | None = None,
+        force_download: bool = False,
+        proxies: dict[str, str] | None = None,
         **options: Any,
     ) -> RiVEGPipeline:
-        """Build the pipeline from its components.
+        """Build the pipeline from its components, through :func:`riveg_hf.modeling_riveg.build_model` (the path
+        ``pipeline(task, model=DIR)`` loads a composite through too).
 
-        Each component is a hub id, a local folder, an already-loaded model (its processor is
-        loaded from ``model.name_or_path``), a ``(model, processor)`` pair, or a ready
-        :class:`~riveg_hf.stages.Stage`. ``expander=None`` uses the template descriptions.
-        ``revision``, ``local_files_only``, ``token``, ``cache_dir`` and ``dtype`` reach every
-        component loaded here; ``device`` places them all.
+        Each component is a hub id, a local folder, ``"endpoint:URL"`` (a model on a server), a loaded model (its
+        processor from ``model.name_or_path``), a ``(model, processor)`` pair, or a ready
+        :class:`~riveg_hf.stages.Stage`. ``expander=None``: the template descriptions. The Hub arguments and
+        ``dtype`` reach every component loaded here; ``device`` places them all.
 
-        Stage options (:data:`riveg_hf.options.STAGE_OPTIONS`, each owned by one stage; an option for an absent
-        stage is an error naming it): ``label_map``, ``stride``, ``max_length`` (recognizer); ``prompt``,
-        ``template``, ``max_new_tokens``, ``knowledge_prompt``, ``endpoint_model`` (expander); ``hypothesis``,
-        ``logit_bias``, ``entailment_threshold`` (entailment); ``box_threshold`` (the grounder, or a SAM 3
-        segmenter that finds the boxes); ``mask_threshold`` (segmenter). Call options saved as defaults: ``use_descriptions``,
-        ``use_knowledge``, ``return_masks``, ``mask_format``, ``errors``, ``max_image_pixels``,
-        ``allow_url_images`` (False: image URLs are refused; see README, Security),
-        ``max_entities_per_image`` (100: entities past it keep ``box=None`` and say so in ``"grounding"``).
+        ``options``: stage options (:data:`riveg_hf.options.STAGE_OPTIONS`: ``label_map``, ``box_threshold``,
+        ``mask_threshold``, ``reader_*`` ...; each goes to the stage that owns it, an option for an absent stage
+        is an error naming it; ``endpoint_model`` / ``endpoint_family`` go to every served component) and call
+        options saved as the pipeline's defaults (:data:`riveg_hf.options.CALL_OPTIONS`). A threshold given here
+        is its stage's default, saved with it; the same name at a call overrides it for that call; both are
+        checked alike (see :mod:`riveg_hf.options`). Any other name is a TypeError listing the valid ones.
 
         >>> pipe = RiVEGPipeline.from_components(  # doctest: +SKIP
         ...     recognizer="dslim/bert-base-NER", grounder="IDEA-Research/grounding-dino-tiny",
         ...     entailment="Salesforce/blip-itm-base-coco", segmenter="facebook/sam2.1-hiera-tiny")
         """
-        if recognizer is None and reader is None:
-            raise ValueError(
-                "from_components needs a recognizer (a token-classification checkpoint), or a joint reader "
-                "(reader=...: a vision-language model that writes entities, types and boxes in one answer)."
-            )
-        if reader is not None:
-            clash = [k for k, v in {"recognizer": recognizer, "expander": expander, "captioner": captioner,
-                                    "entailment": entailment, "grounder": grounder}.items() if v is not None]  # fmt: skip
-            if clash:
-                raise ValueError(
-                    f"from_components: a joint reader finds the entities, their types, visibility and boxes itself; "
-                    f"{clash} would never run beside it. Pass reader=... with segmenter= only (masks of its boxes)."
-                )
-        given = {
-            "reader": reader,
-            "recognizer": recognizer,
-            "captioner": captioner,
-            "expander": expander,
-            "entailment": entailment,
-            "grounder": grounder,
-            "segmenter": segmenter,
-        }
-        stage_opts, call_opts = _route_options(options, {k for k, v in given.items() if v is not None})
-        hub = {
-            "revision": revision,
-            "local_files_only": local_files_only,
-            "token": token,
-            "cache_dir": cache_dir,
-            "dtype": dtype,
-        }
-        stages: dict[str, Stage] = {}
-        for name, spec in given.items():
-            if spec is None:
-                if name == "expander" and reader is None:
-                    stages[name] = Expander(None, None, **stage_opts[name])
-                continue
-            stages[name] = _make_stage(STAGES[name], spec, stage_opts[name], hub, stage_opts["_served"])
-        for key, value in stage_opts.pop(
-            "_locator", {}
-        ).items():  # a segmenter that locates owns box_threshold
-            seg = stages["segmenter"]
-            if seg.locator() is None:
-                raise ValueError(
-                    f"{key} is an option of the grounder (the stage that finds boxes), and this pipeline has none: "
-                    f"{type(seg.model).__name__} segments boxes it is given. Pass grounder=... (or a SAM 3 "
-                    "segmenter, which finds boxes itself), or leave out box_threshold."
-                )
-            setattr(seg, key, value)
-        if task is None:
-            task = "segmented-mner" if "segmenter" in stages else "grounded-mner"
-        _check_task(task)
-        if task == "segmented-mner" and "segmenter" not in stages:
-            raise ValueError("task 'segmented-mner' needs a segmenter (e.g. facebook/sam2.1-hiera-tiny).")
-        config = RiVEGConfig(task=task, pipeline_options=call_opts)
-        model = RiVEGModel(config, stages)
+        if expander is None and reader is None:
+            expander = ComponentSpec()  # the template descriptions (no LLM)
+        components = {"reader": reader, "recognizer": recognizer, "captioner": captioner, "expander": expander,
+                      "entailment": entailment, "grounder": grounder, "segmenter": segmenter}  # fmt: skip
+        hub = {"revision": revision, "local_files_only": local_files_only, "token": token, "cache_dir": cache_dir,
+               "force_download": force_download, "proxies": proxies}  # fmt: skip
+        hub = {k: v for k, v in hub.items() if v is not None}
+        model = build_model(components, options, task=task, hub={**hub, "dtype": dtype})
         if dtype is not None and dtype != "auto":
             model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         return cls(model=model, device=device)
@@ -275,17 +302,16 @@ class RiVEGPipeline(Pipeline):
             stage = self.stages.get(stage_name)
             if stage is None or stage.model is None:
                 continue
-            for path in getattr(stage, "compile_modules", ()):
+            for path, module in stage.compiled_modules().items():  # a path that names nothing is an error
+                if hasattr(module, "_orig_mod"):  # compiled already
+                    continue
                 owner, _, leaf = path.rpartition(".")
-                parent = stage
-                for part in owner.split(".") if owner else []:
-                    parent = getattr(parent, part, None)
-                    if parent is None:
-                        break
-                module = getattr(parent, leaf, None) if parent is not None else None
-                if isinstance(module, torch.nn.Module) and not hasattr(module, "_orig_mod"):
-                    setattr(parent, leaf, torch.compile(module, **compile_kwargs))
-                    done.append(f"{stage_name}.{path.removeprefix('model.')}")
+                setattr(
+                    resolve_path(stage, owner) if owner else stage,
+                    leaf,
+                    torch.compile(module, **compile_kwargs),
+                )
+                done.append(f"{stage_name}.{path.removeprefix('model.')}")
         return done
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
@@ -357,18 +383,17 @@ class RiVEGPipeline(Pipeline):
         )
 
     # ------------------------------------------------------------------ the four hooks
-    def preprocess(
-        self,
-        inputs: Any,
-        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
-        allow_url_images: bool = False,
-        index: int = 0,
-    ):
+    def preprocess(self, inputs: Any, index: int = 0, **options: Any) -> _Input:
+        """One input -> an :class:`_Input` (its image loaded, its words split); options: ``max_image_pixels``,
+        ``allow_url_images`` (defaults: :data:`riveg_hf.options.CALL_OPTIONS`)."""
+        opts = call_defaults("preprocess", options)
         item = _normalize_input(inputs)
         image = item.get("image")
         if image is not None:
             try:
-                image = load_image(image, max_image_pixels=max_image_pixels, allow_urls=allow_url_images)
+                image = load_image(
+                    image, max_image_pixels=opts["max_image_pixels"], allow_urls=opts["allow_url_images"]
+                )
             except (ImageLoadError, URLFetchError) as err:
                 raise RiVEGInputError(str(err)) from None
         elif not self._warned_no_image:
@@ -388,60 +413,46 @@ class RiVEGPipeline(Pipeline):
         knowledge = item.get("knowledge")
         if isinstance(knowledge, str):
             knowledge = knowledge.split() or None  # whitespace words, as in the training files
-        return {
-            "index": index,
-            "id": item.get("id"),
-            "text": text,
-            "words": words,
-            "offsets": offsets,
-            "from_tokens": "tokens" in item,
-            "image": image,
-            "knowledge": knowledge,
-            "caption": item.get("caption"),
-        }
+        return _Input(index, item.get("id"), text, words, offsets, "tokens" in item, image, knowledge,
+                      item.get("caption"))  # fmt: skip
 
-    def _forward(
-        self,
-        batch: list[dict[str, Any]],
-        box_threshold: float | None = None,
-        entailment_threshold: float | None = None,
-        use_descriptions: bool = True,
-        use_knowledge: bool | None = None,
-        return_masks: bool | None = None,
-        errors: str = "return",
-        max_entities_per_image: int | None = DEFAULT_MAX_ENTITIES_PER_IMAGE,
-        vision_batch_size: int | None = None,
-        visibility: str = "entailment",
-    ) -> list[dict[str, Any]]:
+    def _forward(self, batch: list[_Input], **options: Any) -> list[_Result]:
         """The stages over one batch, as named steps: caption -> recognize -> describe -> cap entities ->
-        (decide visibility -> locate -> segment, per batch with a per-image retry) -> collect."""
-        if return_masks is None:
-            return_masks = self.task == "segmented-mner"
-        run = _Run(
-            self._stage("recognizer"),
-            self._stage("expander") or Expander(None, None),
-            self._stage("captioner"),
-            None if visibility == "grounder" else self._stage("entailment"),
-            self._locator(),
-            self._mask_stage(return_masks),
-            box_threshold,
-            entailment_threshold,
-            use_descriptions,
-            use_knowledge,
-            vision_batch_size,
-            self._stage("reader"),
-        )
+        (decide visibility -> locate -> keep -> segment, per batch with a per-image retry) -> collect. Options:
+        the forward call options (defaults: :data:`riveg_hf.options.CALL_OPTIONS`)."""
+        opts = call_defaults("forward", options)
+        run = self._run_of(opts)
         if run.reader is not None:  # one model reads entities, types and boxes; the segmenter still segments
-            entities = [[] for _ in batch]
-            jobs = [_Job(k, b["image"], entities[k], b["text"]) for k, b in enumerate(batch)]
-            failed = self._each_image_on_failure(jobs, lambda js: self._read(batch, js, run))  # 2-6
-            return self._collect(batch, entities, failed, errors)  # 8
+            entities: list[list[_Entity]] = [[] for _ in batch]
+            jobs = [_Job(k, b.image, entities[k], b.text) for k, b in enumerate(batch)]
+            failed = self._each_image_on_failure(jobs, lambda js: self._read(batch, js, run))  # 2-7
+            return self._collect(batch, entities, failed, opts["errors"])  # 8
         self._caption(batch, run)  # 1
         spans = self._recognize(batch, run)  # 2
         entities = self._describe(batch, spans, run)  # 3
-        jobs = self._cap_entities(batch, entities, run.locator, max_entities_per_image)  # 4
+        jobs = self._cap_entities(batch, entities, run.locator, opts["max_entities_per_image"])  # 4
         failed = self._each_image_on_failure(jobs, lambda js: self._ground(js, run))  # 5-7
-        return self._collect(batch, entities, failed, errors)  # 8
+        return self._collect(batch, entities, failed, opts["errors"])  # 8
+
+    def _run_of(self, opts: dict[str, Any]) -> _Run:
+        """The stages this call runs, with its options."""
+        return_masks = opts["return_masks"]
+        if return_masks is None:
+            return_masks = self.task == "segmented-mner"
+        return _Run(
+            self._stage("recognizer"),
+            self._stage("expander") or Expander(None, None),
+            self._stage("captioner"),
+            None if opts["visibility"] == "grounder" else self._stage("entailment"),
+            self._locator(),
+            self._mask_stage(return_masks),
+            opts["box_threshold"],
+            opts["entailment_threshold"],
+            opts["use_descriptions"],
+            opts["use_knowledge"],
+            opts["vision_batch_size"],
+            self._stage("reader"),
+        )
 
     # ------------------------------------------------------------------ the steps
     def _locator(self):
@@ -460,109 +471,77 @@ class RiVEGPipeline(Pipeline):
             )
         return segmenter if return_masks else None
 
-    def _caption(self, batch: list[dict[str, Any]], run: _Run) -> None:
+    def _caption(self, batch: list[_Input], run: _Run) -> None:
         """1. Captions, once per image, only when an LLM will read them."""
         if run.captioner is None or not run.expander.has_llm:
             return
-        need = [b for b in batch if b["image"] is not None and b.get("caption") is None and b["words"]]
+        need = [b for b in batch if b.image is not None and b.caption is None and b.words]
         if need:
-            for b, cap in zip(need, run.captioner.caption([b["image"] for b in need])):
-                b["caption"] = cap
+            for b, cap in zip(need, run.captioner.caption([b.image for b in need])):
+                b.caption = cap
 
-    def _recognize(self, batch: list[dict[str, Any]], run: _Run) -> list[list]:
+    def _recognize(self, batch: list[_Input], run: _Run) -> list[list]:
         """2. The recognizer once over the batch (with PGIM knowledge when it was trained with it)."""
         knowledge = [None] * len(batch)
         if run.recognizer.uses_knowledge and run.use_knowledge is not False:
-            missing = [b for b in batch if b["knowledge"] is None and b["words"]]
+            missing = [b for b in batch if b.knowledge is None and b.words]
             if missing and run.expander.has_llm:
-                written = run.expander.knowledge(
-                    [b["text"] for b in missing], [b.get("caption") for b in missing]
-                )
+                written = run.expander.knowledge([b.text for b in missing], [b.caption for b in missing])
                 for b, k in zip(missing, written):
-                    b["knowledge"] = k.split() or None
-            knowledge = [b["knowledge"] for b in batch]
+                    b.knowledge = k.split() or None
+            knowledge = [b.knowledge for b in batch]
         spans: list[list] = [[] for _ in batch]
-        has_words = [i for i, b in enumerate(batch) if b["words"]]
+        has_words = [i for i, b in enumerate(batch) if b.words]
         if has_words:
-            found = run.recognizer([batch[i]["words"] for i in has_words], [knowledge[i] for i in has_words])
+            found = run.recognizer([batch[i].words for i in has_words], [knowledge[i] for i in has_words])
             for i, sp in zip(has_words, found):
                 spans[i] = sp
         return spans
 
-    def _describe(
-        self, batch: list[dict[str, Any]], spans: list[list], run: _Run
-    ) -> list[list[dict[str, Any]]]:
-        """3. The entities as output records, with their descriptions (once over the batch, cached)."""
-        entities: list[list[dict[str, Any]]] = []
+    def _describe(self, batch: list[_Input], spans: list[list], run: _Run) -> list[list[_Entity]]:
+        """3. The entities as records, with their descriptions (once over the batch, cached)."""
+        entities = [[_span_entity(b, sp) for sp in item_spans] for b, item_spans in zip(batch, spans)]
         requests: list[ExpansionRequest] = []
-        for b, item_spans in zip(batch, spans):
-            ents = []
-            for sp in item_spans:
-                c0, c1 = b["offsets"][sp.start][0], b["offsets"][sp.end - 1][1]
-                ents.append({"entity": b["text"][c0:c1], "type": sp.type, "start": c0, "end": c1, "score": sp.score,
-                             "token_start": sp.start, "token_end": sp.end, "groundable": False,
-                             "groundable_score": None, "box": None, "box_score": None, "mask": None})  # fmt: skip
-            names = tuple(dict.fromkeys(e["entity"] for e in ents))
-            for e in ents:
-                others = tuple(n for n in names if n != e["entity"])
-                requests.append(ExpansionRequest(e["entity"], e["type"], b["text"], b.get("caption"), others))
-            entities.append(ents)
-        described = iter(run.expander.describe_detailed(requests)) if requests else iter(())
-        for ents in entities:
-            for ent in ents:
-                d = next(described)
-                ent["description"], ent["description_source"] = d.description, d.source
+        for b, ents in zip(batch, entities):
+            names = tuple(dict.fromkeys(e.entity for e in ents))
+            requests += [ExpansionRequest(e.entity, e.type, b.text, b.caption, tuple(n for n in names if n != e.entity))
+                         for e in ents]  # fmt: skip
+        if requests:
+            described = run.expander.describe_detailed(requests)
+            for ent, d in zip((e for ents in entities for e in ents), described, strict=True):
+                ent.description, ent.description_source = d.description, d.source
         return entities
 
-    def _read(self, batch: list[dict[str, Any]], jobs: list[_Job], run: _Run) -> None:
+    def _read(self, batch: list[_Input], jobs: list[_Job], run: _Run) -> None:
         """2-7 with a joint reader: one answer per tweet (entities placed on the text, types, boxes), then the
         segmenter's masks of its boxes, once per image."""
         readings = run.reader.read_many(
-            [ReadRequest(j.image, j.text, batch[j.item].get("id")) for j in jobs],
+            [ReadRequest(j.image, j.text, batch[j.item].id) for j in jobs],
             vision_batch_size=self._vbs(run.reader, run),
         )
         failed = [r.error for r in readings if r.error]
         if failed:  # unknown, never "no entity": that tweet becomes an error line (each tweet retried alone)
             raise RuntimeError(failed[0])
         for job, reading in zip(jobs, readings):
-            b = batch[job.item]
-            job.entities.clear()
-            for e in reading.entities:
-                words = [w for w, (a, z) in enumerate(b["offsets"]) if a < e.end and z > e.start]
-                ent = {"entity": e.entity, "type": e.type, "start": e.start, "end": e.end, "score": None,
-                       "token_start": words[0] if words else None, "token_end": words[-1] + 1 if words else None,
-                       "groundable": e.box is not None, "groundable_score": None, "box": e.box,
-                       "box_score": e.box_score, "mask": None, "description": None, "description_source": None}  # fmt: skip
-                if e.note:
-                    ent["grounding"] = e.note
-                job.entities.append(ent)
-            if reading.notes:
-                b["reader_notes"] = list(reading.notes)
-        if run.segmenter is None:
-            return
-        todo = [j for j in jobs if j.image is not None and any(e["box"] is not None for e in j.entities)]
-        if not todo:
-            return
-        order = [[i for i, e in enumerate(j.entities) if e["box"] is not None] for j in todo]
-        masks = run.segmenter.segment_many(
-            [(j.image, [j.entities[i]["box"] for i in o]) for j, o in zip(todo, order)],
-            vision_batch_size=self._vbs(run.segmenter, run),
-        )
-        for j, o, ms in zip(todo, order, masks):
-            for i, m in zip(o, ms):
-                j.entities[i]["mask"] = m
+            item = batch[job.item]
+            job.entities[:] = [_read_entity(item, e) for e in reading.entities]
+            item.reader_notes = list(reading.notes)
+        if run.segmenter is not None:
+            with_boxes = [j for j in jobs if j.image is not None and any(e.groundable for e in j.entities)]
+            if with_boxes:
+                self._add_masks(with_boxes, run)
 
-    def _cap_entities(self, batch, entities, locator, cap: int | None) -> list[_Job]:
+    def _cap_entities(self, batch: list[_Input], entities, locator, cap: int | None) -> list[_Job]:
         """4. One grounding job per image with entities; entities past the cap are kept, with a note."""
         jobs = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
-            if b["image"] is None or not ents or locator is None:
+            if b.image is None or not ents or locator is None:
                 continue
             limit = len(ents) if cap is None else cap
             for ent in ents[limit:]:
-                ent["grounding"] = (f"skipped: the image has {len(ents)} entities, above "
-                                    f"max_entities_per_image={limit}; raise it to ground them")  # fmt: skip
-            jobs.append(_Job(k, b["image"], ents[:limit], b["text"]))
+                ent.note = (f"skipped: the image has {len(ents)} entities, above "
+                            f"max_entities_per_image={limit}; raise it to ground them")  # fmt: skip
+            jobs.append(_Job(k, b.image, ents[:limit], b.text))
         return jobs
 
     def _each_image_on_failure(self, jobs: list[_Job], step) -> dict[int, BaseException]:
@@ -582,34 +561,29 @@ class RiVEGPipeline(Pipeline):
         return failed
 
     def _ground(self, jobs: list[_Job], run: _Run) -> None:
-        """5-7. Decide visibility, locate, segment: each vision model encodes each image once."""
-        visible, probs = self._decide_visibility(jobs, run)  # 5
-        located = self._locate(jobs, visible, run)  # 6
-        keep = self._kept(jobs, visible, located, run)
-        masks = self._segment(jobs, located, keep, run)  # 7
-        for job, pr, loc, kp, ms in zip(jobs, probs, located, keep, masks):
-            for i, ent in enumerate(job.entities):
-                k = loc.index.get(i)
-                box = loc.result.boxes[k] if k is not None else None
-                score = loc.result.score(k) if k is not None else None
-                ent.update(groundable=i in kp, groundable_score=pr[i] if pr[i] is not None else score,
-                           box=box if i in kp else None, box_score=score, mask=ms.get(i))  # fmt: skip
-                note = loc.result.notes[k] if k is not None else None
-                if note:
-                    ent["grounding"] = note
+        """5-7. Decide visibility, locate, keep, segment: each vision model encodes each image once; each entity
+        record receives its own results."""
+        for job in jobs:
+            for ent in job.entities:
+                ent.clear_grounding()
+        self._decide_visibility(jobs, run)  # 5
+        self._locate(jobs, run)  # 6
+        self._keep(jobs, run)
+        self._segment(jobs, run)  # 7
 
     def _vbs(self, stage, run: _Run) -> int:
         return run.vision_batch_size or self.default_vision_batch_size(stage)
 
-    def _decide_visibility(
-        self, jobs: list[_Job], run: _Run
-    ) -> tuple[list[list[bool]], list[list[float | None]]]:
-        """5. The entailment stage's P(visible) per entity (RiVEG), or every entity passed on to the locator."""
-        if run.entailment is None:
-            return [[True] * len(j.entities) for j in jobs], [[None] * len(j.entities) for j in jobs]
+    def _decide_visibility(self, jobs: list[_Job], run: _Run) -> None:
+        """5. The entailment stage's P(visible) per entity (RiVEG): its ``groundable_score``, and ``visible`` when
+        it passes the threshold; without an entailment stage every entity is passed on to the locator. An
+        unknown P(visible) (NaN: a served entailer failed) is never a confident "no": score None, with the note."""
         ent = run.entailment
-        hyps = [ent.hypotheses([(e["entity"], e["type"], e["description"] or e["entity"]) for e in j.entities])
-                for j in jobs]  # fmt: skip
+        if ent is None:
+            return
+        hyps = [
+            ent.hypotheses([(e.entity, e.type, e.description or e.entity) for e in j.entities]) for j in jobs
+        ]
         items = [(j.image, h) for j, h in zip(jobs, hyps)]
         noted = getattr(ent, "score_many_noted", None)  # a served entailer says why a score is unknown
         if noted is not None:
@@ -618,111 +592,87 @@ class RiVEGPipeline(Pipeline):
             probs = ent.score_many(items, vision_batch_size=self._vbs(ent, run))
             notes = [[None] * len(h) for h in hyps]
         threshold = ent.threshold if run.entailment_threshold is None else run.entailment_threshold
-        # an unknown P(visible) (NaN: the server failed) is never a confident "no": score None, with the note
-        scores = [
-            [float(p) if p is not None and math.isfinite(float(p)) else None for p in pr] for pr in probs
-        ]
-        for job, nt in zip(jobs, notes):
-            for e, note in zip(job.entities, nt):
-                if note:
-                    e["grounding"] = note
-        return [[sc is not None and sc >= threshold for sc in row] for row in scores], scores
+        for job, row, row_notes in zip(jobs, probs, notes):
+            for e, p, note in zip(job.entities, row, row_notes):
+                e.groundable_score = float(p) if p is not None and math.isfinite(float(p)) else None
+                e.visible = e.groundable_score is not None and e.groundable_score >= threshold
+                e.note = note or e.note
 
-    def _locate(self, jobs: list[_Job], visible: list[list[bool]], run: _Run) -> list[_Located]:
-        """6. One request per image for the entities still visible: their descriptions (or names)."""
-        asked = [[i for i, v in enumerate(vis) if v] for vis in visible]
-        requests = []
-        for job, idx in zip(jobs, asked):
-            ents = [job.entities[i] for i in idx]
-            queries = [
-                e["description"] if run.use_descriptions and e.get("description") else e["entity"]
-                for e in ents
-            ]
-            context = [(e["entity"], e["type"], e["description"] or e["entity"]) for e in ents]
-            requests.append(LocateRequest(job.image, queries, text=job.text, entities=context))
+    def _locate(self, jobs: list[_Job], run: _Run) -> None:
+        """6. One request per image for its visible entities (their descriptions, or names); each entity receives
+        its box, the locator's score (its ``groundable_score`` too when the entailment stage gave none), its note
+        and, for a locator that segments (SAM 3) when masks are asked for, its mask."""
+        asked = [[e for e in j.entities if e.visible] for j in jobs]
+        requests = [
+            LocateRequest(j.image, [_query(e, run.use_descriptions) for e in ents], text=j.text,
+                          entities=[(e.entity, e.type, e.description or e.entity) for e in ents])
+            for j, ents in zip(jobs, asked)
+        ]  # fmt: skip
         results = run.locator.locate_many(requests, vision_batch_size=self._vbs(run.locator, run))
-        return [_Located({i: k for k, i in enumerate(idx)}, res) for idx, res in zip(asked, results)]
+        own_masks = run.segmenter is not None and run.locator.returns_masks
+        for ents, found in zip(asked, results, strict=True):
+            for k, e in enumerate(ents):
+                e.box, e.box_score, e.note = found.boxes[k], found.score(k), found.notes[k] or e.note
+                e.mask = found.mask(k) if own_masks else None
+                if e.groundable_score is None:
+                    e.groundable_score = e.box_score
 
-    def _kept(self, jobs, visible, located: list[_Located], run: _Run) -> list[set[int]]:
+    def _keep(self, jobs: list[_Job], run: _Run) -> None:
         """Which entities keep their box: with an entailment stage its decision is final and the locator's top
-        box is kept (as in RiVEG); without one, the locator's score decides (when it has scores)."""
-        locator = run.locator
-        threshold = locator.box_threshold if run.box_threshold is None else run.box_threshold
-        keep = []
-        for loc in located:
-            kept = set()
-            for i, k in loc.index.items():
-                box, score = loc.result.boxes[k], loc.result.score(k)
-                if box is not None and (run.entailment is not None or score is None or score >= threshold):
-                    kept.add(i)
-            keep.append(kept)
-        return keep
+        box is kept (as in RiVEG); without one, the locator's score decides (when it has scores). ``box_threshold``
+        of the call, else the locator's own."""
+        threshold = run.locator.box_threshold if run.box_threshold is None else run.box_threshold
+        for job in jobs:
+            for e in job.entities:
+                passes = run.entailment is not None or e.box_score is None or e.box_score >= threshold
+                e.groundable = e.visible and e.box is not None and passes
+                if not e.groundable:
+                    e.box, e.mask = None, None
 
-    def _segment(
-        self, jobs, located: list[_Located], keep: list[set[int]], run: _Run
-    ) -> list[dict[int, Any]]:
-        """7. Masks of the kept boxes: the locator's own (SAM 3 from text), else the segmenter, once per image."""
-        if run.segmenter is None:
-            return [{} for _ in jobs]
-        if run.locator.returns_masks:
-            return [{i: loc.result.mask(loc.index[i]) for i in sorted(kp)} for loc, kp in zip(located, keep)]
-        if not any(keep):
-            return [{} for _ in jobs]
-        order = [sorted(kp) for kp in keep]
-        items = [
-            (j.image, [loc.result.boxes[loc.index[i]] for i in o]) for j, loc, o in zip(jobs, located, order)
-        ]
-        segmented = run.segmenter.segment_many(items, vision_batch_size=self._vbs(run.segmenter, run))
-        return [dict(zip(o, m)) for o, m in zip(order, segmented)]
+    def _segment(self, jobs: list[_Job], run: _Run) -> None:
+        """7. Masks of the kept boxes: the locator's own (SAM 3 from text, set by ``_locate``), else the
+        segmenter's, once per image."""
+        if run.segmenter is None or run.locator.returns_masks:
+            return
+        if any(e.groundable for j in jobs for e in j.entities):
+            self._add_masks(jobs, run)
+
+    def _add_masks(self, jobs: list[_Job], run: _Run) -> None:
+        """The segmenter's mask of each kept box, every image of ``jobs`` in one ``segment_many``."""
+        kept = [[e for e in j.entities if e.groundable] for j in jobs]
+        masks = run.segmenter.segment_many(
+            [(j.image, [e.box for e in ents]) for j, ents in zip(jobs, kept)],
+            vision_batch_size=self._vbs(run.segmenter, run),
+        )
+        for ents, found in zip(kept, masks, strict=True):
+            for e, mask in zip(ents, found, strict=True):
+                e.mask = mask
 
     def _collect(
-        self, batch, entities, failed: dict[int, BaseException], errors: str
-    ) -> list[dict[str, Any]]:
-        """8. One output per input: its entities, or its error (raised with ``errors="raise"``)."""
+        self, batch: list[_Input], entities, failed: dict[int, BaseException], errors: str
+    ) -> list[_Result]:
+        """8. One result per input: its entities, or its error (raised with ``errors="raise"``)."""
         out = []
         for k, (b, ents) in enumerate(zip(batch, entities)):
-            if k in failed:
-                err = failed[k]
+            err = failed.get(k)
+            if err is not None:
                 if errors == "raise":
-                    raise RiVEGInputError(f"input {b['index']}: {err}") from err
-                out.append({"error": f"{type(err).__name__}: {err}", "index": b["index"]})
-            else:
-                out.append({"entities": ents, "from_tokens": b["from_tokens"], "id": b.get("id"),
-                            "reader_notes": b.get("reader_notes")})  # fmt: skip
+                    raise RiVEGInputError(f"input {b.index}: {err}") from err
+                out.append(_Result(b.index, [], err))
+                continue
+            for note in b.reader_notes:  # what the reader's answer gave that is not kept
+                where = f"id {b.id}" if b.id is not None else "an input"
+                logger.warning(f"{where}: the joint reader's answer: {note}")
+            out.append(_Result(b.index, ents))
         return out
 
-    def postprocess(self, model_outputs: dict[str, Any], mask_format: str = "rle") -> list[dict[str, Any]]:
-        if "error" in model_outputs:
-            return model_outputs
-        for note in model_outputs.get("reader_notes") or []:  # what the reader's answer gave that is not kept
-            where = f"id {model_outputs['id']}" if model_outputs.get("id") is not None else "an input"
-            logger.warning(f"{where}: the joint reader's answer: {note}")
-        results = []
-        for ent in model_outputs["entities"]:
-            mask = ent.get("mask")
-            if mask is not None:
-                mask = (
-                    None if mask_format == "none" else (mask if mask_format == "array" else encode_rle(mask))
-                )
-            g = GroundedEntity(
-                entity=ent["entity"],
-                type=ent["type"],
-                start=ent["start"],
-                end=ent["end"],
-                score=ent["score"],
-                description=ent["description"],
-                groundable=ent["groundable"],
-                groundable_score=ent["groundable_score"],
-                box=ent["box"],
-                box_score=ent["box_score"],
-                mask=mask,
-                token_start=ent["token_start"] if model_outputs["from_tokens"] else None,
-                token_end=ent["token_end"] if model_outputs["from_tokens"] else None,
-                description_source=ent.get("description_source"),
-                extra={"grounding": ent["grounding"]} if "grounding" in ent else {},
-            )
-            results.append(g.to_dict())
-        return results
+    def postprocess(self, model_outputs: _Result, **options: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        """Serialize one result: its entities (masks as ``mask_format`` asks), or its error line."""
+        mask_format = call_defaults("postprocess", options)["mask_format"]
+        if model_outputs.error is not None:
+            err = model_outputs.error
+            return {"error": f"{type(err).__name__}: {err}", "index": model_outputs.index}
+        return [e.output(mask_format).to_dict() for e in model_outputs.entities]
 
 
 class _BatchIterator(Iterator):
@@ -731,7 +681,7 @@ class _BatchIterator(Iterator):
     def __init__(self, pipe: RiVEGPipeline, inputs: Iterable, batch_size: int, pre, fwd, post):
         self.pipe, self.inputs, self.batch_size = pipe, iter(inputs), batch_size
         self.pre, self.fwd, self.post = pre, fwd, post
-        self.errors = fwd.get("errors", "return")
+        self.errors = call_defaults("forward", fwd)["errors"]
         self.pending: list[Any] = []
         self.index = 0
         self.total = len(inputs) if hasattr(inputs, "__len__") else None
@@ -761,7 +711,7 @@ class _BatchIterator(Iterator):
                 results[i] = {"error": f"{type(err).__name__}: {err}", "index": i}
         if prepared:
             for p, o in zip(prepared, self.pipe.forward(prepared, **self.fwd)):
-                results[p["index"]] = self.pipe.postprocess(o, **self.post)
+                results[p.index] = self.pipe.postprocess(o, **self.post)
         return [results[i] for i, _ in chunk]
 
 
@@ -771,11 +721,6 @@ class _SizedBatchIterator(_BatchIterator):
 
     def __len__(self) -> int:
         return self.total - self.index + len(self.pending)
-
-
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid: {list(TASKS)}")
 
 
 class _LazyRows(torch.utils.data.Dataset):
@@ -794,39 +739,24 @@ class _LazyRows(torch.utils.data.Dataset):
         return iter(self.ds)
 
 
-def _route_options(
-    options: dict[str, Any], present: set[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """from_components' options -> (per stage: its arguments; the call options saved as defaults). An option for
-    a stage that is absent is an error naming the stage (it used to be silently dropped)."""
-    per_stage: dict[str, dict[str, Any]] = {name: {} for name in STAGES}
-    per_stage["_served"] = {}  # endpoint_model / endpoint_family: every stage given as "endpoint:URL"
-    calls: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in ("endpoint_model", "endpoint_family"):
-            per_stage["_served"][key] = value
-            continue
-        opt = STAGE_OPTIONS.get(key)
-        if opt is None:
-            if key not in CALL_OPTIONS:
-                valid = sorted([*STAGE_OPTIONS, *CALL_OPTIONS])
-                raise TypeError(f"from_components: unknown option {key!r}; valid options: {valid}")
-            calls[key] = value
-            continue
-        if opt.stage in present or (
-            opt.stage == "expander" and "reader" not in present
-        ):  # the template expander
-            per_stage[opt.stage][opt.argument] = value
-        elif opt.alternative in present:
-            per_stage.setdefault("_locator", {})[opt.argument] = value  # checked once the stage is built
-        else:
-            owner = opt.stage + (f" (or a {opt.alternative} that locates)" if opt.alternative else "")
-            raise ValueError(
-                f"from_components: {key} is an option of the {owner}, and this pipeline has no {opt.stage}: pass "
-                f"{opt.stage}=... or leave out {key}."
-            )
-    split_call_options(calls)  # validated now, not at the first call
-    return per_stage, calls
+def _span_entity(item: _Input, span: Any) -> _Entity:
+    """The recognizer's word span as an entity of the input's text (word offsets for ``tokens`` input only)."""
+    c0, c1 = item.offsets[span.start][0], item.offsets[span.end - 1][1]
+    words = (span.start, span.end) if item.from_tokens else (None, None)
+    return _Entity(item.text[c0:c1], span.type, c0, c1, span.score, *words)
+
+
+def _read_entity(item: _Input, found: Any) -> _Entity:
+    """A joint reader's entity (placed on the text, with its box) as an entity record."""
+    words = [w for w, (a, z) in enumerate(item.offsets) if a < found.end and z > found.start]
+    span = (words[0], words[-1] + 1) if words and item.from_tokens else (None, None)
+    return _Entity(found.entity, found.type, found.start, found.end, None, *span, groundable=found.box is not None,
+                   box=found.box, box_score=found.box_score, note=found.note or None)  # fmt: skip
+
+
+def _query(entity: _Entity, use_descriptions: bool) -> str:
+    """What the locator looks for: the entity's description, or its name."""
+    return entity.description if use_descriptions and entity.description else entity.entity
 
 
 def _is_hf_dataset(x: Any) -> bool:
@@ -888,65 +818,15 @@ def _valid_unicode(text: str, field: str) -> str:
     return text
 
 
-def _make_stage(
-    stage_cls: type[Stage],
-    spec: Any,
-    options: dict[str, Any],
-    hub: dict[str, Any],
-    served: dict | None = None,
-) -> Stage:
-    """A Stage from a hub id / folder, ``"endpoint:URL"`` (a server), a loaded model, a (model, processor) pair
-    or a Stage. ``served``: ``endpoint_model`` / ``endpoint_family`` for a served stage."""
-    served = {k: v for k, v in (served or {}).items() if v is not None}
-    if isinstance(spec, Stage):
-        for key, value in options.items():
-            setattr(spec, key, value)
-        return spec
-    if isinstance(spec, str) and spec.startswith("endpoint:"):  # a model on an OpenAI-compatible server
-        return stage_cls.served(spec[len("endpoint:") :], **served, **options)
-    if isinstance(spec, Mapping) and "endpoint" in spec:  # {"endpoint": URL, "model": ..., "family": ...}
-        spec = dict(spec)
-        ep = {"url": spec.pop("endpoint"), **({"model": spec.pop("model")} if spec.get("model") else {})}
-        fam = {"endpoint_family": spec.pop("family")} if spec.get("family") else {}
-        return stage_cls.served(ep, **{**served, **fam}, **spec, **options)
-    if isinstance(spec, (str, os.PathLike)):
-        return stage_cls.from_pretrained(
-            spec, **{k: v for k, v in hub.items() if v is not None or k == "dtype"}, **options
-        )
-    processor = None
-    model = spec
-    if isinstance(spec, tuple) and len(spec) == 2:
-        model, processor = spec
-    if not isinstance(model, PreTrainedModel):
-        raise TypeError(
-            f"{stage_cls.name}: expected a hub id, a local folder, a loaded model, a (model, processor) pair or a "
-            f"Stage; got {type(spec).__name__}."
-        )
-    if processor is None:
-        from transformers import AutoProcessor, AutoTokenizer
-
-        name = getattr(model, "name_or_path", "")
-        if not name:
-            raise ComponentLoadError(
-                f"{stage_cls.name}: pass (model, processor): the model has no name_or_path."
-            )
-        loader = AutoTokenizer if stage_cls.processor_kind == "tokenizer" else AutoProcessor
-        processor = loader.from_pretrained(name, local_files_only=hub.get("local_files_only", False))
-    stage = stage_cls(model, processor, **options)
-    name = getattr(model, "name_or_path", "")
-    stage.source = {"location": name} if name else {}
-    return stage
-
-
 def default_model_path(task: str):
     """The folder of the task's default composite (a config of Hub references)."""
     from pathlib import Path
 
-    _check_task(task)
+    check_task(task)
     return Path(__file__).resolve().parent / "defaults" / task
 
 
-#: Documented composites (configs of Hub references), by name: see README, Presets.
+#: Documented composites (configs of Hub references), by name: see docs/guides/presets.md.
 PRESETS = {
     "riveg-2024": "RiVEG as published in 2024, zero-shot: BERT NER, Qwen2.5-0.5B expander, BLIP ITM entailment, "
     "Grounding DINO tiny, SAM 2.1 tiny",

@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .images import DEFAULT_MAX_IMAGE_PIXELS
 from .paths import os_lock
 
 __all__ = ["iter_jsonl_inputs", "load_done_ids", "predict_to_jsonl", "read_jsonl"]
@@ -231,7 +232,7 @@ class _Inputs:
     def __init__(self, rows: Any, todo: Sequence[int], call_kwargs: dict[str, Any]):
         self.rows, self.todo = rows, list(todo)
         self.image_kwargs = {
-            "max_image_pixels": call_kwargs.get("max_image_pixels", 40_000_000),
+            "max_image_pixels": call_kwargs.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
             "allow_urls": bool(call_kwargs.get("allow_url_images", False)),
         }
 
