@@ -38,7 +38,7 @@ def _add_data(sub) -> None:
         description="Download Twitter-GMNER v2.0 (NUSTM/GMNER) and/or Twitter-2015/2017 (jefferyYu/UMT) from the "
         "authors' GitHub repositories, resumably, with SHA-256 checksums recorded on the first download and "
         "verified after. Default folder: $RIVEG_DATA, else ~/.cache/riveg-hf/data. Images are not included: "
-        "see the README, Datasets.",
+        "see docs/guides/datasets.md.",
     )
     d.add_argument("datasets", nargs="+", choices=["twitter-gmner", "twitter-mner", "twitter-fmnerg"])
     d.add_argument(
@@ -109,7 +109,7 @@ def _add_evaluate(sub) -> None:
         default="riveg-hf",
         choices=["riveg-hf", "riveg", "h-index", "e2e-gmner", "fmnerg", "sake", "all"],
         help="whose scoring to use: this project's (default), a published system's (RiVEG, H-Index, E2E-GMNER, "
-        "TIGER/FMNERG, SAKE, reimplemented from their code; README, Metrics), or all of them as one table",
+        "TIGER/FMNERG, SAKE, reimplemented from their code; docs/guides/metrics.md), or all of them as one table",
     )
     p.add_argument(
         "--level",
@@ -122,7 +122,7 @@ def _add_evaluate(sub) -> None:
         "--report",
         metavar="DIR",
         help="also write an HTML report DIR/index.html: scores per protocol asked, per type / groundable / "
-        "entities per tweet, error classes, IoU histogram, a gallery of the worst tweets (README, Metrics)",
+        "entities per tweet, error classes, IoU histogram, a gallery of the worst tweets (docs/guides/metrics.md)",
     )
     p.set_defaults(func="_cmd_evaluate")
 
@@ -139,7 +139,7 @@ def _add_export(sub) -> None:
         "      --image-url-prefix '/data/local-files/?d=images/'\n"
         "  riveg export --predictions preds.jsonl --format fiftyone --out export/fo --images IMAGES\n"
         "Boxes are converted from riveg-hf's pixel xyxy (COCO: xywh; Label Studio: percent). Error lines are "
-        "skipped and counted. Layouts: README, Exports (or `help(riveg_hf.export)`).",
+        "skipped and counted. Layouts: docs/guides/exports-reports.md (or `help(riveg_hf.export)`).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -202,7 +202,7 @@ def _add_predict(sub) -> None:
         "--preset",
         default=None,
         help="a documented composite instead of --model: riveg-2024 | vlm | sam3 | qwen-vl-joint | sake-7b | "
-        "sake-7b-fmnerg (see README, Presets; Hub weights)",
+        "sake-7b-fmnerg (see docs/guides/presets.md; Hub weights)",
     )
     p.add_argument("--task", default="grounded-mner", choices=["grounded-mner", "segmented-mner"])
     p.add_argument("--revision", default=None)
@@ -250,7 +250,7 @@ def _add_predict(sub) -> None:
         "--trust-endpoints",
         action="store_true",
         help="contact the LLM / VLM servers the composite's config.json names (off: a checkpoint's URL gets "
-        "nothing; see README, Security)",
+        "nothing; see docs/guides/security.md)",
     )
     p.add_argument(
         "--reader-endpoint",
@@ -292,7 +292,7 @@ def _add_predict(sub) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train a stage: mner (Trainer), entailment or grounder (accelerate)",
+        help="train a stage: mner (Trainer), entailment, grounder or the joint reader (accelerate)",
         description="Train one stage on a dataset folder built by `riveg data build`; the output folder loads "
         "as that stage of the pipeline. Runs unchanged under `accelerate launch -m riveg_hf.cli train ...`.\n"
         "  riveg train mner --dataset twitter-gmner --config mner_llm_knowledge --base-model bert-base-cased "
@@ -301,13 +301,15 @@ def _add_train(sub) -> None:
         "  riveg train grounder --dataset twitter-gmner --base-model IDEA-Research/grounding-dino-tiny --output gd\n"
         "  riveg train grounder --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output vg   (LoRA SFT)\n"
         "  riveg train grounder --dataset twitter-gmner --base-model vg --method grpo --output vg-grpo\n"
-        "  riveg train entailment --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output ent-vlm",
+        "  riveg train entailment --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-3B-Instruct --output ent-vlm\n"
+        "  riveg train reader --dataset twitter-gmner --base-model Qwen/Qwen2.5-VL-7B-Instruct --output reader   (joint)\n"
+        "  riveg train reader --dataset twitter-gmner --base-model reader --method grpo --output reader-grpo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Defaults of every flag left out: the stage's arguments dataclass (riveg_hf.training.mner."
         "MNERTrainingArguments, riveg_hf.training.common.VisionTrainingArguments, riveg_hf.training.vlm."
-        "VLMGrounderArguments), the one source of them.",
+        "VLMGrounderArguments, riveg_hf.training.reader.ReaderTrainingArguments), the one source of them.",
     )
-    p.add_argument("stage", choices=["mner", "entailment", "grounder"])
+    p.add_argument("stage", choices=["mner", "entailment", "grounder", "reader"])
     p.add_argument("--dataset", required=True, help="dataset folder or hub id")
     p.add_argument(
         "--config",
@@ -340,7 +342,7 @@ def _add_train(sub) -> None:
         "--method",
         choices=["sft", "grpo"],
         default=None,
-        help="grounder: SFT (default), or GRPO after SFT (trl)",
+        help="grounder / reader: SFT (default), or GRPO after SFT (trl)",
     )
     v.add_argument("--full-finetune", action="store_true", help="train all weights instead of LoRA adapters")
     v.add_argument("--lora-r", type=int, default=None)
@@ -366,7 +368,51 @@ def _add_train(sub) -> None:
         help="auto: bf16 on GPUs that support it",
     )
     v.add_argument("--num-generations", type=int, default=None, help="GRPO: sampled answers per image")
+    j = p.add_argument_group("joint reader (riveg train reader: one model writes entities, types and boxes)")
+    j.add_argument(
+        "--format",
+        choices=["qwen-vl", "e2e-gmner", "sake"],
+        default=None,
+        help="the answer format = the reader family it loads as: qwen-vl (default) or e2e-gmner; sake is refused "
+        "(its data are agent trajectories), continue a SAKE checkpoint with qwen-vl",
+    )
+    j.add_argument(
+        "--level",
+        choices=["coarse", "fine"],
+        default=None,
+        help="entity types: coarse (Twitter-GMNER, or Twitter-FMNERG's 8) or fine (Twitter-FMNERG's 51)",
+    )
+    j.add_argument(
+        "--reasoning",
+        help="e2e-gmner: E2E-GMNER's teacher chains (.jsonl of {image_path, think}); targets become "
+        "<think>...</think><answer>...</answer>",
+    )
+    j.add_argument(
+        "--box-jitter",
+        type=float,
+        default=None,
+        help="E2E-GMNER's GRBP box jitter strength (0.1 in its script)",
+    )
+    j.add_argument("--instruction-file", help="e2e-gmner: E2E-GMNER's INSTRUCTION (text file or its .py)")
+    j.add_argument(
+        "--system-prompt-file", help="e2e-gmner: E2E-GMNER's DEFAULT_SYSTEM_PROMPT (text file or its .py)"
+    )
+    j.add_argument(
+        "--reward",
+        choices=["gmner", "sake", "mean"],
+        default=None,
+        help="GRPO: the total reward (default gmner)",
+    )
+    j.add_argument("--max-new-tokens", type=int, default=None, help="validation answers' token budget")
+    j.add_argument(
+        "--validate-every", type=int, default=None, help="epochs between validations (the last one always)"
+    )
     p.set_defaults(func="_cmd_train")
+
+
+#: the recipes of ``riveg reproduce`` (the keys of riveg_hf.reproduce.RECIPES; kept here so that parsing stays free
+#: of torch, and checked against them by tests/test_reproduce_joint.py)
+RECIPES = ["riveg-2024", "vlm", "joint"]
 
 
 def _add_reproduce(sub) -> None:
@@ -387,12 +433,30 @@ def _add_reproduce(sub) -> None:
     r.add_argument(
         "--out", required=True, help="run folder: data, trained stages, model, predictions, results"
     )
-    r.add_argument("--recipe", choices=["riveg-2024", "vlm"], default="riveg-2024")
+    r.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="riveg-2024",
+        help="riveg-2024: RiVEG's cascade; vlm: a VLM grounder decides visibility; joint: one reader (SFT, GRPO)",
+    )
     r.add_argument(
         "--base-models",
         default=None,
-        help="STAGE=MODEL,... to replace a recipe's bases (mner, entailment, grounder) or add an expander / segmenter",
+        help="STAGE=MODEL,... to replace a recipe's bases (mner, entailment, grounder; joint: reader) or add an "
+        "expander / segmenter",
     )
+    r.add_argument(
+        "--grpo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="joint: GRPO after SFT (default: on, as MCR and SAKE do)",
+    )
+    r.add_argument(
+        "--reader-format", choices=["qwen-vl", "e2e-gmner"], default=None, help="joint: answer format"
+    )
+    r.add_argument("--reasoning", default=None, help="joint, e2e-gmner format: reasoning chains file (JSONL)")
+    r.add_argument("--box-jitter", type=float, default=None, help="joint: GRBP box jitter in [0, 1]")
+    r.add_argument("--e2e-gmner-repo", default=None, help="joint, e2e-gmner format: an E2E-GMNER checkout")
     r.add_argument("--limit", type=int, default=None, help="first N tweets of each split (smoke run)")
     r.add_argument("--epochs", type=float, default=3.0)
     r.add_argument("--max-steps", type=int, default=None, help="per training step (quick runs)")
@@ -423,7 +487,7 @@ def _add_demo_push(sub) -> None:
     p.set_defaults(func="_cmd_push")
 
 
-#: exit codes, one per class of outcome (README, Command line)
+#: exit codes, one per class of outcome (docs/guides/cli.md)
 EXIT_OK = 0
 #: the work failed although the input may be fine: network, download, server, disk, a failed step or item
 EXIT_FAILED = 1
@@ -436,6 +500,7 @@ EXIT_CODES_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``riveg`` argument parser (every command and its flags); building it imports no torch."""
     parser = argparse.ArgumentParser(
         prog="riveg",
         description="riveg-hf: grounded (GMNER) and segmented (SMNER) multimodal NER with Hugging Face models.",
@@ -462,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``riveg ARGV``; returns the exit code: 0 success, 1 the work failed, 2 bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
     import importlib

@@ -180,7 +180,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         )
     print(format_table(scores))
     if "protocols" in scores:
-        print("\nthe same predictions under each system's own scoring (README, Metrics):")
+        print("\nthe same predictions under each system's own scoring (docs/guides/metrics.md):")
         print(format_protocol_table(scores["protocols"]))
     if a.output:
         Path(a.output).write_text(json.dumps(scores, indent=2), encoding="utf-8")
@@ -437,9 +437,26 @@ def _cmd_train(a: argparse.Namespace) -> int:
         "gradient_checkpointing": False if a.no_gradient_checkpointing else None,
         "mixed_precision": a.mixed_precision, "num_generations": a.num_generations,
     }  # fmt: skip
-    if a.method not in (None, "sft") and (
-        a.stage != "grounder"
-        or arguments_class(a.stage, a.base_model, a.local_files_only) is not VLMGrounderArguments
+    reader_flags = {
+        "format": a.format, "level": a.level, "reasoning": a.reasoning, "box_jitter": a.box_jitter,
+        "instruction_file": a.instruction_file, "system_prompt_file": a.system_prompt_file, "reward": a.reward,
+        "max_new_tokens": a.max_new_tokens, "validate_every": a.validate_every,
+    }  # fmt: skip
+    if a.stage == "reader":
+        values.update(reader_flags)
+    else:
+        given = sorted(f"--{k.replace('_', '-')}" for k, v in reader_flags.items() if v is not None)
+        if given:
+            raise CLIError(
+                f"{', '.join(given)}: flags of `riveg train reader`, not of `riveg train {a.stage}`"
+            )
+    if (
+        a.method not in (None, "sft")
+        and a.stage != "reader"
+        and (
+            a.stage != "grounder"
+            or arguments_class(a.stage, a.base_model, a.local_files_only) is not VLMGrounderArguments
+        )
     ):
         raise CLIError(
             f"--method {a.method} trains vision-language grounders; {a.base_model} ({a.stage}) is not one"
@@ -447,7 +464,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     try:
         args = build_arguments(a.stage, **values)
     except ValueError as err:
-        raise CLIError(str(err).replace("_", "-")) from None
+        # field names as flags; a reader's messages already name flags and quote names with underscores
+        raise CLIError(str(err) if a.stage == "reader" else str(err).replace("_", "-")) from None
     rec = train(a.stage, args)
     if a.stage == "mner":
         for split in ("validation", "test"):
@@ -482,6 +500,11 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         force=a.force,
         local_files_only=a.local_files_only,
         device=a.device,
+        grpo=a.grpo,
+        reader_format=a.reader_format,
+        reasoning=a.reasoning,
+        box_jitter=a.box_jitter,
+        e2e_gmner_repo=a.e2e_gmner_repo,
     )
     from riveg_hf.reproduce import StepFailed
 

@@ -26,6 +26,15 @@ _DATASETS = {
     "smner": ("riveg/twitter-smner", "Twitter-SMNER"),
     "twitter2015": ("riveg/twitter-mner", "Twitter-2015"),
     "twitter2017": ("riveg/twitter-mner", "Twitter-2017"),
+    "fine": ("riveg/twitter-fmnerg", "Twitter-FMNERG (fine types)"),
+    "coarse": ("riveg/twitter-fmnerg", "Twitter-FMNERG (coarse types)"),
+}
+#: what each joint-reader answer format is, for its card
+_READER_FORMATS = {
+    "qwen-vl": 'riveg-hf\'s joint reader format: a JSON list of `{"entity", "type", "bbox_2d"}`, the box in the '
+    "model's own coordinates or `null` when the image does not show the entity",
+    "e2e-gmner": "E2E-GMNER's format: `entity|type|[x1,y1,x2,y2]` parts separated by `; `, `None` when the image "
+    "does not show the entity, boxes in the pixels of the image resized within 200704..802816 pixels",
 }
 
 
@@ -147,7 +156,61 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
             entities=record.get("entities", "gold"),
             **common,
         )
-    raise ValueError(f"unknown component kind {kind!r}; valid: mner, entailment, grounder")
+    if kind == "reader":
+        return _reader_card(record, args, ds_id, ds_name, base, name, common)
+    raise ValueError(f"unknown component kind {kind!r}; valid: mner, entailment, grounder, reader")
+
+
+def _reader_card(record, args, ds_id, ds_name, base, name, common) -> ModelCard:
+    """A joint reader's card: base, method, data, answer format and the validation scores."""
+    results = {k: v for k, v in (record.get("validation") or {}).items() if isinstance(v, (int, float))}
+    evals = [
+        EvalResult(
+            task_type="image-text-to-text",
+            task_name="Grounded multimodal NER (joint reader)",
+            dataset_type=ds_id,
+            dataset_name=ds_name,
+            dataset_config=common["config"],
+            dataset_split="validation",
+            metric_type=metric,
+            metric_name=f"{metric.split('_')[0].upper()} F1",
+            metric_value=round(100 * float(results[metric]), 2),
+        )
+        for metric in ("gmner_f1", "eeg_f1", "mner_f1")
+        if metric in results
+    ]
+    fmt = record.get("format", "qwen-vl")
+    data = ModelCardData(
+        language="en",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["grounded-mner", "riveg", "joint-reader", "named-entity-recognition", "visual-grounding"],
+        base_model=base or None,
+        datasets=[ds_id],
+        model_name=name,
+        eval_results=evals or None,
+    )
+    return ModelCard.from_template(
+        data,
+        install=INSTALL_COMMAND,
+        template_path=str(template("reader")),
+        results={k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()},
+        base_on_hub=bool(base) and not Path(base).is_absolute() and not Path(base).exists(),
+        method=record.get("method", "sft"),
+        fine_tuning=record.get("fine_tuning", "lora"),
+        answer_format=fmt,
+        format_description=_READER_FORMATS.get(fmt, fmt),
+        level=record.get("level", "coarse"),
+        entity_types=", ".join(record.get("entity_types") or []),
+        reasoning=record.get("reasoning", False),
+        box_jitter=record.get("box_jitter", 0.0),
+        reward=args.get("reward", "gmner"),
+        best_epoch=record.get("best_epoch"),
+        train_examples=(record.get("train_examples") or {}).get("tweets"),
+        wall_time=record.get("wall_time_s"),
+        **common,
+    )
 
 
 def composite_card(

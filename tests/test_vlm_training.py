@@ -353,3 +353,25 @@ def test_vlm_grounder_card_says_how_it_was_trained(overfit):
     card = (out / "README.md").read_text()
     assert "vision-language grounder" in card and "Entities at training time: gold" in card
     assert "SFT, full" in card and "gmner_f1" in card
+
+
+def test_grpo_rows_carry_the_exact_pixels_and_chat_the_grounder_sees():
+    """GRPO samples answers for the image the grounder reads at prediction: stored in a ``datasets`` table, a decoded
+    JPEG would be re-encoded as a new lossy JPEG (other pixels); the rows attach image and chat when drawn."""
+    import io
+
+    from PIL import Image
+
+    from riveg_hf.stages.vlm_grounding import grounding_messages
+    from riveg_hf.training.vlm import _grpo_rows
+
+    rng = torch.Generator().manual_seed(0)
+    noise = (torch.rand(48, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="JPEG", quality=70)
+    image = Image.open(io.BytesIO(buf.getvalue()))
+    image.load()
+    train = [{"text": "Ferrari in Paris", "entities": [("Ferrari", "ORG", "a red car")], "image": image}]
+    row = _grpo_rows([{"index": 0, "names": ["Ferrari"]}], train)[0]
+    assert row["image"].tobytes() == image.tobytes() and row["names"] == ["Ferrari"]
+    assert row["prompt"] == grounding_messages("Ferrari in Paris", [("Ferrari", "ORG", "a red car")])

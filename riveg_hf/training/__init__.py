@@ -1,5 +1,6 @@
 """Training recipes for the trainable stages: ``mner`` (Trainer), ``entailment`` and ``grounder`` (accelerate; a
-vision-language model through :mod:`riveg_hf.training.vlm`).
+vision-language model through :mod:`riveg_hf.training.vlm`), and the joint ``reader`` (one vision-language model
+that writes entities, types and boxes: :mod:`riveg_hf.training.reader`).
 
 :func:`train` is the one dispatcher (the CLI's ``riveg train`` uses it): it picks the stage's arguments class --
 the one source of its defaults -- and its recipe. Values left out (or None) keep the class's defaults.
@@ -14,7 +15,8 @@ from typing import Any
 
 __all__ = ["STAGES", "arguments_class", "build_arguments", "train"]
 
-STAGES = ("mner", "entailment", "grounder")
+#: the stages ``riveg train`` trains
+STAGES = ("mner", "entailment", "grounder", "reader")
 
 
 def arguments_class(stage: str, base_model: str, local_files_only: bool = False) -> type:
@@ -25,6 +27,10 @@ def arguments_class(stage: str, base_model: str, local_files_only: bool = False)
         from .mner import MNERTrainingArguments
 
         return MNERTrainingArguments
+    if stage == "reader":
+        from .reader import ReaderTrainingArguments
+
+        return ReaderTrainingArguments
     from .vlm import VLMGrounderArguments, is_vlm_checkpoint
 
     if is_vlm_checkpoint(base_model, local_files_only):
@@ -57,6 +63,10 @@ def train(stage: str, args: Any = None, **values: Any) -> dict[str, Any]:
         from .mner import train_mner
 
         return train_mner(args)
+    if stage == "reader":
+        from .reader import train_reader
+
+        return train_reader(args)
     from .vision import train_entailment, train_grounder
 
     return train_entailment(args) if stage == "entailment" else train_grounder(args)

@@ -148,6 +148,7 @@ class LazyImage:
 
 
 def image_of(x: dict[str, Any]):
+    """The PIL image of a dataset example (decoding a lazily read one)."""
     return x["image"].get() if isinstance(x["image"], LazyImage) else x["image"]
 
 

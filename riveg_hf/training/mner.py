@@ -33,6 +33,8 @@ CONFIGS = ("gmner", "mner", "mner_llm_knowledge", "twitter2015", "twitter2017", 
 
 @dataclass
 class MNERTrainingArguments:
+    """The arguments of ``riveg train mner`` (each field's default is the recipe's)."""
+
     dataset: str
     base_model: str
     output: str

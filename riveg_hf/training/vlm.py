@@ -35,6 +35,7 @@ answer leaves unparsable.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -226,8 +227,12 @@ class _Encoder:
         _, gh, gw = (int(v) for v in grid)
         return gw * self.patch, gh * self.patch
 
+    def image(self, x: dict[str, Any]):
+        """The image of example ``x`` as the model is sent it (a family may resize or convert it)."""
+        return image_of(x)
+
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        images = [image_of(x) for x in items]
+        images = [self.image(x) for x in items]
         if self.family == "florence2":
             enc = self.proc(
                 text=[self.prompt(x) for x in items], images=images, return_tensors="pt", padding=True
@@ -501,7 +506,18 @@ def _record_head(args: VLMGrounderArguments, grounder: Grounder) -> dict[str, An
     }
 
 
-def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderArguments, state, t0: float):
+def _save(
+    model,
+    grounder: Grounder,
+    record: dict[str, Any],
+    args: VLMGrounderArguments,
+    state,
+    t0: float,
+    *,
+    kind: str = "grounder",
+    config_extra: dict[str, Any] | None = None,
+):
+    """Write the trained stage (``grounder`` or any stage with a ``processor``), its run record and card."""
     from ..cards import component_card
 
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)
@@ -518,15 +534,32 @@ def _save(model, grounder: Grounder, record: dict[str, Any], args: VLMGrounderAr
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         model.config.riveg_base_model = base
+        for key, value in (config_extra or {}).items():
+            setattr(model.config, key, value)
         model.save_pretrained(out, safe_serialization=True)
     grounder.processor.save_pretrained(out)
     record["saved"] = saved
-    write_run_record(out, record)
-    component_card("grounder", record).save(out / "README.md")
+    record.setdefault("command", " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))  # as the run record says
+    component_card(kind, record).save(out / "README.md")
+    write_run_record(out, record)  # last: a folder with its run record is complete
     return record
 
 
 # ---------------------------------------------------------------------- GRPO
+def _grpo_rows(rows: list[dict[str, Any]], train: list[dict[str, Any]]):
+    """GRPO's prompts: the reward fields stored, the chat and the image attached when a row is drawn. The image
+    is never stored in the dataset: ``datasets`` would re-encode it (a decoded JPEG as a new, lossy JPEG) and
+    GRPO would sample answers for other pixels than the grounder sees at prediction."""
+    from datasets import Dataset
+
+    def with_chat(batch: dict[str, list]) -> dict[str, list]:
+        xs = [train[i] for i in batch["index"]]
+        prompts = [grounding_messages(x["text"], x["entities"]) for x in xs]
+        return {**batch, "prompt": prompts, "image": [image_of(x) for x in xs]}
+
+    return Dataset.from_list(rows).with_transform(with_chat)
+
+
 def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     """Reinforcement fine-tuning with TRL's GRPO and :func:`grounding_reward` (Qwen-VL families)."""
     try:
@@ -534,7 +567,6 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     except ImportError:
         raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
     from accelerate.state import DistributedType
-    from datasets import Dataset
 
     from ..distributed import partial_state
 
@@ -551,13 +583,12 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     proc = grounder.processor
     proc.tokenizer.padding_side = "left"
     rows = []
-    for x in train:
+    for i, x in enumerate(train):
         image = image_of(x)
         grid = proc.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
         rows.append(
             {
-                "prompt": grounding_messages(x["text"], x["entities"]),
-                "image": image,
+                "index": i,
                 "names": [e for e, _, _ in x["entities"]],
                 "spans": json.dumps([list(s) for s in x["spans"]]),
                 "references": json.dumps(x["references"]),
@@ -618,7 +649,7 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
         model=grounder.model,
         reward_funcs=[reward],
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=_grpo_rows(rows, train),
         processing_class=proc,
         peft_config=peft_config,
     )
