@@ -12,7 +12,7 @@ and prints / writes the test P/R/F1 (riveg_hf.metrics), wall time and peak memor
     python benchmarks/mner_real.py --out /tmp/quick --quick    # Twitter-GMNER text only, a few minutes
 
 ``--quick`` trains on Twitter-GMNER's text only for 150 steps at learning rate 2e-4, validates on 500 tweets,
-and scores the whole test split: a smoke run with a real, non-trivial score (see the README for the number),
+and scores the whole test split: a smoke run with a real, non-trivial score (see docs/results.md for the number),
 not the published result. The datasets are built from the real data first (a few seconds): ``--data``, else
 $RIVEG_DATA, ../shared/data or the `riveg data download` cache.
 """

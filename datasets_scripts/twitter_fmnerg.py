@@ -120,7 +120,7 @@ Fine-grained grounded multimodal NER (Wang et al., ACM MM 2023): the Twitter-GMN
   other). Every entity carries both levels as strings: `coarse_type`, `fine_type`.
 
 Scores: `riveg evaluate --dataset DIR --config fine` (fine GMNER F1), `--level coarse` (a fine model's predictions
-scored on the coarse types), `--protocol fmnerg` (the paper's own scoring; README, Metrics).
+scored on the coarse types), `--protocol fmnerg` (the paper's own scoring; docs/guides/metrics.md in riveg-hf).
 
 ## Citation
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+#: the keys of a box dict, in order: pixel ``xyxy`` of the original image
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
 __all__ = [
@@ -178,6 +179,11 @@ def repair_xyxy(
 
 
 def box_area(box: Sequence[float]) -> float:
+    """The area of an ``xyxy`` box (0 for an empty or inverted one).
+
+    >>> box_area([0, 0, 4, 2.5])
+    10.0
+    """
     x0, y0, x1, y1 = box
     return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 

@@ -31,8 +31,8 @@ __all__ = [
     "push_composite",
 ]
 
+#: the Inference Endpoints ``handler.py`` that :func:`prepare_for_push` (``riveg push``) copies into a composite
 HANDLER_TEMPLATE = Path(__file__).resolve().parent / "templates" / "handler.py"
-#: the only host (and its subdomains) a Hub token is sent to, over https
 
 
 def prepare_for_push(

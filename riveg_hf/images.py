@@ -51,6 +51,7 @@ MIN_IMAGE_SIDE = 4
 #: header, before any pixel is decoded: a 4 x 10,000,000 strip is within the pixel limit but would cost seconds
 #: and gigabytes in every processor's resize. Twitter serves at most 4096 x 4096; panoramas stay far below 50:1.
 MAX_IMAGE_SIDE = 20_000
+#: Largest ratio of an image's long side to its short side (see :data:`MAX_IMAGE_SIDE`).
 MAX_ASPECT_RATIO = 50
 
 
@@ -210,7 +211,7 @@ def load_image(
             if not allow_urls:
                 raise ImageLoadError(
                     "image URLs are off: pass a local file, bytes or a PIL image, or enable URL images "
-                    "(allow_url_images=True in the pipeline, --allow-url-images in the CLI); see README, Security."
+                    "(allow_url_images=True in the pipeline, --allow-url-images in the CLI); see docs/guides/security.md."
                 )
             data = fetch_url(s, max_bytes=DEFAULT_MAX_IMAGE_BYTES, timeout=timeout)
             return to_rgb(_exif_upright(_open_bytes(data, "image URL", max_image_pixels)))

@@ -220,6 +220,7 @@ as_rle = rle_from_any
 
 
 def mask_area(mask: Any) -> int:
+    """The number of pixels of a mask (a boolean array or COCO RLE, compressed or not)."""
     return int(_coco_mask.area(_to_coco(rle_from_any(mask))))
 
 

@@ -49,8 +49,11 @@ __all__ = [
     "is_public_address",
 ]
 
+#: redirects a fetch follows (each one checked like the first request)
 MAX_REDIRECTS = 3
+#: seconds a fetch may take to connect and between reads, unless the caller sets another
 DEFAULT_TIMEOUT = 5.0
+#: the largest body a fetch reads (counted while it decodes, so a gzip bomb stops here)
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 #: The one message every failed fetch gives (see the module doc).
 FETCH_ERROR_MESSAGE = (
@@ -279,6 +282,7 @@ def _get(conn, path: str, current: str, max_bytes: int, fail) -> bytes | str:
 
 
 # ---------------------------------------------------------------------- where a Hub token may go
+#: the only host (and its subdomains) a Hub token is sent to, over https
 HUB_HOST = "huggingface.co"
 
 

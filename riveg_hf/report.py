@@ -490,7 +490,7 @@ def _scores_section(by_protocol: Mapping[str, Mapping[str, Any]], region: str) -
     )
     return (
         '<section id="scores"><h2>Scores</h2><p class="def">Percent. MNER: span and type; EEG: span and region; '
-        f"{R}: span, type and region (README, Metrics). Every breakdown below uses the riveg-hf protocol.</p>"
+        f"{R}: span, type and region (docs/guides/metrics.md). Every breakdown below uses the riveg-hf protocol.</p>"
         f"<table>{head}{''.join(rows)}</table></section>"
     )
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command of the README: sets up a virtual environment, installs riveg-hf with its dev extras at the
-# exact versions of tests/constraints.txt (the lock the suite last passed with), then runs the linters and the
+# The test command of the README: sets up a virtual environment, installs riveg-hf with its dev and docs extras at
+# the exact versions of tests/constraints.txt (the lock the suite last passed with), then runs the linters and the
 # test-suite with the Hugging Face Hub switched off.
 #   VENV=DIR            the virtual environment to use or create (default: .venv; .venv-latest with RIVEG_LATEST=1)
 #   extra arguments     go to pytest (e.g. `bash tests/run.sh -m slow`, `bash tests/run.sh -k metrics`)
@@ -29,7 +29,7 @@ if [ "${RIVEG_LATEST:-}" = "1" ]; then
   echo "tests/run.sh: RIVEG_LATEST=1: upgrading every dependency to its newest allowed release in $VENV" >&2
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q "${TORCH[@]}"
-  "$PY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+  "$PY" -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev,docs]"
 else
   # reinstall when the lock or pyproject.toml changed since this environment was made (or under CI)
   STAMP="$VENV/.riveg-lock"
@@ -38,7 +38,7 @@ else
     || ! "$PY" -c "import riveg_hf, pytest" 2>/dev/null; then
     "$PY" -m pip install -q --upgrade pip
     "$PY" -m pip install -q -c "$LOCK" "${TORCH[@]}"
-    "$PY" -m pip install -q -c "$LOCK" -e ".[dev]"
+    "$PY" -m pip install -q -c "$LOCK" -e ".[dev,docs]"
     echo "$WANT" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
   fi
   if [ "${CI:-}" = "true" ]; then

@@ -77,6 +77,7 @@ class Source:
     description: str
 
 
+#: the releases ``riveg data download`` knows: name -> pinned archive, digest and what to unpack where
 SOURCES: dict[str, Source] = {
     "twitter-gmner": Source(
         repo="NUSTM/GMNER",

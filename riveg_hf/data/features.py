@@ -28,6 +28,8 @@ RLE = {"size": List(Value("int32"), length=2), "counts": Value("string")}  # COC
 def entity_features(
     types: Sequence[str] = ENTITY_TYPES, *, grounded: bool = True, masks: bool = False
 ) -> dict:
+    """The ``datasets`` feature of one entity: text, type, token span, and (``grounded``) the groundable flag
+    and boxes, (``masks``) one COCO RLE per box."""
     f = {
         "text": Value("string"),
         "type": ClassLabel(names=list(types)),
@@ -43,6 +45,7 @@ def entity_features(
 
 
 def mner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
+    """Features of the text-only MNER configs (Twitter-2015/2017, Twitter-GMNER's ``mner``)."""
     return Features(
         {
             "id": Value("string"),
@@ -54,6 +57,7 @@ def mner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
 
 
 def knowledge_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
+    """:func:`mner_features` plus RiVEG's LLM knowledge words (the ``mner_llm_knowledge`` config)."""
     f = mner_features(types)
     f["knowledge"] = List(
         Value("string")
@@ -62,6 +66,7 @@ def knowledge_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
 
 
 def gmner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
+    """Features of the grounded configs: tokens, tags, the image with its size, caption and grounded entities."""
     return Features(
         {
             "id": Value("string"),
@@ -77,6 +82,7 @@ def gmner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
 
 
 def smner_features(types: Sequence[str] = ENTITY_TYPES) -> Features:
+    """:func:`gmner_features` with one COCO RLE mask per box (Twitter-SMNER)."""
     f = gmner_features(types)
     f["entities"] = List(entity_features(types, masks=True))
     return f

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = ["COARSE_TYPES", "FINE_TO_COARSE", "FINE_TYPES", "TREE"]
 
+#: Twitter-FMNERG's type tree: each coarse type -> its fine types (51 in all)
 TREE: dict[str, tuple[str, ...]] = {
     "location": ("city", "country", "state", "continent", "location_other", "park", "road"),
     "building": ("building_other", "cultural_place", "entertainment_place", "sports_facility"),
@@ -24,6 +25,8 @@ TREE: dict[str, tuple[str, ...]] = {
 #: the 8 coarse types, in FMNERG's order of its paper (person, organization, location, building, event, product,
 #: art, other)
 COARSE_TYPES = ("person", "organization", "location", "building", "event", "product", "art", "other")
+#: the 51 fine types, grouped by coarse type in :data:`COARSE_TYPES` order
 FINE_TYPES = tuple(f for c in COARSE_TYPES for f in TREE[c])
+#: fine type -> its coarse type (``riveg evaluate --level coarse`` maps with it)
 FINE_TO_COARSE = {f: c for c, fs in TREE.items() for f in fs}
 assert len(FINE_TYPES) == 51

@@ -191,7 +191,7 @@ def check_build_complete(location: str | os.PathLike) -> None:
         raise IncompleteDatasetError(
             f"{path} is not a complete riveg-hf dataset build: it has no {BUILD_MARKER} marker, so it may hold a "
             "partial split or duplicated rows (an interrupted build, a partial copy, or a build by riveg-hf < 0.2). "
-            f"Rebuild it: riveg data build <dataset> --out {path} --overwrite (see README, Datasets)."
+            f"Rebuild it: riveg data build <dataset> --out {path} --overwrite (see docs/guides/datasets.md)."
         )
 
 

@@ -15,6 +15,12 @@ class InvalidIdError(ValueError):
 
 
 def is_safe_id(example_id: str) -> bool:
+    """Whether an example id can name a file inside its folder: 1-128 letters, digits, ``_``, ``.``, ``-``,
+    starting with a letter or digit, without ``..``; ids never become paths outside their folder.
+
+    >>> is_safe_id("16_05_01_1"), is_safe_id("../etc")
+    (True, False)
+    """
     return bool(_ID_RE.match(example_id)) and ".." not in example_id
 
 

@@ -38,12 +38,15 @@ class MaskFileError(ValueError):
 
 @dataclass
 class MaskObject:
+    """One labelled object of a mask file: its label, its COCO RLE and the tight ``xyxy`` box of the mask."""
+
     label: str
     rle: dict[str, Any]
     box: list[float] | None  # tight xyxy box of the mask
 
 
 def detect_mask_format(data: Any) -> str:
+    """The layout of a parsed mask file: ``"labelme"`` (``shapes``), ``"coco"`` (``annotations``) ..."""
     if isinstance(data, dict) and isinstance(data.get("shapes"), list):
         return "labelme"
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):

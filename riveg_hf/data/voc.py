@@ -30,6 +30,8 @@ class VOCObject:
 
 @dataclass
 class VOCAnnotation:
+    """One Pascal VOC XML file (read with defusedxml): the image size when given, and its objects."""
+
     width: int | None
     height: int | None
     objects: list[VOCObject] = field(default_factory=list)

@@ -243,4 +243,5 @@ def _pairs(predictions, references, ids) -> list[tuple[str, Sequence, Sequence]]
     return list(zip(names, predictions, references))
 
 
+#: the three scores every protocol gives: MNER (span + type), EEG (+ groundable), GMNER (+ box or "not visible")
 METRICS = ("mner", "eeg", "gmner")

@@ -31,7 +31,9 @@ __all__ = [
     "to_data_url",
 ]
 
+#: Qwen2-VL / 2.5-VL processors' default ``min_pixels`` (4 patches of 28 x 28)
 DEFAULT_MIN_PIXELS = 3136
+#: Qwen2-VL / 2.5-VL processors' default ``max_pixels`` (16384 patches of 28 x 28)
 DEFAULT_MAX_PIXELS = 12_845_056
 #: the bounds of ``min_pixels`` / ``max_pixels`` (a checkpoint's included), checked when a stage is built:
 #: name -> (lowest, highest, why). ``max_pixels`` >= one 32x32 patch (0 divided by zero), <= 4096 x 4096 (a
