@@ -84,7 +84,6 @@ from .common import (
     accelerate_loop,
     dataset_provenance,
     image_of,
-    resolve_mixed_precision,
 )
 from .rewards import (
     COMPONENTS,
@@ -95,7 +94,7 @@ from .rewards import (
     total_reward,
     word_offsets,
 )
-from .vlm import LORA_TARGETS, _add_lora, _checkpointing, _Encoder, _grpo_checkpointing, _save, target_box
+from .vlm import _add_lora, _checkpointing, _Encoder, _save, require_trl, run_grpo, target_box
 
 __all__ = [
     "FORMATS",
@@ -747,12 +746,7 @@ def completion_answer(tok, ids, completion: Any = None) -> str:
 
 def train_reader_grpo(args: ReaderTrainingArguments) -> dict[str, Any]:
     """Reinforcement fine-tuning with TRL's GRPO and the rewards of :mod:`riveg_hf.training.rewards`."""
-    try:
-        from trl import GRPOConfig, GRPOTrainer
-    except ImportError:
-        raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
-    from accelerate.state import DistributedType
-
+    require_trl()
     from ..distributed import partial_state
 
     t0 = time.perf_counter()
@@ -792,39 +786,17 @@ def train_reader_grpo(args: ReaderTrainingArguments) -> dict[str, Any]:
         return reward
 
     funcs = [component("total"), *(component(n) for n in COMPONENTS)]
-    config = GRPOConfig(
-        output_dir=args.output,
-        per_device_train_batch_size=max(args.num_generations, args.batch_size),
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length or budget,
-        learning_rate=args.learning_rate,
-        max_steps=args.max_steps or -1,
-        num_train_epochs=args.epochs,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=args.seed,
-        temperature=args.temperature,
-        bf16=resolve_mixed_precision(args.mixed_precision) == "bf16",
-        remove_unused_columns=False,
-        reward_weights=[1.0] + [0.0] * len(COMPONENTS),  # the total is trained on, the components logged
-        use_cpu=state.distributed_type == DistributedType.MULTI_CPU,
-        **_grpo_checkpointing(GRPOConfig, args.gradient_checkpointing),
-    )
-    peft_config = None
-    if args.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                 target_modules=LORA_TARGETS)  # fmt: skip
     _clear_previous(args, state)
-    reader.model.train()
-    trainer = GRPOTrainer(model=reader.model, reward_funcs=funcs, args=config,
-                          train_dataset=data, processing_class=reader.processor, peft_config=peft_config)  # fmt: skip
-    trainer.train()
-    model = trainer.model
-    model.eval()
-    history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
+    model, history = run_grpo(
+        args,
+        reader.model,
+        reader.processor,
+        funcs,
+        data,
+        state=state,
+        max_completion_length=args.max_completion_length or budget,
+        reward_weights=[1.0] + [0.0] * len(COMPONENTS),
+    )  # the total trained on, the others logged
     names = [f.__name__ for f in funcs]
     record: dict[str, Any] = {
         **_record_head(args, reader, type_names),

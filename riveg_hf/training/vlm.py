@@ -546,6 +546,68 @@ def _save(
 
 
 # ---------------------------------------------------------------------- GRPO
+def require_trl() -> None:
+    """Fail fast, before any data is read, when trl (GRPO) is not installed."""
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
+
+
+def run_grpo(
+    args: Any,
+    model,
+    processor,
+    reward_funcs: list,
+    dataset,
+    *,
+    max_completion_length: int,
+    state,
+    **config: Any,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """TRL's GRPO of ``model`` over ``dataset`` (prompts attached when drawn) with ``reward_funcs``: the one
+    trainer set-up of ``riveg train grounder --method grpo`` and ``riveg train reader --method grpo`` (LoRA when
+    ``args.lora``; ``config``: further ``GRPOConfig`` fields). Returns the trained model (in eval mode) and the
+    numeric entries of its log history."""
+    from accelerate.state import DistributedType
+    from trl import GRPOConfig, GRPOTrainer
+
+    grpo = GRPOConfig(
+        output_dir=args.output,
+        per_device_train_batch_size=max(args.num_generations, args.batch_size),
+        num_generations=args.num_generations,
+        max_completion_length=max_completion_length,
+        learning_rate=args.learning_rate,
+        max_steps=args.max_steps or -1,
+        num_train_epochs=args.epochs,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        temperature=args.temperature,
+        bf16=resolve_mixed_precision(args.mixed_precision) == "bf16",
+        remove_unused_columns=False,
+        # several processes on a machine without GPU: keep the CPU process group (the Trainer forms its own)
+        use_cpu=state.distributed_type == DistributedType.MULTI_CPU,
+        **_grpo_checkpointing(GRPOConfig, args.gradient_checkpointing),
+        **config,
+    )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                 target_modules=LORA_TARGETS)  # fmt: skip
+    model.train()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo, train_dataset=dataset,
+                          processing_class=processor, peft_config=peft_config)  # fmt: skip
+    trainer.train()
+    trained = trainer.model
+    trained.eval()
+    history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
+    return trained, history
+
+
 def _grpo_rows(rows: list[dict[str, Any]], train: list[dict[str, Any]]):
     """GRPO's prompts: the reward fields stored, the chat and the image attached when a row is drawn. The image
     is never stored in the dataset: ``datasets`` would re-encode it (a decoded JPEG as a new, lossy JPEG) and
@@ -562,12 +624,7 @@ def _grpo_rows(rows: list[dict[str, Any]], train: list[dict[str, Any]]):
 
 def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     """Reinforcement fine-tuning with TRL's GRPO and :func:`grounding_reward` (Qwen-VL families)."""
-    try:
-        from trl import GRPOConfig, GRPOTrainer
-    except ImportError:
-        raise ImportError("--method grpo needs trl: pip install 'riveg-hf[train]'") from None
-    from accelerate.state import DistributedType
-
+    require_trl()
     from ..distributed import partial_state
 
     t0 = time.perf_counter()
@@ -615,48 +672,8 @@ def train_vlm_grounder_grpo(args: VLMGrounderArguments) -> dict[str, Any]:
     n_max = max(len(x["entities"]) for x in train)
     from ..stages.vlm_grounding import max_new_tokens_for
 
-    config = GRPOConfig(
-        output_dir=args.output,
-        per_device_train_batch_size=max(args.num_generations, args.batch_size),
-        num_generations=args.num_generations,
-        max_completion_length=args.max_completion_length or max_new_tokens_for(n_max),
-        learning_rate=args.learning_rate,
-        max_steps=args.max_steps or -1,
-        num_train_epochs=args.epochs,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=args.seed,
-        temperature=args.temperature,
-        bf16=resolve_mixed_precision(args.mixed_precision) == "bf16",
-        remove_unused_columns=False,
-        # several processes on a machine without GPU: keep the CPU process group (the Trainer forms its own)
-        use_cpu=state.distributed_type == DistributedType.MULTI_CPU,
-        **_grpo_checkpointing(GRPOConfig, args.gradient_checkpointing),
-    )
-    peft_config = None
-    if args.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            target_modules=LORA_TARGETS,
-        )
-    grounder.model.train()
-    trainer = GRPOTrainer(
-        model=grounder.model,
-        reward_funcs=[reward],
-        args=config,
-        train_dataset=_grpo_rows(rows, train),
-        processing_class=proc,
-        peft_config=peft_config,
-    )
-    trainer.train()
-    model = trainer.model
-    model.eval()
-    history = [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in trainer.state.log_history]
+    model, history = run_grpo(args, grounder.model, proc, [reward], _grpo_rows(rows, train), state=state,
+                              max_completion_length=args.max_completion_length or max_new_tokens_for(n_max))  # fmt: skip
     record: dict[str, Any] = {
         **_record_head(args, grounder),
         "arguments": asdict(args),
