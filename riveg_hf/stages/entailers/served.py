@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from ...serving.cache import clean_logprobs
-from ...serving.client import ChatClient, ChatResult, check_setting, one_line
-from ...serving.images import DEFAULT_MIN_PIXELS, check_pixels, served_vlm_client, to_data_url
+from ...serving.client import ChatResult, check_setting, one_line
+from ...serving.images import DEFAULT_MIN_PIXELS, to_data_url
 from ..entailment import DEFAULT_HYPOTHESIS, VLM_QUESTION, Entailment
+from ..served import ServedStage
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def p_yes(res: ChatResult) -> tuple[float | None, bool]:
     return {"yes": 1.0, "no": 0.0}.get(word, 0.5), False
 
 
-class ServedEntailment(Entailment):
+class ServedEntailment(ServedStage, Entailment):
     """The VLM entailment on a server (see the module doc)."""
 
     family = "served"
@@ -96,15 +97,13 @@ class ServedEntailment(Entailment):
             name: check_setting(name, given[name], lo, hi, integer=integer, why=why, where="entailment")
             for name, (lo, hi, integer, why) in OPTION_BOUNDS.items()
         }
-        self.min_pixels, self.max_pixels = check_pixels(min_pixels, max_pixels, "entailment")
         if not isinstance(hypothesis, str):
             raise ValueError(
                 f"entailment setting 'hypothesis' must be a string, got {type(hypothesis).__name__}"
             )
         Stage.__init__(self, None, None)
-        self.client, self.endpoint_family = served_vlm_client(
-            endpoint, endpoint_model, endpoint_family, "entailment", default_family="qwen2_5_vl"
-        )
+        self._connect("entailment", endpoint, endpoint_model, endpoint_family, min_pixels, max_pixels,
+                      default_family="qwen2_5_vl")  # fmt: skip
         self.threshold = checked["threshold"]
         self.hypothesis = hypothesis
         self.logit_bias = None
@@ -112,19 +111,9 @@ class ServedEntailment(Entailment):
         self.batch_size = checked["batch_size"]
         self._warned = False
 
-    def clients(self) -> list[ChatClient]:
-        return [self.client]
-
     def options(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "hypothesis": self.hypothesis, "endpoint": self.client.config(),
-                "endpoint_family": self.endpoint_family, "min_pixels": self.min_pixels,
-                "max_pixels": self.max_pixels, "top_logprobs": self.top_logprobs}  # fmt: skip
-
-    def save_pretrained(self, directory) -> None:
-        return None
-
-    def to(self, device):
-        return self
+        return {"threshold": self.threshold, "hypothesis": self.hypothesis, **self.served_options(),
+                "top_logprobs": self.top_logprobs}  # fmt: skip
 
     def _question(self, url: str, hypothesis: str) -> dict[str, Any]:
         return {

@@ -26,15 +26,10 @@ import math
 from typing import Any
 
 from ...serving.cache import clean_logprobs
-from ...serving.client import ChatClient, ChatResult, check_setting, one_line
-from ...serving.images import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MIN_PIXELS,
-    check_pixels,
-    served_vlm_client,
-    to_data_url,
-)
+from ...serving.client import ChatResult, check_setting, one_line
+from ...serving.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, to_data_url
 from ..grounder import Grounder, Localization, LocateRequest
+from ..served import ServedStage
 from ..vlm_grounding import VLM_FAMILIES, build_grounding_prompt, max_new_tokens_for, read_grounding_answer
 
 NOTE_NO_ANSWER = "the grounder's server gave no answer ({reason}): reported as not visible"
@@ -42,7 +37,7 @@ NOTE_NOT_SENT = "the image could not be sent to the grounder's server ({reason})
 NOTE_UNREADABLE = "the grounder's answer could not be read ({reason}): reported as not visible"
 
 
-class ServedGrounder(Grounder):
+class ServedGrounder(ServedStage, Grounder):
     """The Qwen-VL grounder on a server (see the module doc)."""
 
     family = "vlm-served"
@@ -65,27 +60,13 @@ class ServedGrounder(Grounder):
         if box_threshold is not None:
             box_threshold = check_setting("box_threshold", box_threshold, 0.0, 1.0, where="grounder",
                                           why="a box score is a probability")  # fmt: skip
-        min_pixels, max_pixels = check_pixels(min_pixels, max_pixels, "grounder")
+        self._connect("grounder", endpoint, endpoint_model, endpoint_family, min_pixels, max_pixels)
         super().__init__(None, None, box_threshold=box_threshold)
-        self.client, family = served_vlm_client(endpoint, endpoint_model, endpoint_family, "grounder")
-        self.endpoint_family = family
-        self.convention = VLM_FAMILIES[family]
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.convention = VLM_FAMILIES[self.endpoint_family]
         self.logprobs = bool(logprobs)
 
-    def clients(self) -> list[ChatClient]:
-        return [self.client]
-
     def options(self) -> dict[str, Any]:
-        return {"box_threshold": self.box_threshold, "endpoint": self.client.config(),
-                "endpoint_family": self.endpoint_family, "min_pixels": self.min_pixels,
-                "max_pixels": self.max_pixels, "logprobs": self.logprobs}  # fmt: skip
-
-    def save_pretrained(self, directory) -> None:  # nothing but the options: the weights are the server's
-        return None
-
-    def to(self, device):
-        return self
+        return {"box_threshold": self.box_threshold, **self.served_options(), "logprobs": self.logprobs}
 
     def _failed(self, r: LocateRequest, note: str, err: BaseException) -> Localization:
         n = len(r.queries)
