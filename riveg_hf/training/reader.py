@@ -94,7 +94,7 @@ from .rewards import (
     total_reward,
     word_offsets,
 )
-from .vlm import _add_lora, _checkpointing, _Encoder, _save, require_trl, run_grpo, target_box
+from .vlm import _Encoder, _save, end_training, keep_if_best, require_trl, run_grpo, target_box, trainable
 
 __all__ = [
     "FORMATS",
@@ -630,15 +630,7 @@ def train_reader(args: ReaderTrainingArguments) -> dict[str, Any]:
     base_model = reader.model
     encoder = _ReaderEncoder(reader, args.format, args.box_jitter, args.seed)
     budget = _budget(args, encoder, train)
-    model = base_model
-    if args.lora:
-        from transformers import set_seed
-
-        set_seed(args.seed)  # the adapter's initialisation is part of the run
-        model = _add_lora(base_model, args)
-    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
-        _checkpointing(base_model, True)
-    base_model.config.use_cache = False
+    model = trainable(base_model, args)
     best: dict[str, Any] = {"score": None}
     read = {"n": 0}
     last: dict[str, Any] = {}
@@ -655,11 +647,7 @@ def train_reader(args: ReaderTrainingArguments) -> dict[str, Any]:
         base_model.config.use_cache = False
         if state.is_main_process:
             print(f"epoch {epoch}: validation " + json.dumps({k: round(v, 4) for k, v in scores.items()}))
-        if best["score"] is None or scores["gmner_f1"] >= best["score"]:  # ties: the later epoch
-            best.update(score=scores["gmner_f1"], epoch=epoch, step=step, scores=scores)
-            best["state"] = {
-                k: v.detach().to("cpu", copy=True) for k, v in unwrapped.named_parameters() if v.requires_grad
-            }
+        keep_if_best(best, scores, epoch, step, unwrapped)
         return {"validation": scores}
 
     _clear_previous(args, state)
@@ -669,12 +657,7 @@ def train_reader(args: ReaderTrainingArguments) -> dict[str, Any]:
     if dev and last and not last["validated"]:  # the last epoch fell between validations
         extra = validate(model, last["epoch"], last["step"], final=True)
         cfg.history.append({"epoch": last["epoch"], "step": last["step"], **extra})
-    if best.get("state") is not None:
-        model.load_state_dict(best.pop("state"), strict=False)
-    model.eval()
-    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
-        _checkpointing(base_model, False)
-    base_model.config.use_cache = True
+    end_training(model, base_model, args, best)
     _share_line(state, encoder.seen, read["n"])
     record: dict[str, Any] = {
         **_record_head(args, reader, type_names),

@@ -427,6 +427,41 @@ def _add_lora(model, args: VLMGrounderArguments):
     return get_peft_model(model, cfg)
 
 
+def trainable(base_model, args: Any):
+    """The model supervised fine-tuning trains: ``base_model`` with a LoRA adapter when ``args.lora`` (its
+    initialisation seeded: part of the run), activation checkpointing on when asked for, and no KV cache."""
+    model = base_model
+    if args.lora:
+        from transformers import set_seed
+
+        set_seed(args.seed)  # the adapter's initialisation is part of the run
+        model = _add_lora(base_model, args)
+    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
+        _checkpointing(base_model, True)
+    base_model.config.use_cache = False
+    return model
+
+
+def keep_if_best(best: dict[str, Any], scores: dict[str, float], epoch: int, step: int, unwrapped) -> None:
+    """Keep the trainable weights of this epoch when its validation GMNER F1 is the best so far (ties: the later
+    epoch)."""
+    if best["score"] is None or scores["gmner_f1"] >= best["score"]:
+        best.update(score=scores["gmner_f1"], epoch=epoch, step=step, scores=scores)
+        best["state"] = {
+            k: v.detach().to("cpu", copy=True) for k, v in unwrapped.named_parameters() if v.requires_grad
+        }
+
+
+def end_training(model, base_model, args: Any, best: dict[str, Any]) -> None:
+    """Back to the best epoch's weights, eval mode, checkpointing off and the KV cache on (for generation)."""
+    if best.get("state") is not None:
+        model.load_state_dict(best.pop("state"), strict=False)
+    model.eval()
+    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
+        _checkpointing(base_model, False)
+    base_model.config.use_cache = True
+
+
 def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
     """Fine-tune a VLM grounder (see the module doc); returns the run record (also ``riveg_run.json``)."""
     if args.method == "grpo":
@@ -444,16 +479,7 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
     grounder = _load(args)
     base_model = grounder.model
     encoder = _Encoder(grounder)
-    model = base_model
-    if args.lora:
-        from transformers import set_seed
-
-        set_seed(args.seed)  # the adapter's initialisation is part of the run
-        model = _add_lora(base_model, args)
-    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
-        _checkpointing(base_model, True)
-    base_model.config.use_cache = False
-
+    model = trainable(base_model, args)
     best: dict[str, Any] = {"score": None}
 
     def validate(unwrapped, epoch: int, step: int):
@@ -465,22 +491,13 @@ def train_vlm_grounder(args: VLMGrounderArguments) -> dict[str, Any]:
         inner.config.use_cache = False
         if state.is_main_process:
             print(f"epoch {epoch}: validation " + json.dumps({k: round(v, 4) for k, v in scores.items()}))
-        if best["score"] is None or scores["gmner_f1"] >= best["score"]:  # ties: the later epoch
-            best.update(score=scores["gmner_f1"], epoch=epoch, step=step, scores=scores)
-            best["state"] = {
-                k: v.detach().to("cpu", copy=True) for k, v in unwrapped.named_parameters() if v.requires_grad
-            }
+        keep_if_best(best, scores, epoch, step, unwrapped)
         return {"validation": scores}
 
     cfg = accelerate_loop(
         model, train, encoder.collate, lambda m, b: m(**b).loss, args, on_epoch_end=validate
     )
-    if best.get("state") is not None:
-        model.load_state_dict(best.pop("state"), strict=False)
-    model.eval()
-    if args.gradient_checkpointing and base_model.supports_gradient_checkpointing:
-        _checkpointing(base_model, False)
-    base_model.config.use_cache = True
+    end_training(model, base_model, args, best)
     record: dict[str, Any] = {
         **_record_head(args, grounder),
         "arguments": asdict(args),
