@@ -45,7 +45,9 @@ def predict_for_demo(pipe, image, text: str, box_threshold: float, entailment_th
     """One demo call -> (highlighted text, annotated image, JSON), with one colour per entity."""
     if not text or not text.strip():
         return [], None, [], {}
-    kwargs: dict[str, Any] = {"box_threshold": float(box_threshold)}
+    kwargs: dict[str, Any] = {}
+    if pipe._locator() is not None:  # a joint reader writes its own boxes: no box score to threshold
+        kwargs["box_threshold"] = float(box_threshold)
     if "entailment" in pipe.stages:
         kwargs["entailment_threshold"] = float(entailment_threshold)
     entities = pipe({"text": text, "image": image}, **kwargs)
@@ -85,12 +87,14 @@ def build_demo(pipe, *, title: str = "RiVEG: grounded multimodal NER"):
             with gr.Column():
                 image = gr.Image(type="pil", label="Image", elem_id="riveg-image")
                 text = gr.Textbox(label="Tweet", lines=3, elem_id="riveg-text")
+                locator = pipe._locator()
                 box_threshold = gr.Slider(
                     0.0,
                     1.0,
-                    value=pipe.stages["grounder"].box_threshold if "grounder" in pipe.stages else 0.3,
+                    value=locator.box_threshold if locator is not None else 0.3,
                     step=0.01,
                     label="box threshold",
+                    visible=locator is not None,
                 )
                 ent = pipe.stages.get("entailment")
                 entailment_threshold = gr.Slider(

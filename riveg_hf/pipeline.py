@@ -332,9 +332,28 @@ class RiVEGPipeline(Pipeline):
 
     # ------------------------------------------------------------------ parameters
     def _sanitize_parameters(self, **kwargs: Any):
-        return split_call_options(
-            kwargs
-        )  # one validator, shared with the endpoint handler (riveg_hf.options)
+        pre, fwd, post = split_call_options(kwargs)  # one validator, shared with the endpoint handler
+        self._check_readers(fwd)
+        return pre, fwd, post
+
+    def _check_readers(self, fwd: dict[str, Any]) -> None:
+        """A threshold whose stage will not run is an error, never silently ignored."""
+        if fwd.get("box_threshold") is not None and self._locator() is None:
+            raise ValueError(
+                "box_threshold: this composite has no stage that locates (no grounder, no segmenter that finds "
+                f"objects from text{'; its joint reader writes the boxes' if self._stage('reader') else ''}), so "
+                "no box score is thresholded; drop box_threshold."
+            )
+        if fwd.get("entailment_threshold") is not None:
+            if self._stage("entailment") is None:
+                raise ValueError(
+                    "entailment_threshold: this composite has no entailment stage; drop entailment_threshold."
+                )
+            if fwd.get("visibility") == "grounder":
+                raise ValueError(
+                    "entailment_threshold with visibility='grounder': the entailment stage does not run (the "
+                    "grounder's answer decides visibility); drop one of them."
+                )
 
     # ------------------------------------------------------------------ calling
     def __call__(

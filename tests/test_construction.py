@@ -178,6 +178,21 @@ def test_box_threshold_on_a_segmenter_that_does_not_locate_is_refused(dummy_dir)
     )
 
 
+def test_a_threshold_at_a_call_whose_stage_will_not_run_is_refused_not_ignored(pipe, dummy_dir):
+    """At construction an option for an absent stage is an error (above); at a call too: a box_threshold with no
+    stage that locates, an entailment_threshold with no entailment stage or with visibility='grounder'."""
+    bare = RiVEGPipeline.from_components(recognizer=dummy_dir["recognizer"])
+    for call, match in (
+        (lambda: bare(TEXT, box_threshold=0.3), "box_threshold: this composite has no stage that locates"),
+        (lambda: bare(TEXT, entailment_threshold=0.3), "entailment_threshold: this composite has no entailment"),
+        (lambda: pipe(TEXT, entailment_threshold=0.3, visibility="grounder"), "the entailment stage does not run"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert bare(TEXT, box_threshold=None) == bare(TEXT)  # None: "not given"
+    assert isinstance(pipe(TEXT, entailment_threshold=0.3, box_threshold=0.3), list)  # both stages run
+
+
 def test_one_rule_for_a_threshold_as_stage_option_and_as_call_option():
     """box_threshold / entailment_threshold: the stage's default when built, the call's override when called;
     one check for both (the call option's)."""
