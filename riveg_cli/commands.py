@@ -155,6 +155,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         from riveg_hf.data.fmnerg import FINE_TO_COARSE
 
         type_map = FINE_TO_COARSE
+    elif a.level == "fine":
+        from riveg_hf.data.fmnerg import FINE_TYPES
+
+        if not set(type_names) & set(FINE_TYPES):  # --level fine on coarse data would change nothing
+            raise CLIError(
+                f"--level fine scores Twitter-FMNERG's fine types, but {a.dataset} ({a.config or 'default config'}) "
+                f"has the types {list(type_names)[:8]}: drop --level, or use the fine config (--config fine)."
+            )
     if a.protocol != "riveg-hf" and smner:
         raise CLIError("--protocol scores boxes (GMNER); SMNER masks have only the riveg-hf protocol")
     fn = compute_smner if smner else compute_gmner

@@ -430,3 +430,10 @@ def test_riveg_evaluate_level_coarse_on_twitter_gmner_says_the_data_has_no_fine_
     assert cli([*args, "--level", "coarse"]) == 2  # was: 0, the same scores as without it
     err = capsys.readouterr().err
     assert "renames none of the data's types ['PER', 'LOC', 'ORG', 'OTHER']" in err and "--level" in err
+    assert (
+        cli([*args, "--level", "fine"]) == 2
+    )  # was: 0, the same scores as without it (nothing is fine here)
+    err = capsys.readouterr().err
+    assert (
+        "--level fine scores Twitter-FMNERG's fine types" in err and "['PER', 'LOC', 'ORG', 'OTHER']" in err
+    )
