@@ -168,3 +168,38 @@ def sake_prompt_dir(root: Path, *, fmnerg: bool = False) -> Path:
     (d / "after_text_search_prompt_1.txt").write_text("AFTER TEXT")
     (d / "after_image_search_prompt_1.txt").write_text("AFTER IMAGE")
     return d
+
+
+def real_gmner_subset(root: Path, limit: int, bases: dict) -> dict:
+    """The first ``limit`` tweets of each split of the real Twitter-GMNER v2.0 text (skipped, or failed under
+    CI, when it is absent), with a generated image per tweet (grey, a red ellipse in each gold box: something to
+    find there) under ``root/images``, and ``bases`` (name -> (model, processor)) saved under ``root/bases``.
+    Returns {"raw", "images", "root", "bases": name -> folder, "data"}."""
+    from PIL import ImageDraw
+
+    from riveg_hf.data.voc import read_voc
+
+    data = find_shared_data()
+    if data is None or not (data / "twitter-gmner" / "v2.0").is_dir():
+        skip_or_fail("the real Twitter-GMNER text is needed (riveg data download twitter-gmner)")
+    raw = data / "twitter-gmner" / "v2.0"
+    images = root / "images"
+    images.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        ids = [ln[6:].strip() for ln in (raw / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").splitlines()
+               if ln.startswith("IMGID:")][:limit]  # fmt: skip
+        for i in ids:
+            xml = raw / "xml" / f"{i}.xml"
+            ann = read_voc(xml) if xml.is_file() else None
+            size = (ann.width, ann.height) if ann and ann.width else (96, 64)
+            img = Image.new("RGB", size, (120, 120, 120))
+            draw = ImageDraw.Draw(img)
+            for obj in ann.objects if ann else []:
+                draw.ellipse(list(obj.box), fill=(230, 40, 40))
+            img.save(images / f"{i}.jpg")
+    saved = {}
+    for name, (model, processor) in bases.items():
+        model.save_pretrained(root / "bases" / name)
+        processor.save_pretrained(root / "bases" / name)
+        saved[name] = str(root / "bases" / name)
+    return {"raw": str(raw), "images": str(images), "root": root, "bases": saved, "data": data}

@@ -13,52 +13,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from riveg_hf.cli import main as cli
 from riveg_hf.data import load_built_dataset
-from riveg_hf.data.voc import read_voc
 from riveg_hf.metrics import compute_gmner
 from riveg_hf.predict import read_jsonl
 from riveg_hf.reproduce import PUBLISHED, ReproduceArguments, plan
 from riveg_hf.testing import tiny_blip_itm, tiny_grounding_dino, tiny_qwen2_5_vl, tiny_recognizer
 
-from .helpers import find_shared_data, skip_or_fail
+from .helpers import real_gmner_subset
 
 LIMIT = 3
 
 
 @pytest.fixture(scope="module")
 def real_subset(tmp_path_factory):
-    data = find_shared_data()
-    if data is None or not (data / "twitter-gmner" / "v2.0").is_dir():
-        skip_or_fail("the real Twitter-GMNER text is needed (riveg data download twitter-gmner)")
-    raw = data / "twitter-gmner" / "v2.0"
-    root = tmp_path_factory.mktemp("repro")
-    images = root / "images"
-    images.mkdir()
-    for split in ("train", "dev", "test"):
-        ids = [ln[6:].strip() for ln in (raw / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").splitlines()
-               if ln.startswith("IMGID:")][:LIMIT]  # fmt: skip
-        for i in ids:
-            xml = raw / "xml" / f"{i}.xml"
-            ann = read_voc(xml) if xml.is_file() else None
-            size = (ann.width, ann.height) if ann and ann.width else (96, 64)
-            img = Image.new("RGB", size, (120, 120, 120))
-            draw = ImageDraw.Draw(img)
-            for obj in ann.objects if ann else []:
-                x0, y0, x1, y1 = obj.box
-                draw.ellipse([x0, y0, x1, y1], fill=(230, 40, 40))  # something to find inside the gold box
-            img.save(images / f"{i}.jpg")
-    bases = {}
-    for name, pair in (("mner", tiny_recognizer()), ("entailment", tiny_blip_itm()),
-                       ("grounder", tiny_grounding_dino()), ("vlm", tiny_qwen2_5_vl())):  # fmt: skip
-        pair[0].save_pretrained(root / "bases" / name)
-        pair[1].save_pretrained(root / "bases" / name)
-        bases[name] = str(root / "bases" / name)
-    knowledge = data / "riveg-aux" / "llm-knowledge"
-    return {"raw": str(raw), "images": str(images), "root": root, "bases": bases,
-            "knowledge": str(knowledge) if knowledge.is_dir() else None}  # fmt: skip
+    s = real_gmner_subset(tmp_path_factory.mktemp("repro"), LIMIT,
+                          {"mner": tiny_recognizer(), "entailment": tiny_blip_itm(),
+                           "grounder": tiny_grounding_dino(), "vlm": tiny_qwen2_5_vl()})  # fmt: skip
+    knowledge = s["data"] / "riveg-aux" / "llm-knowledge"
+    return {**s, "knowledge": str(knowledge) if knowledge.is_dir() else None}
 
 
 def _argv(s, out, recipe="riveg-2024"):

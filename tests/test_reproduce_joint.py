@@ -11,11 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
 
 from riveg_hf.cli import main as cli
 from riveg_hf.data import load_built_dataset
-from riveg_hf.data.voc import read_voc
 from riveg_hf.metrics import PROTOCOLS, compute_gmner
 from riveg_hf.predict import read_jsonl
 from riveg_hf.reproduce import (
@@ -31,7 +29,7 @@ from riveg_hf.reproduce import (
 )
 from riveg_hf.testing import tiny_qwen2_5_vl, tiny_sam
 
-from .helpers import find_shared_data, skip_or_fail
+from .helpers import real_gmner_subset
 
 LIMIT = 3
 
@@ -215,31 +213,8 @@ def test_results_md_shows_ours_under_every_protocol_and_only_cited_numbers():
 # ---------------------------------------------------------------------- round trips
 @pytest.fixture(scope="module")
 def joint_subset(tmp_path_factory):
-    data = find_shared_data()
-    if data is None or not (data / "twitter-gmner" / "v2.0").is_dir():
-        skip_or_fail("the real Twitter-GMNER text is needed (riveg data download twitter-gmner)")
-    raw = data / "twitter-gmner" / "v2.0"
-    root = tmp_path_factory.mktemp("joint")
-    images = root / "images"
-    images.mkdir()
-    for split in ("train", "dev", "test"):
-        ids = [ln[6:].strip() for ln in (raw / "txt" / f"{split}.txt").read_text(encoding="utf-8-sig").splitlines()
-               if ln.startswith("IMGID:")][:LIMIT]  # fmt: skip
-        for i in ids:
-            xml = raw / "xml" / f"{i}.xml"
-            ann = read_voc(xml) if xml.is_file() else None
-            size = (ann.width, ann.height) if ann and ann.width else (96, 64)
-            img = Image.new("RGB", size, (120, 120, 120))
-            draw = ImageDraw.Draw(img)
-            for obj in ann.objects if ann else []:
-                draw.ellipse(list(obj.box), fill=(230, 40, 40))
-            img.save(images / f"{i}.jpg")
-    bases = {}
-    for name, pair in (("reader", tiny_qwen2_5_vl()), ("segmenter", tiny_sam())):
-        pair[0].save_pretrained(root / "bases" / name)
-        pair[1].save_pretrained(root / "bases" / name)
-        bases[name] = str(root / "bases" / name)
-    return {"raw": str(raw), "images": str(images), "bases": bases}
+    return real_gmner_subset(tmp_path_factory.mktemp("joint"), LIMIT,
+                             {"reader": tiny_qwen2_5_vl(), "segmenter": tiny_sam()})  # fmt: skip
 
 
 def _joint_args(s, out: Path, **kw) -> ReproduceArguments:
