@@ -80,17 +80,8 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
                         metric_value=round(100 * res[metric], 2),
                     )
                 )
-        data = ModelCardData(
-            language="en",
-            license="apache-2.0",
-            library_name="transformers",
-            pipeline_tag="token-classification",
-            tags=["grounded-mner", "riveg", "mner", "named-entity-recognition", "twitter"],
-            base_model=base or None,
-            datasets=[ds_id],
-            model_name=name,
-            eval_results=evals or None,
-        )
+        data = _component_data("token-classification", ["mner", "named-entity-recognition", "twitter"],
+                               base, ds_id, name, evals or None)  # fmt: skip
         return ModelCard.from_template(
             data,
             install=INSTALL_COMMAND,
@@ -127,23 +118,11 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
                     metric_value=round(float(results[metric_name]), 4),
                 )
             ]
-        data = ModelCardData(
-            language="en",
-            license="apache-2.0",
-            library_name="transformers",
-            pipeline_tag="zero-shot-object-detection"
-            if kind == "grounder"
-            else "zero-shot-image-classification",
-            tags=[
-                "grounded-mner",
-                "riveg",
-                "visual-entailment" if kind == "entailment" else "visual-grounding",
-            ],
-            base_model=base or None,
-            datasets=[ds_id],
-            model_name=name,
-            eval_results=evals,
-        )
+        data = _component_data(
+            "zero-shot-object-detection" if kind == "grounder" else "zero-shot-image-classification",
+            ["visual-entailment" if kind == "entailment" else "visual-grounding"],
+            base, ds_id, name, evals,
+        )  # fmt: skip
         return ModelCard.from_template(
             data,
             install=INSTALL_COMMAND,
@@ -159,6 +138,21 @@ def component_card(kind: str, record: dict[str, Any], *, repo_id: str | None = N
     if kind == "reader":
         return _reader_card(record, args, ds_id, ds_name, base, name, common)
     raise ValueError(f"unknown component kind {kind!r}; valid: mner, entailment, grounder, reader")
+
+
+def _component_data(pipeline_tag: str, tags: list[str], base, ds_id: str, name: str, evals) -> ModelCardData:
+    """The card metadata every trained component shares (tags after ``grounded-mner``, ``riveg``)."""
+    return ModelCardData(
+        language="en",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=["grounded-mner", "riveg", *tags],
+        base_model=base or None,
+        datasets=[ds_id],
+        model_name=name,
+        eval_results=evals,
+    )
 
 
 def _reader_card(record, args, ds_id, ds_name, base, name, common) -> ModelCard:
@@ -180,17 +174,8 @@ def _reader_card(record, args, ds_id, ds_name, base, name, common) -> ModelCard:
         if metric in results
     ]
     fmt = record.get("format", "qwen-vl")
-    data = ModelCardData(
-        language="en",
-        license="apache-2.0",
-        library_name="transformers",
-        pipeline_tag="image-text-to-text",
-        tags=["grounded-mner", "riveg", "joint-reader", "named-entity-recognition", "visual-grounding"],
-        base_model=base or None,
-        datasets=[ds_id],
-        model_name=name,
-        eval_results=evals or None,
-    )
+    data = _component_data("image-text-to-text", ["joint-reader", "named-entity-recognition", "visual-grounding"],
+                           base, ds_id, name, evals or None)  # fmt: skip
     return ModelCard.from_template(
         data,
         install=INSTALL_COMMAND,

@@ -203,3 +203,29 @@ def real_gmner_subset(root: Path, limit: int, bases: dict) -> dict:
         processor.save_pretrained(root / "bases" / name)
         saved[name] = str(root / "bases" / name)
     return {"raw": str(raw), "images": str(images), "root": root, "bases": saved, "data": data}
+
+
+def script_generate(monkeypatch, reader, answers, record=lambda kw: kw["input_ids"].shape[0]) -> list:
+    """A reader's ``model.generate``, made to answer ``answers`` in order, one per generated row (the real
+    generate runs for one token, so scores keep their shape). Returns the list of ``record(generate's kwargs)``
+    per call (default: the rows generated)."""
+    import torch
+
+    real, tok = reader.model.generate, reader.processor.tokenizer
+    queue = list(answers)
+    calls = []
+
+    def canned(**kw):
+        out = real(**{**kw, "max_new_tokens": 1})
+        rows = []
+        for _ in range(kw["input_ids"].shape[0]):
+            ids = tok(queue.pop(0), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        new = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
+        calls.append(record(kw))
+        return out
+
+    monkeypatch.setattr(reader.model, "generate", canned)
+    return calls

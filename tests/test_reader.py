@@ -19,7 +19,7 @@ from riveg_hf.stages import JointReader, ReadRequest
 from riveg_hf.stages.reader import MAX_ENTITIES, FoundEntity, place_entities
 from riveg_hf.testing import tiny_qwen2_5_vl, tiny_qwen3_vl, tiny_sam2
 
-from .helpers import sake_prompt_dir
+from .helpers import sake_prompt_dir, script_generate
 
 TWEET = "Obama visits Paris with NASA"
 
@@ -50,25 +50,8 @@ def test_an_entity_not_in_the_tweet_is_never_invented():
 
 # ---------------------------------------------------------------------- answers through the model's generate
 def _script(monkeypatch, reader, answers):
-    """The model's generate, made to answer ``answers`` in order, one per generated row (uniform scores)."""
-    real, tok = reader.model.generate, reader.processor.tokenizer
-    queue = list(answers)
-    calls = []
-
-    def canned(**kw):
-        out = real(**{**kw, "max_new_tokens": 1})
-        rows = []
-        for _ in range(kw["input_ids"].shape[0]):
-            ids = tok(queue.pop(0), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            rows.append(ids)
-        width = max(len(r) for r in rows)
-        new = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
-        calls.append(kw["input_ids"].shape[0])
-        return out
-
-    monkeypatch.setattr(reader.model, "generate", canned)
-    return calls
+    """The model's generate, made to answer ``answers`` in order; records the rows of each call."""
+    return script_generate(monkeypatch, reader, answers)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,14 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from riveg_hf.stages import JointReader, ReadRequest
 from riveg_hf.stages.reader import MAX_ENTITIES
 from riveg_hf.stages.readers import e2e_gmner
 from riveg_hf.testing import tiny_qwen2_5_vl
+
+from .helpers import script_generate
 
 INSTRUCTION = "Find the entities of the text.\n\nText: "  # a stand-in: E2E-GMNER's text is not shipped
 SYSTEM = "You are a careful tester."
@@ -335,31 +336,16 @@ def test_without_the_processors_size_boxes_are_read_in_e2e_gmners_frame(reader):
 
 # ---------------------------------------------------------------------- through the model's own generate
 def _script(monkeypatch, reader, answers):
-    """The model's generate, made to answer ``answers`` in order, one per generated row; records each call's
-    prompts (decoded) and image grids."""
-    real, tok = reader.model.generate, reader.processor.tokenizer
-    queue = list(answers)
-    calls = []
+    """The model's generate, made to answer ``answers`` in order; records each call's prompts (decoded) and
+    image grids."""
 
-    def canned(**kw):
-        out = real(**{**kw, "max_new_tokens": 1})
-        rows = []
-        for _ in range(kw["input_ids"].shape[0]):
-            ids = tok(queue.pop(0), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            rows.append(ids)
-        width = max(len(r) for r in rows)
-        new = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-        out.sequences = torch.cat([kw["input_ids"], new], dim=1)
-        calls.append(
-            {
-                "prompts": tok.batch_decode(kw["input_ids"], skip_special_tokens=False),
-                "grids": kw["image_grid_thw"].tolist() if "image_grid_thw" in kw else None,
-            }
-        )
-        return out
+    def record(kw):
+        return {
+            "prompts": reader.processor.tokenizer.batch_decode(kw["input_ids"], skip_special_tokens=False),
+            "grids": kw["image_grid_thw"].tolist() if "image_grid_thw" in kw else None,
+        }
 
-    monkeypatch.setattr(reader.model, "generate", canned)
-    return calls
+    return script_generate(monkeypatch, reader, answers, record)
 
 
 def test_a_round_trip_gives_boxes_in_original_pixels(qwen25, prompt_files, monkeypatch):
